@@ -1,0 +1,3 @@
+from facturasd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""The exception tree of facturasd.
+
+    FacturasdError
+    ├── ConfigError            the configuration file or environment is wrong (exit 2)
+    ├── StoreError             the SQLite store cannot be used as asked
+    │   ├── SchemaTooNew       the database was written by a newer facturasd
+    │   └── LeaseLost          a job's lease expired and another worker took it
+    ├── AlreadyRunning         another daemon holds the state directory's lock
+    ├── RetryLater             a job handler asks to run again later (not a failure)
+    └── JobFailed              a job handler says retrying cannot help
+
+Later capabilities hang their own branches here (FormatError, UpstreamError, …), each error
+carrying a stable code a person can look up.
+"""
+
+from __future__ import annotations
+
+
+class FacturasdError(Exception):
+    """Base of every error facturasd raises on purpose."""
+
+
+class ConfigError(FacturasdError):
+    """The configuration cannot be used; `problems` has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StoreError(FacturasdError):
+    """The SQLite store refused an operation."""
+
+
+class SchemaTooNew(StoreError):
+    """The database schema is newer than this version of facturasd understands."""
+
+
+class LeaseLost(StoreError):
+    """The job's lease expired and the job was handed to someone else; drop the result."""
+
+
+class AlreadyRunning(FacturasdError):
+    """Another facturasd process is using the same state directory."""
+
+
+class RetryLater(FacturasdError):
+    """Raised by a job handler: try this job again after `delay` seconds (not a failure)."""
+
+    def __init__(self, reason: str, delay: float):
+        super().__init__(reason)
+        self.delay = delay
+
+
+class JobFailed(FacturasdError):
+    """Raised by a job handler: retrying cannot help; the job goes straight to `dead`."""

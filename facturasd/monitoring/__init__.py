@@ -1,0 +1,1 @@
+"""Health, metrics and alerts: what the daemon says about itself."""

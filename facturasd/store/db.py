@@ -1,0 +1,266 @@
+"""The SQLite connection: pragmas, migrations, group commit and online backups.
+
+Every write goes through `Database.write(op)`. Writes that arrive while a commit is being
+fsync'd wait and are then committed together in one transaction, each in its own savepoint,
+so one fsync pays for a whole batch (group commit) and one failing operation does not undo
+the others. Reads use a second connection; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+import anyio
+
+from facturasd.errors import SchemaTooNew, StoreError
+from facturasd.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = Callable[[aiosqlite.Connection], Awaitable[T]]
+
+BUSY_TIMEOUT_MS = 5000
+# Enough to amortise an fsync, small enough that one batch never holds the lock for long.
+MAX_BATCH = 256
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = aiosqlite.Row
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+    if mode is None or str(mode[0]).lower() != "wal":
+        await conn.close()
+        raise StoreError(f"{path}: SQLite refused WAL mode (got {mode and mode[0]!r})")
+    # FULL: a commit is on disk (WAL fsync'd) before write() returns, so a committed ledger
+    # row survives power loss; group commit keeps that affordable.
+    await conn.execute("PRAGMA synchronous = FULL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    row = await (await conn.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def migrate(
+    conn: aiosqlite.Connection,
+    path: Path,
+    backup_dir: Path,
+    migrations: Sequence[str] = MIGRATIONS,
+) -> int:
+    """Brings the schema to the latest version; returns the version found before."""
+    found = await schema_version(conn)
+    target = len(migrations)
+    if found > target:
+        raise SchemaTooNew(
+            f"{path}: schema version {found} was written by a newer facturasd "
+            f"(this one knows up to {target}); upgrade facturasd or restore a backup"
+        )
+    if found == target:
+        return found
+    if found > 0:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        copy = backup_dir / f"{path.stem}-v{found}-before-v{target}-{stamp}.db"
+        await backup_connection(conn, copy)
+        log.info("backed up the database to %s before migrating to v%d", copy, target)
+    for version in range(found + 1, target + 1):
+        script = migrations[version - 1]
+        try:
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\n;"
+                f"INSERT INTO schema_version VALUES ({version}, datetime('now'));\nCOMMIT;"
+            )
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                await conn.rollback()
+            raise StoreError(f"{path}: migration to v{version} failed: {exc}") from exc
+        log.info("database migrated to schema v%d", version)
+    return found
+
+
+async def backup_connection(conn: aiosqlite.Connection, dest: Path) -> None:
+    """A consistent copy of the open database, written atomically to `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    # VACUUM INTO reads one snapshot, so concurrent writers neither block nor tear it.
+    await conn.execute("VACUUM INTO ?", (str(tmp),))
+    await anyio.to_thread.run_sync(_fsync_and_rename, tmp, dest)
+
+
+def _fsync_and_rename(tmp: Path, dest: Path) -> None:
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, dest)
+    directory = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@dataclass
+class _Pending(Generic[T]):
+    op: Op[T]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: T | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class WriteStats:
+    """Counters for benchmarks and metrics: how well writes are being grouped."""
+
+    commits: int = 0
+    operations: int = 0
+
+
+class Database:
+    """One SQLite file: a writer connection with group commit and a reader connection."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._pending: list[_Pending[Any]] = []
+        self._flush_lock = anyio.Lock()
+        self.stats = WriteStats()
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        backup_dir: Path | None = None,
+        migrations: Sequence[str] = MIGRATIONS,
+        upgrade: bool = True,
+    ) -> Database:
+        """Opens `path`; only the daemon (upgrade=True) creates or migrates the schema, so a
+        command run beside an older daemon never changes the schema under it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path)
+        try:
+            if upgrade:
+                await migrate(writer, path, backup_dir or path.parent / "backups", migrations)
+            elif (found := await schema_version(writer)) != len(migrations):
+                raise StoreError(
+                    f"{path}: schema v{found}, this facturasd expects v{len(migrations)}; "
+                    "start the daemon once to migrate it"
+                )
+            reader = await _connect(path)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._flush_lock:
+            await self._writer.close()
+            await self._reader.close()
+
+    async def write(self, op: Op[T]) -> T:
+        """Runs `op` in a write transaction, committed (fsync'd) when this returns."""
+        entry: _Pending[T] = _Pending(op)
+        self._pending.append(entry)
+        try:
+            async with self._flush_lock:
+                if not entry.done.is_set():
+                    batch, self._pending = self._pending, []
+                    # A cancelled caller must not leave a half-done transaction behind.
+                    with anyio.CancelScope(shield=True):
+                        await self._commit(batch)
+        except BaseException:
+            if entry in self._pending:
+                self._pending.remove(entry)
+            raise
+        await entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        return entry.result  # type: ignore[return-value]
+
+    async def _commit(self, batch: list[_Pending[Any]]) -> None:
+        conn = self._writer
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            for entry in batch:
+                await conn.execute("SAVEPOINT op")
+                try:
+                    entry.result = await entry.op(conn)
+                except Exception as exc:
+                    entry.error = exc
+                    await conn.execute("ROLLBACK TO op")
+                await conn.execute("RELEASE op")
+            await conn.execute("COMMIT")
+            self.stats.commits += 1
+            self.stats.operations += len(batch)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            for entry in batch:
+                entry.result, entry.error = None, entry.error or exc
+        finally:
+            for entry in batch:
+                entry.done.set()
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._reader.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self._reader.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def backup(self, dest: Path) -> None:
+        await backup_connection(self._reader, dest)
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    size: int
+    schema_version: int
+    jobs: int
+    invoices: int
+
+
+async def backup_file(source: Path, dest: Path) -> BackupResult:
+    """`facturasd backup`: an online copy of `source`, checked before it is reported."""
+    if not await anyio.Path(source).is_file():
+        raise StoreError(f"{source}: no database here (is paths.state_dir right?)")
+    if await anyio.Path(dest).is_dir() or str(dest).endswith(os.sep):
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        dest = dest / f"{source.stem}-{stamp}.db"
+    if await anyio.Path(dest).exists():
+        raise StoreError(f"{dest}: already exists; choose another name or a folder")
+    async with aiosqlite.connect(source) as conn:
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await backup_connection(conn, dest)
+    async with aiosqlite.connect(dest) as copy:
+        check = await (await copy.execute("PRAGMA quick_check")).fetchone()
+        if check is None or check[0] != "ok":
+            raise StoreError(f"{dest}: the copy failed its integrity check: {check}")
+        version = await (await copy.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+        jobs = await (await copy.execute("SELECT COUNT(*) FROM jobs")).fetchone()
+        invoices = await (await copy.execute("SELECT COUNT(*) FROM invoices")).fetchone()
+    return BackupResult(
+        dest,
+        (await anyio.Path(dest).stat()).st_size,
+        int(version[0]) if version else 0,
+        int(jobs[0]) if jobs else 0,
+        int(invoices[0]) if invoices else 0,
+    )

@@ -1,0 +1,88 @@
+"""Forward-only schema migrations; version N is MIGRATIONS[N - 1] and is never edited.
+
+To change the schema, append a migration. The daemon copies the database to
+`<state_dir>/backups/` before it applies any migration to an existing file.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: ledger, event history, queue, scheduler state, key-value.
+    """
+    CREATE TABLE invoices (
+        id            INTEGER PRIMARY KEY,
+        sha256        TEXT NOT NULL UNIQUE,
+        uuid          TEXT,
+        company       TEXT,
+        country       TEXT,
+        kind          TEXT,
+        number        TEXT,
+        issuer_tax_id TEXT,
+        issuer_name   TEXT,
+        receiver_tax_id TEXT,
+        issued_at     TEXT,
+        currency      TEXT,
+        total         TEXT,
+        state         TEXT NOT NULL,
+        compliance    TEXT NOT NULL DEFAULT 'PENDING',
+        original_name TEXT NOT NULL,
+        stored_path   TEXT,
+        document      TEXT,
+        received_at   REAL NOT NULL,
+        updated_at    REAL NOT NULL
+    );
+    CREATE INDEX invoices_uuid ON invoices(uuid);
+    CREATE INDEX invoices_state ON invoices(state);
+
+    CREATE TABLE invoice_events (
+        id         INTEGER PRIMARY KEY,
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        at         REAL NOT NULL,
+        kind       TEXT NOT NULL,
+        detail     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX invoice_events_invoice ON invoice_events(invoice_id, at);
+    CREATE TRIGGER invoice_events_no_update BEFORE UPDATE ON invoice_events
+    BEGIN SELECT RAISE(ABORT, 'invoice_events is append-only'); END;
+    CREATE TRIGGER invoice_events_no_delete BEFORE DELETE ON invoice_events
+    BEGIN SELECT RAISE(ABORT, 'invoice_events is append-only'); END;
+
+    CREATE TABLE jobs (
+        id           INTEGER PRIMARY KEY,
+        queue        TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        dedupe_key   TEXT,
+        priority     INTEGER NOT NULL DEFAULT 0,
+        state        TEXT NOT NULL DEFAULT 'queued'
+                     CHECK (state IN ('queued', 'running', 'done', 'dead')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        run_at       REAL NOT NULL,
+        lease_token  TEXT,
+        lease_until  REAL,
+        last_error   TEXT,
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL,
+        finished_at  REAL
+    );
+    CREATE INDEX jobs_ready ON jobs(queue, priority DESC, run_at, id) WHERE state = 'queued';
+    CREATE INDEX jobs_leases ON jobs(lease_until) WHERE state = 'running';
+    CREATE INDEX jobs_state ON jobs(queue, state);
+    CREATE UNIQUE INDEX jobs_live_dedupe ON jobs(dedupe_key)
+        WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running');
+
+    CREATE TABLE scheduler_runs (
+        task     TEXT PRIMARY KEY,
+        last_run REAL NOT NULL,
+        last_ok  INTEGER NOT NULL,
+        detail   TEXT
+    );
+
+    CREATE TABLE kv (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)

@@ -1,0 +1,410 @@
+"""The durable job queue in SQLite.
+
+Delivery is at-least-once: a job is claimed with a lease; if the worker dies, the lease
+expires (or the daemon reclaims its orphans at start-up) and the job runs again. Handlers get
+exactly-once *effect* by making their database effect part of the completion: `complete(job,
+effect)` runs the effect and marks the job done in one transaction, guarded by the lease
+token, so a job whose lease was lost cannot apply its effect a second time. Effects outside
+the database (an Alegra bill) record their intent first and reconcile on the next attempt.
+
+Rate limits are per queue and per process (the state directory's lock keeps one daemon per
+database): a sliding window of the last claims, read against the injected clock.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from facturasd.clock import Clock, utcnow
+from facturasd.config import QueueSettings, RateLimit
+from facturasd.constants import JobState, QueueName
+from facturasd.errors import LeaseLost, StoreError
+from facturasd.store.db import Database
+
+Effect = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+DEFAULT_MAX_ATTEMPTS = 5
+_COLUMNS = (
+    "id, queue, kind, payload, dedupe_key, priority, state, attempts, max_attempts, "
+    "run_at, lease_token, last_error, created_at"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    queue: str
+    kind: str
+    payload: dict[str, Any]
+    dedupe_key: str | None
+    priority: int
+    state: JobState
+    attempts: int
+    max_attempts: int
+    run_at: float
+    lease_token: str | None
+    last_error: str | None
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            queue=row["queue"],
+            kind=row["kind"],
+            payload=json.loads(row["payload"]),
+            dedupe_key=row["dedupe_key"],
+            priority=row["priority"],
+            state=JobState(row["state"]),
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            run_at=row["run_at"],
+            lease_token=row["lease_token"],
+            last_error=row["last_error"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One queue's figures for /health and metrics."""
+
+    name: str
+    counts: dict[str, int]
+    ready: int
+    oldest_ready_age: float
+
+    @property
+    def depth(self) -> int:
+        return self.counts.get(JobState.QUEUED, 0)
+
+
+class _Window:
+    """At most `limit.count` claims in any `limit.period` seconds."""
+
+    def __init__(self, limit: RateLimit):
+        self.limit = limit
+        self._claims: deque[float] = deque()
+
+    def next_free(self, now: float) -> float:
+        while self._claims and self._claims[0] <= now - self.limit.period:
+            self._claims.popleft()
+        if len(self._claims) < self.limit.count:
+            return now
+        return self._claims[0] + self.limit.period
+
+    def take(self, now: float) -> None:
+        self._claims.append(now)
+
+
+class Queue:
+    def __init__(
+        self,
+        db: Database,
+        settings: Mapping[QueueName, QueueSettings] | None = None,
+        *,
+        clock: Clock = utcnow,
+    ):
+        self.db = db
+        self._clock = clock
+        self._settings = {str(name): s for name, s in (settings or {}).items()}
+        self._windows = {
+            name: _Window(s.rate_limit) for name, s in self._settings.items() if s.rate_limit
+        }
+        self._work = anyio.Event()
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+    # ── producing ─────────────────────────────────────────────────────────────────────────
+
+    async def enqueue(
+        self,
+        queue: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        dedupe_key: str | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+    ) -> Job:
+        """Adds a job; with a dedupe key, a live job holding that key is returned instead."""
+        now = self._now()
+        settings = self._settings.get(queue)
+        max_attempts = settings.max_attempts if settings else DEFAULT_MAX_ATTEMPTS
+        body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        when = run_at.timestamp() if run_at else now
+
+        async def insert(conn: aiosqlite.Connection) -> Job:
+            cursor = await conn.execute(
+                f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
+                                      run_at, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (dedupe_key)
+                        WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running')
+                        DO NOTHING
+                    RETURNING {_COLUMNS}""",
+                (queue, kind, body, dedupe_key, priority, max_attempts, when, now, now),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                cursor = await conn.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE dedupe_key = ? "
+                    "AND state IN ('queued', 'running')",
+                    (dedupe_key,),
+                )
+                row = await cursor.fetchone()
+            if row is None:
+                raise StoreError(f"job with dedupe key {dedupe_key!r} vanished during enqueue")
+            return Job.from_row(row)
+
+        job = await self.db.write(insert)
+        self.wake()
+        return job
+
+    # ── consuming ─────────────────────────────────────────────────────────────────────────
+
+    async def claim(self, queues: Sequence[str], lease: float) -> Job | None:
+        """The next ready job of `queues` (highest priority, then oldest), leased to the caller."""
+
+        async def take(conn: aiosqlite.Connection) -> Job | None:
+            now = self._now()
+            await self._reclaim_expired(conn, now)
+            open_queues = [
+                q
+                for q in queues
+                if q not in self._windows or self._windows[q].next_free(now) <= now
+            ]
+            if not open_queues:
+                return None
+            marks = ", ".join("?" * len(open_queues))
+            cursor = await conn.execute(
+                f"""UPDATE jobs
+                    SET state = 'running', attempts = attempts + 1, lease_token = ?,
+                        lease_until = ?, updated_at = ?
+                    WHERE id = (SELECT id FROM jobs
+                                WHERE state = 'queued' AND queue IN ({marks}) AND run_at <= ?
+                                ORDER BY priority DESC, run_at, id LIMIT 1)
+                    RETURNING {_COLUMNS}""",
+                (secrets.token_hex(8), now + lease, now, *open_queues, now),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            if window := self._windows.get(row["queue"]):
+                window.take(now)
+            return Job.from_row(row)
+
+        return await self.db.write(take)
+
+    async def _reclaim_expired(self, conn: aiosqlite.Connection, now: float) -> None:
+        await conn.execute(
+            """UPDATE jobs
+               SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                   finished_at = CASE WHEN attempts >= max_attempts THEN ? END,
+                   last_error = 'lease expired: the worker stopped or was killed',
+                   lease_token = NULL, lease_until = NULL, updated_at = ?
+               WHERE state = 'running' AND lease_until <= ?""",
+            (now, now, now),
+        )
+
+    async def recover_orphans(self) -> int:
+        """At start-up, under the state directory's lock, every running job is an orphan."""
+
+        async def recover(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(
+                "UPDATE jobs SET lease_until = ? WHERE state = 'running'", (self._now(),)
+            )
+            await self._reclaim_expired(conn, self._now())
+            return cursor.rowcount
+
+        return await self.db.write(recover)
+
+    def wake(self) -> None:
+        """Wakes every worker waiting in `wait_for_work`."""
+        self._work.set()
+        self._work = anyio.Event()
+
+    async def wait_for_work(self, at_most: float) -> None:
+        """Returns when a job is enqueued in this process, or after `at_most` seconds."""
+        with anyio.move_on_after(at_most):
+            await self._work.wait()
+
+    async def next_ready_in(self, queues: Sequence[str]) -> float | None:
+        """Seconds until a job of `queues` can be claimed (0 if now); None if none waits."""
+        now = self._now()
+        marks = ", ".join("?" * len(queues))
+        rows = await self.db.fetchall(
+            f"SELECT queue, MIN(run_at) AS due FROM jobs "
+            f"WHERE state = 'queued' AND queue IN ({marks}) GROUP BY queue",
+            queues,
+        )
+        times = [
+            max(row["due"], self._windows[row["queue"]].next_free(now))
+            if row["queue"] in self._windows
+            else row["due"]
+            for row in rows
+        ]
+        return max(0.0, min(times) - now) if times else None
+
+    # ── finishing ─────────────────────────────────────────────────────────────────────────
+
+    async def extend(self, job: Job, lease: float) -> None:
+        """Keeps a long job's lease; LeaseLost if it was already taken from this worker."""
+
+        async def renew(conn: aiosqlite.Connection) -> None:
+            now = self._now()
+            await self._expect_one(
+                conn,
+                "UPDATE jobs SET lease_until = ?, updated_at = ? "
+                "WHERE id = ? AND lease_token = ? AND state = 'running'",
+                (now + lease, now, job.id, job.lease_token),
+                job,
+            )
+
+        await self.db.write(renew)
+
+    async def complete(self, job: Job, effect: Effect | None = None) -> None:
+        """Marks the job done and applies `effect` in the same transaction, or neither."""
+
+        async def finish(conn: aiosqlite.Connection) -> None:
+            now = self._now()
+            await self._expect_one(
+                conn,
+                "UPDATE jobs SET state = 'done', finished_at = ?, updated_at = ?, "
+                "lease_token = NULL, lease_until = NULL "
+                "WHERE id = ? AND lease_token = ? AND state = 'running'",
+                (now, now, job.id, job.lease_token),
+                job,
+            )
+            if effect is not None:
+                await effect(conn)
+
+        await self.db.write(finish)
+
+    async def fail(
+        self, job: Job, error: str, retry_at: datetime | None = None, *, permanent: bool = False
+    ) -> JobState:
+        """Records a failed attempt: queued again at `retry_at`, or dead when out of attempts."""
+
+        async def record(conn: aiosqlite.Connection) -> JobState:
+            now = self._now()
+            when = retry_at.timestamp() if retry_at else now
+            cursor = await conn.execute(
+                """UPDATE jobs
+                   SET state = CASE WHEN ? OR attempts >= max_attempts
+                                    THEN 'dead' ELSE 'queued' END,
+                       finished_at = CASE WHEN ? OR attempts >= max_attempts THEN ? END,
+                       run_at = ?, last_error = ?, lease_token = NULL, lease_until = NULL,
+                       updated_at = ?
+                   WHERE id = ? AND lease_token = ? AND state = 'running'
+                   RETURNING state""",
+                (permanent, permanent, now, when, error, now, job.id, job.lease_token),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise LeaseLost(f"job {job.id}: lease lost before its failure was recorded")
+            return JobState(row["state"])
+
+        return await self.db.write(record)
+
+    async def release(
+        self, job: Job, run_at: datetime | None = None, reason: str | None = None
+    ) -> None:
+        """Hands a job back without counting the attempt: at shutdown, or when its handler
+        asks to be run again later (RetryLater) rather than failing."""
+
+        async def give_back(conn: aiosqlite.Connection) -> None:
+            now = self._now()
+            await conn.execute(
+                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = ?, "
+                "last_error = COALESCE(?, last_error), lease_token = NULL, lease_until = NULL, "
+                "updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
+                (run_at.timestamp() if run_at else now, reason, now, job.id, job.lease_token),
+            )
+
+        await self.db.write(give_back)
+
+    async def requeue(self, job_id: int) -> Job:
+        """Runs a dead job again, with its attempts reset."""
+
+        async def revive(conn: aiosqlite.Connection) -> Job:
+            now = self._now()
+            try:
+                cursor = await conn.execute(
+                    f"""UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?,
+                               finished_at = NULL, updated_at = ?
+                        WHERE id = ? AND state = 'dead' RETURNING {_COLUMNS}""",
+                    (now, now, job_id),
+                )
+            except aiosqlite.IntegrityError:
+                raise StoreError(
+                    f"job {job_id}: another live job already holds its dedupe key"
+                ) from None
+            row = await cursor.fetchone()
+            if row is None:
+                raise StoreError(f"job {job_id}: no dead job with this id")
+            return Job.from_row(row)
+
+        job = await self.db.write(revive)
+        self.wake()
+        return job
+
+    @staticmethod
+    async def _expect_one(
+        conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...], job: Job
+    ) -> None:
+        cursor = await conn.execute(sql, params)
+        if cursor.rowcount != 1:
+            raise LeaseLost(f"job {job.id}: lease lost (it expired and was reclaimed)")
+
+    # ── reading ───────────────────────────────────────────────────────────────────────────
+
+    async def get(self, job_id: int) -> Job | None:
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(row) if row else None
+
+    async def find(
+        self, *, state: JobState | None = None, queue: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM jobs WHERE (? IS NULL OR state = ?) "
+            "AND (? IS NULL OR queue = ?) ORDER BY id DESC LIMIT ?",
+            (state, state, queue, queue, limit),
+        )
+        return [Job.from_row(row) for row in rows]
+
+    async def stats(self, queues: Sequence[str]) -> list[QueueStats]:
+        """Counts per state, ready depth and the age of the oldest ready job, per queue."""
+        now = self._now()
+        counts: dict[str, dict[str, int]] = {q: {s.value: 0 for s in JobState} for q in queues}
+        for row in await self.db.fetchall(
+            "SELECT queue, state, COUNT(*) AS n FROM jobs GROUP BY queue, state"
+        ):
+            counts.setdefault(row["queue"], {s.value: 0 for s in JobState})[row["state"]] = row["n"]
+        ready: dict[str, tuple[int, float]] = {}
+        for row in await self.db.fetchall(
+            "SELECT queue, COUNT(*) AS n, MIN(run_at) AS oldest FROM jobs "
+            "WHERE state = 'queued' AND run_at <= ? GROUP BY queue",
+            (now,),
+        ):
+            ready[row["queue"]] = (row["n"], max(0.0, now - row["oldest"]))
+        return [
+            QueueStats(name, by_state, *ready.get(name, (0, 0.0)))
+            for name, by_state in counts.items()
+        ]
+
+
+def backoff(attempts: int, *, base: float = 5.0, cap: float = 900.0) -> timedelta:
+    """Delay before retrying a job that raised: 5 s, 20 s, 80 s, … capped at 15 minutes."""
+    return timedelta(seconds=min(cap, base * 4 ** max(0, attempts - 1)))

@@ -1,0 +1,167 @@
+"""The worker pool: claims jobs and runs the handler registered for each job kind."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import anyio
+
+from facturasd.clock import Clock, utcnow
+from facturasd.errors import JobFailed, LeaseLost, RetryLater
+from facturasd.logs import job_id_var
+from facturasd.store.queue import Effect, Job, Queue, backoff
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], Awaitable[Effect | None]]
+
+POLL_INTERVAL = 1.0
+
+
+async def ping(job: Job) -> Effect | None:
+    """A job kind for tests and `doctor`: waits `sleep` seconds, fails if asked to."""
+    await anyio.sleep(float(job.payload.get("sleep", 0)))
+    if reason := job.payload.get("fail"):
+        raise RuntimeError(str(reason))
+    return None
+
+
+BUILTIN_HANDLERS: Mapping[str, Handler] = {"ping": ping}
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        queue: Queue,
+        handlers: Mapping[str, Handler],
+        *,
+        queues: Sequence[str],
+        concurrency: int,
+        lease: float,
+        clock: Clock = utcnow,
+    ):
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.lease = lease
+        self._clock = clock
+        self._stopping = False
+        self._idle = anyio.Event()
+        self.alive = 0
+        self.busy = 0
+
+    def stop(self) -> None:
+        """Stop claiming; jobs in flight run to their end."""
+        self._stopping = True
+        self.queue.wake()
+
+    async def drained(self) -> None:
+        """Returns once every worker has stopped (after `stop()`)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        self._idle = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.concurrency):
+                tg.start_soon(self._work)
+
+    async def _work(self) -> None:
+        self.alive += 1
+        try:
+            while not self._stopping:
+                job = await self.queue.claim(self.queues, self.lease)
+                if job is None:
+                    due = await self.queue.next_ready_in(self.queues)
+                    await self.queue.wait_for_work(min(POLL_INTERVAL, due or POLL_INTERVAL))
+                    continue
+                self.busy += 1
+                try:
+                    await self._run(job)
+                finally:
+                    self.busy -= 1
+        finally:
+            self.alive -= 1
+            if not self.alive:
+                self._idle.set()
+
+    async def _run(self, job: Job) -> None:
+        token = job_id_var.set(job.id)
+        try:
+            await self._attempt(job)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self.queue.release(job, reason="interrupted by shutdown")
+            log.info("job %d (%s) handed back unfinished", job.id, job.kind)
+            raise
+        finally:
+            job_id_var.reset(token)
+
+    async def _attempt(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            await self.queue.fail(job, f"no handler for job kind {job.kind!r}", permanent=True)
+            log.error("job %d has unknown kind %r: marked dead", job.id, job.kind)
+            return
+        outcome: dict[str, Any] = {}
+
+        async def call() -> None:
+            try:
+                outcome["effect"] = await handler(job)
+            except Exception as exc:
+                outcome["error"] = exc
+            finally:
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_lease, job, outcome, tg.cancel_scope)
+            tg.start_soon(call)
+        try:
+            await self._settle(job, outcome)
+        except LeaseLost as exc:
+            log.warning("%s; its result is dropped", exc)
+
+    async def _settle(self, job: Job, outcome: dict[str, Any]) -> None:
+        if "lost" in outcome:
+            raise outcome["lost"]
+        error = outcome.get("error")
+        if error is None:
+            await self.queue.complete(job, outcome.get("effect"))
+            log.debug("job %d (%s) done", job.id, job.kind)
+        elif isinstance(error, RetryLater):
+            await self.queue.release(
+                job, self._clock() + timedelta(seconds=error.delay), str(error)
+            )
+            log.info("job %d (%s) deferred %.0fs: %s", job.id, job.kind, error.delay, error)
+        elif isinstance(error, JobFailed):
+            await self.queue.fail(job, str(error), permanent=True)
+            log.error("job %d (%s) failed for good: %s", job.id, job.kind, error)
+        else:
+            text = f"{type(error).__name__}: {error}"
+            state = await self.queue.fail(job, text, self._clock() + backoff(job.attempts))
+            log.error(
+                "job %d (%s) attempt %d/%d raised %s; now %s",
+                job.id,
+                job.kind,
+                job.attempts,
+                job.max_attempts,
+                text,
+                state.value,
+                exc_info=error,
+            )
+
+    async def _keep_lease(
+        self, job: Job, outcome: dict[str, Any], handler_scope: anyio.CancelScope
+    ) -> None:
+        """Renews the lease of a long job; if it was lost anyway, the handler is stopped."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                await self.queue.extend(job, self.lease)
+            except LeaseLost as exc:
+                outcome["lost"] = exc
+                handler_scope.cancel()
+                return
