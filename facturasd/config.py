@@ -583,6 +583,14 @@ _MESSAGES = {
 }
 
 
+_BOUNDS = {
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "too_short": "must have at least {min_length} item(s)",
+}
+
+
 def _validation_problems(
     exc: ValidationError, raw: Mapping[str, Any], sources: Mapping[tuple[str, ...], str]
 ) -> list[str]:
@@ -610,8 +618,11 @@ def _validation_problems(
             problems.append(error["msg"])
         else:
             why = _MESSAGES.get(kind) or _lower_first(error["msg"])
+            ctx = error.get("ctx", {})
             if kind == "literal_error":
-                why = f"is not one of {error.get('ctx', {}).get('expected', '')}"
+                why = f"is not one of {ctx.get('expected', '')}"
+            elif kind in _BOUNDS:
+                why = _BOUNDS[kind].format(**ctx)
             value = json.dumps(error["input"], default=str, ensure_ascii=False)
             problems.append(f"{where}: {value} {why}")
     return problems

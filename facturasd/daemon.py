@@ -147,18 +147,25 @@ class Daemon:
         self.extra_components = list(components)
         self.notifier = Notifier(environ)
         self.supervisor = Supervisor()
+        self._stop: anyio.Event | None = None
+
+    def stop(self) -> None:
+        """Asks a running daemon to shut down, as SIGTERM does."""
+        if self._stop is not None:
+            self._stop.set()
 
     async def run(self) -> None:
+        stop = self._stop = anyio.Event()
         state_dir = self.config.paths.state_dir
         with state_lock(state_dir):
             db = await Database.open(state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR)
             try:
-                await self._serve(db)
+                await self._serve(db, stop)
             finally:
                 await db.close()
         log.info("stopped")
 
-    async def _serve(self, db: Database) -> None:
+    async def _serve(self, db: Database, stop: anyio.Event) -> None:
         config = self.config
         queue = Queue(db, config.queues)
         if orphans := await queue.recover_orphans():
@@ -188,6 +195,7 @@ class Daemon:
                 *self.extra_components,
             ]
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self._stop_on_signal)
                 for component in components:
                     tg.start_soon(self.supervisor.supervise, component)
                 log.info(
@@ -197,7 +205,7 @@ class Daemon:
                     db.path,
                 )
                 self.notifier.ready(f"ready: {pool.concurrency} workers")
-                await _wait_for_stop_signal()
+                await stop.wait()
                 self.notifier.stopping(f"stopping: {pool.busy} job(s) in flight")
                 log.info("stopping: %d job(s) in flight", pool.busy)
                 pool.stop()
@@ -218,9 +226,8 @@ class Daemon:
             self.notifier.status(f"running: {pool.busy}/{pool.alive} workers busy")
             await anyio.sleep(min(interval, STATUS_INTERVAL))
 
-
-async def _wait_for_stop_signal() -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("received %s", signal.Signals(signum).name)
-            return
+    async def _stop_on_signal(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s", signal.Signals(signum).name)
+                self.stop()

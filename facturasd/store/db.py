@@ -33,18 +33,25 @@ BUSY_TIMEOUT_MS = 5000
 MAX_BATCH = 256
 
 
+async def _pragma(conn: aiosqlite.Connection, statement: str) -> object:
+    """Runs a PRAGMA and closes its cursor (an open one would block VACUUM INTO)."""
+    async with conn.execute(f"PRAGMA {statement}") as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row else None
+
+
 async def _connect(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
-    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
-    if mode is None or str(mode[0]).lower() != "wal":
+    await _pragma(conn, f"busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = await _pragma(conn, "journal_mode = WAL")
+    if str(mode).lower() != "wal":
         await conn.close()
-        raise StoreError(f"{path}: SQLite refused WAL mode (got {mode and mode[0]!r})")
+        raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
     # FULL: a commit is on disk (WAL fsync'd) before write() returns, so a committed ledger
     # row survives power loss; group commit keeps that affordable.
-    await conn.execute("PRAGMA synchronous = FULL")
-    await conn.execute("PRAGMA foreign_keys = ON")
+    await _pragma(conn, "synchronous = FULL")
+    await _pragma(conn, "foreign_keys = ON")
     return conn
 
 
@@ -53,7 +60,8 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_version "
         "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
-    row = await (await conn.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+    async with conn.execute("SELECT MAX(version) FROM schema_version") as cursor:
+        row = await cursor.fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -248,19 +256,20 @@ async def backup_file(source: Path, dest: Path) -> BackupResult:
     if await anyio.Path(dest).exists():
         raise StoreError(f"{dest}: already exists; choose another name or a folder")
     async with aiosqlite.connect(source) as conn:
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await _pragma(conn, f"busy_timeout = {BUSY_TIMEOUT_MS}")
         await backup_connection(conn, dest)
     async with aiosqlite.connect(dest) as copy:
-        check = await (await copy.execute("PRAGMA quick_check")).fetchone()
-        if check is None or check[0] != "ok":
+        check = await _pragma(copy, "quick_check")
+        if check != "ok":
             raise StoreError(f"{dest}: the copy failed its integrity check: {check}")
-        version = await (await copy.execute("SELECT MAX(version) FROM schema_version")).fetchone()
-        jobs = await (await copy.execute("SELECT COUNT(*) FROM jobs")).fetchone()
-        invoices = await (await copy.execute("SELECT COUNT(*) FROM invoices")).fetchone()
-    return BackupResult(
-        dest,
-        (await anyio.Path(dest).stat()).st_size,
-        int(version[0]) if version else 0,
-        int(jobs[0]) if jobs else 0,
-        int(invoices[0]) if invoices else 0,
-    )
+        counts = []
+        for sql in (
+            "SELECT MAX(version) FROM schema_version",
+            "SELECT COUNT(*) FROM jobs",
+            "SELECT COUNT(*) FROM invoices",
+        ):
+            async with copy.execute(sql) as cursor:
+                row = await cursor.fetchone()
+                counts.append(int(row[0]) if row and row[0] is not None else 0)
+    size = (await anyio.Path(dest).stat()).st_size
+    return BackupResult(dest, size, *counts)

@@ -146,7 +146,8 @@ class Queue:
         when = run_at.timestamp() if run_at else now
 
         async def insert(conn: aiosqlite.Connection) -> Job:
-            cursor = await conn.execute(
+            row = await _one(
+                conn,
                 f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
                                       run_at, created_at, updated_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -156,14 +157,13 @@ class Queue:
                     RETURNING {_COLUMNS}""",
                 (queue, kind, body, dedupe_key, priority, max_attempts, when, now, now),
             )
-            row = await cursor.fetchone()
             if row is None:
-                cursor = await conn.execute(
+                row = await _one(
+                    conn,
                     f"SELECT {_COLUMNS} FROM jobs WHERE dedupe_key = ? "
                     "AND state IN ('queued', 'running')",
                     (dedupe_key,),
                 )
-                row = await cursor.fetchone()
             if row is None:
                 raise StoreError(f"job with dedupe key {dedupe_key!r} vanished during enqueue")
             return Job.from_row(row)
@@ -188,7 +188,8 @@ class Queue:
             if not open_queues:
                 return None
             marks = ", ".join("?" * len(open_queues))
-            cursor = await conn.execute(
+            row = await _one(
+                conn,
                 f"""UPDATE jobs
                     SET state = 'running', attempts = attempts + 1, lease_token = ?,
                         lease_until = ?, updated_at = ?
@@ -198,7 +199,6 @@ class Queue:
                     RETURNING {_COLUMNS}""",
                 (secrets.token_hex(8), now + lease, now, *open_queues, now),
             )
-            row = await cursor.fetchone()
             if row is None:
                 return None
             if window := self._windows.get(row["queue"]):
@@ -300,7 +300,8 @@ class Queue:
         async def record(conn: aiosqlite.Connection) -> JobState:
             now = self._now()
             when = retry_at.timestamp() if retry_at else now
-            cursor = await conn.execute(
+            row = await _one(
+                conn,
                 """UPDATE jobs
                    SET state = CASE WHEN ? OR attempts >= max_attempts
                                     THEN 'dead' ELSE 'queued' END,
@@ -311,7 +312,6 @@ class Queue:
                    RETURNING state""",
                 (permanent, permanent, now, when, error, now, job.id, job.lease_token),
             )
-            row = await cursor.fetchone()
             if row is None:
                 raise LeaseLost(f"job {job.id}: lease lost before its failure was recorded")
             return JobState(row["state"])
@@ -341,7 +341,8 @@ class Queue:
         async def revive(conn: aiosqlite.Connection) -> Job:
             now = self._now()
             try:
-                cursor = await conn.execute(
+                row = await _one(
+                    conn,
                     f"""UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?,
                                finished_at = NULL, updated_at = ?
                         WHERE id = ? AND state = 'dead' RETURNING {_COLUMNS}""",
@@ -351,7 +352,6 @@ class Queue:
                 raise StoreError(
                     f"job {job_id}: another live job already holds its dedupe key"
                 ) from None
-            row = await cursor.fetchone()
             if row is None:
                 raise StoreError(f"job {job_id}: no dead job with this id")
             return Job.from_row(row)
@@ -403,6 +403,12 @@ class Queue:
             QueueStats(name, by_state, *ready.get(name, (0, 0.0)))
             for name, by_state in counts.items()
         ]
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
+    """The first row of a statement, its cursor closed so the transaction can commit."""
+    async with conn.execute(sql, params) as cursor:
+        return await cursor.fetchone()
 
 
 def backoff(attempts: int, *, base: float = 5.0, cap: float = 900.0) -> timedelta:

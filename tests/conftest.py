@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # aiosqlite and aiohttp are asyncio libraries.
+    return "asyncio"
+
+
+@pytest.fixture
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fails the test if a component makes a blocking call on the event loop."""
+    with blockbuster_ctx("facturasd") as bb:
+        yield bb
