@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -109,26 +109,32 @@ class Supervisor:
                 return
 
 
-@contextmanager
-def state_lock(state_dir: Path) -> Iterator[IO[str]]:
+def _acquire_lock(state_dir: Path) -> IO[str]:
     """One daemon per state directory: a second one is refused instead of corrupting it."""
     state_dir.mkdir(parents=True, exist_ok=True)
     handle = (state_dir / LOCK_FILE).open("a+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "unknown"
-            raise AlreadyRunning(
-                f"another facturasd (pid {pid}) is already running with state directory "
-                f"{state_dir}; stop it first, or give this one another paths.state_dir"
-            ) from None
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield handle
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise AlreadyRunning(
+            f"another facturasd (pid {pid}) is already running with state directory "
+            f"{state_dir}; stop it first, or give this one another paths.state_dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+@asynccontextmanager
+async def state_lock(state_dir: Path) -> AsyncIterator[None]:
+    handle = await anyio.to_thread.run_sync(_acquire_lock, state_dir)
+    try:
+        yield
     finally:
         handle.close()
 
@@ -157,7 +163,7 @@ class Daemon:
     async def run(self) -> None:
         stop = self._stop = anyio.Event()
         state_dir = self.config.paths.state_dir
-        with state_lock(state_dir):
+        async with state_lock(state_dir):
             db = await Database.open(state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR)
             try:
                 await self._serve(db, stop)

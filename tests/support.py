@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sqlite3
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import anyio
+import httpx
+
+from facturasd.config import QueueSettings
+from facturasd.constants import QueueName
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "facturasd.toml"
@@ -38,3 +49,103 @@ def daemon_env(**extra: str) -> dict[str, str]:
         if not k.startswith("FACTURASD_") and k not in {"NOTIFY_SOCKET", "WATCHDOG_USEC"}
     }
     return {**env, **extra}
+
+
+class NotifySocket:
+    """A real datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.messages: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 30.0) -> list[str]:
+        """Reads datagrams until one has `line`; returns everything read so far."""
+        deadline = time.monotonic() + timeout
+        while not any(line in m.splitlines() for m in self.messages):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {line!r} within {timeout}s; got {self.messages}")
+            self.sock.settimeout(remaining)
+            self.messages.append(self.sock.recv(4096).decode())
+        return self.messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class DaemonProcess:
+    """`facturasd run` as a real subprocess, its stderr kept in a file."""
+
+    def __init__(self, config: Path, env: dict[str, str], *args: str):
+        self.log = config.parent / f"daemon-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "facturasd", "run", "--config", str(config), *args],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
+
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def get_health(port: int, timeout: float = 10.0) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=timeout)
+
+
+def wait_healthy(port: int, proc: DaemonProcess, timeout: float = 30.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.proc.returncode}:\n{proc.stderr()}")
+        try:
+            return get_health(port)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def enqueue(
+    db_path: Path,
+    jobs: list[tuple[str, str, dict[str, object]]],
+    settings: Mapping[QueueName, QueueSettings] | None = None,
+) -> list[int]:
+    """Puts jobs in the database file with the real queue API, from outside the daemon."""
+    from facturasd.store.db import Database
+    from facturasd.store.queue import Queue
+
+    async def put() -> list[int]:
+        db = await Database.open(db_path)
+        try:
+            queue = Queue(db, settings)
+            return [(await queue.enqueue(q, kind, payload)).id for q, kind, payload in jobs]
+        finally:
+            await db.close()
+
+    return anyio.run(put)
+
+
+def query(db_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db_path, timeout=30) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.05)

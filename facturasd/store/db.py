@@ -103,9 +103,9 @@ async def migrate(
 
 async def backup_connection(conn: aiosqlite.Connection, dest: Path) -> None:
     """A consistent copy of the open database, written atomically to `dest`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(dest.parent).mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.unlink(missing_ok=True)
+    await anyio.Path(tmp).unlink(missing_ok=True)
     # VACUUM INTO reads one snapshot, so concurrent writers neither block nor tear it.
     await conn.execute("VACUUM INTO ?", (str(tmp),))
     await anyio.to_thread.run_sync(_fsync_and_rename, tmp, dest)
@@ -160,7 +160,7 @@ class Database:
     ) -> Database:
         """Opens `path`; only the daemon (upgrade=True) creates or migrates the schema, so a
         command run beside an older daemon never changes the schema under it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
         try:
             if upgrade:

@@ -1,0 +1,305 @@
+"""The daemon as a whole: supervisor, worker pool, sd_notify, /health, shutdown, the lock."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from blockbuster import BlockBuster
+
+from facturasd.config import Config, load_config
+from facturasd.constants import DATABASE_FILE, JobState
+from facturasd.daemon import Component, Daemon
+from facturasd.errors import RetryLater
+from facturasd.store.queue import Effect, Job
+from facturasd.systemd import Notifier
+from tests.support import (
+    SHIPPED_CONFIG,
+    DaemonProcess,
+    NotifySocket,
+    daemon_env,
+    enqueue,
+    free_port,
+    get_health,
+    query,
+    wait_healthy,
+    wait_until,
+    write_config,
+)
+
+Q = "invoice_processing"
+
+
+# ── in the test's own event loop, guarded by blockbuster ──────────────────────────────────
+
+
+@asynccontextmanager
+async def running(daemon: Daemon) -> AsyncIterator[httpx.AsyncClient]:
+    port = daemon.config.http.port
+    async with (
+        anyio.create_task_group() as tg,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+    ):
+        tg.start_soon(daemon.run)
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await client.get("/health")
+                    break
+                except httpx.TransportError:
+                    await anyio.sleep(0.05)
+        try:
+            yield client
+        finally:
+            daemon.stop()
+
+
+def config_for(tmp_path: Path, extra: str = "") -> Config:
+    return load_config(write_config(tmp_path, extra), {})
+
+
+def checks_of(report: dict[str, object], key: str) -> dict[str, dict[str, object]]:
+    items = report["checks"][key]  # type: ignore[index]
+    return {item.get("componentId", key): item for item in items}  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_crashing_component_is_restarted_and_shown_degraded(
+    tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    runs = 0
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("first run fails")
+        await anyio.sleep_forever()
+
+    async def never() -> None:
+        raise AssertionError("a disabled component must not run")
+
+    daemon = Daemon(
+        await anyio.to_thread.run_sync(config_for, tmp_path),
+        components=[Component("flaky", flaky), Component("alegra", never, enabled=False)],
+    )
+    async with running(daemon) as client:
+        with anyio.fail_after(30):
+            while runs < 2:
+                await anyio.sleep(0.05)
+        response = await client.get("/health")
+        report = response.json()
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/health+json")
+        components = checks_of(report, "supervisor:components")
+        assert components["flaky"]["state"] == "degraded"
+        assert components["flaky"]["restarts"] == 1
+        assert components["flaky"]["lastError"] == "RuntimeError"
+        assert components["workers"]["state"] == "running"
+        assert components["alegra"]["state"] == "disabled"
+        assert components["alegra"]["status"] == "pass"
+        assert report["status"] == "warn"
+        assert 0.0 < report["score"] < 1.0
+        assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 4
+
+
+@pytest.mark.anyio
+async def test_worker_pool_completes_retries_and_kills_jobs(
+    tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    seen: list[int] = []
+
+    async def later(job: Job) -> Effect | None:
+        seen.append(job.attempts)
+        if len(seen) == 1:
+            raise RetryLater("authority not ready", delay=0.2)
+        return None
+
+    config = await anyio.to_thread.run_sync(
+        config_for, tmp_path, "[queues.invoice_processing]\nmax_attempts = 1\n"
+    )
+    daemon = Daemon(config, handlers={"later": later})
+    db_path = config.paths.state_dir / DATABASE_FILE
+    async with running(daemon):
+        ids = await anyio.to_thread.run_sync(
+            enqueue,
+            db_path,
+            [
+                (Q, "ping", {}),
+                (Q, "ping", {"fail": "kaput"}),
+                (Q, "no-such-kind", {}),
+                (Q, "later", {}),
+            ],
+            config.queues,
+        )
+
+        def states() -> list[tuple[object, ...]]:
+            return query(db_path, "SELECT id, state, attempts, last_error FROM jobs ORDER BY id")
+
+        with anyio.fail_after(30):
+            while any(
+                row[1] in ("queued", "running") for row in await anyio.to_thread.run_sync(states)
+            ):
+                await anyio.sleep(0.05)
+    rows = {row[0]: row[1:] for row in states()}
+    assert rows[ids[0]] == ("done", 1, None)
+    assert rows[ids[1]] == ("dead", 1, "RuntimeError: kaput")
+    assert rows[ids[2]] == ("dead", 1, "no handler for job kind 'no-such-kind'")
+    assert rows[ids[3]][:2] == ("done", 1)  # deferring did not use up its one attempt
+    assert seen == [1, 1]
+
+
+def test_notifier_speaks_to_abstract_and_path_sockets(tmp_path: Path) -> None:
+    for address in (f"@facturasd-test-{time.monotonic_ns()}", str(tmp_path / "notify.sock")):
+        listener = NotifySocket(address)
+        try:
+            notifier = Notifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "3000000"})
+            assert notifier.watchdog_interval == 1.5
+            notifier.ready("ready: 4 workers")
+            notifier.watchdog()
+            assert listener.wait_for("WATCHDOG=1", 5) == [
+                "READY=1\nSTATUS=ready: 4 workers",
+                "WATCHDOG=1",
+            ]
+        finally:
+            listener.close()
+    silent = Notifier({})
+    silent.ready("nobody listens")  # a no-op without NOTIFY_SOCKET
+    assert silent.watchdog_interval is None
+    assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+
+
+# ── the real daemon in a subprocess ───────────────────────────────────────────────────────
+
+
+def test_shipped_config_is_ready_healthy_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    listener = NotifySocket(str(tmp_path / "notify.sock"))
+    env = daemon_env(
+        NOTIFY_SOCKET=listener.address,
+        WATCHDOG_USEC="1000000",
+        FACTURASD_HTTP__BIND=f"127.0.0.1:{port}",
+        **{
+            f"FACTURASD_PATHS__{k.upper()}": str(tmp_path / k)
+            for k in ("state_dir", "inbox", "archive", "rejected", "duplicates", "reports")
+        },
+    )
+    daemon = DaemonProcess(SHIPPED_CONFIG, env)
+    try:
+        listener.wait_for("READY=1")
+        response = get_health(port)
+        assert response.status_code == 200
+        report = response.json()
+        assert (report["status"], report["score"]) == ("pass", 1.0)
+        assert report["releaseId"]
+        assert set(report["checks"]) == {
+            "database:write",
+            "workers:alive",
+            "queues:depth",
+            "supervisor:components",
+            "disk:free",
+        }
+        listener.wait_for("WATCHDOG=1")
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 5
+        listener.wait_for("STOPPING=1", 5)
+    finally:
+        daemon.kill()
+        listener.close()
+
+
+def test_sigterm_lets_the_job_in_flight_finish(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    db_path = tmp_path / "state" / DATABASE_FILE
+    [job_id] = enqueue(db_path, [(Q, "ping", {"sleep": 2})])
+    daemon = DaemonProcess(config, daemon_env())
+    try:
+        wait_until(
+            lambda: query(db_path, "SELECT state FROM jobs")[0][0] == "running",
+            what="the job to start",
+        )
+        assert daemon.stop() == 0
+        assert query(db_path, "SELECT state, attempts FROM jobs WHERE id = ?", (job_id,)) == [
+            ("done", 1)
+        ]
+    finally:
+        daemon.kill()
+
+
+def test_unfinished_job_is_handed_back_after_the_shutdown_timeout(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[daemon]\nshutdown_timeout = "1s"\n')
+    db_path = tmp_path / "state" / DATABASE_FILE
+    [job_id] = enqueue(db_path, [(Q, "ping", {"sleep": 600})])
+    daemon = DaemonProcess(config, daemon_env(), "--log-format", "json")
+    try:
+        wait_until(
+            lambda: query(db_path, "SELECT state FROM jobs")[0][0] == "running",
+            what="the job to start",
+        )
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 10
+        assert query(db_path, "SELECT state, attempts, last_error FROM jobs") == [
+            ("queued", 0, "interrupted by shutdown")
+        ]
+        lines = [json.loads(line) for line in daemon.stderr().splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        [handed] = [line for line in lines if "handed back unfinished" in line["message"]]
+        assert handed["job_id"] == job_id
+    finally:
+        daemon.kill()
+
+
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
+    port = free_port()
+    first = DaemonProcess(write_config(tmp_path, port=port), daemon_env())
+    try:
+        wait_healthy(port, first)
+        (tmp_path / "second").mkdir()
+        second = DaemonProcess(
+            write_config(tmp_path / "second"),
+            daemon_env(FACTURASD_PATHS__STATE_DIR=str(tmp_path / "state")),
+        )
+        assert second.proc.wait(30) == 1
+        assert "already running with state directory" in second.stderr()
+        assert f"pid {first.proc.pid}" in second.stderr()
+        assert get_health(port).json()["status"] == "pass"
+    finally:
+        first.kill()
+
+
+def test_health_fails_with_503_while_the_database_cannot_be_written(tmp_path: Path) -> None:
+    port = free_port()
+    daemon = DaemonProcess(write_config(tmp_path, port=port), daemon_env())
+    try:
+        assert wait_healthy(port, daemon).status_code == 200
+        blocker = sqlite3.connect(tmp_path / "state" / DATABASE_FILE, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            response = get_health(port, timeout=30)
+            assert response.status_code == 503
+            report = response.json()
+            assert report["status"] == "fail"
+            database = report["checks"]["database:write"][0]
+            assert database["status"] == "fail"
+            assert "did not commit" in database["output"] or "locked" in database["output"]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        wait_until(
+            lambda: get_health(port, timeout=30).status_code == 200,
+            30,
+            "the database to be writable again",
+        )
+        assert get_health(port).json()["checks"]["database:write"][0]["status"] == "pass"
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
