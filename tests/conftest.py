@@ -2,8 +2,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import os
+
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from hypothesis import settings
+
+# CI machines are noisy: no per-example deadline there.
+settings.register_profile("ci", deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from blockbuster import BlockBuster
 
 from facturasd.config import Config, load_config
-from facturasd.constants import DATABASE_FILE, JobState
+from facturasd.constants import DATABASE_FILE
 from facturasd.daemon import Component, Daemon
 from facturasd.errors import RetryLater
 from facturasd.store.queue import Effect, Job

@@ -203,20 +203,27 @@ class Database:
 
     async def _commit(self, batch: list[_Pending[Any]]) -> None:
         conn = self._writer
+        # Each call is a round trip to SQLite's thread; a lone operation needs no savepoint,
+        # since rolling back the transaction undoes exactly that operation.
+        isolate = len(batch) > 1
         try:
             await conn.execute("BEGIN IMMEDIATE")
             for entry in batch:
-                await conn.execute("SAVEPOINT op")
+                if isolate:
+                    await conn.execute("SAVEPOINT op")
                 try:
                     entry.result = await entry.op(conn)
                 except Exception as exc:
                     entry.error = exc
+                    if not isolate:
+                        raise
                     await conn.execute("ROLLBACK TO op")
-                await conn.execute("RELEASE op")
+                if isolate:
+                    await conn.execute("RELEASE op")
             await conn.execute("COMMIT")
             self.stats.commits += 1
             self.stats.operations += len(batch)
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
             for entry in batch:

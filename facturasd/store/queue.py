@@ -34,6 +34,7 @@ from facturasd.store.db import Database
 Effect = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 DEFAULT_MAX_ATTEMPTS = 5
+RECLAIM_EVERY = 1.0
 _COLUMNS = (
     "id, queue, kind, payload, dedupe_key, priority, state, attempts, max_attempts, "
     "run_at, lease_token, last_error, created_at"
@@ -122,6 +123,7 @@ class Queue:
             name: _Window(s.rate_limit) for name, s in self._settings.items() if s.rate_limit
         }
         self._work = anyio.Event()
+        self._reclaimed_at = float("-inf")
 
     def _now(self) -> float:
         return self._clock().timestamp()
@@ -179,7 +181,10 @@ class Queue:
 
         async def take(conn: aiosqlite.Connection) -> Job | None:
             now = self._now()
-            await self._reclaim_expired(conn, now)
+            # Expired leases are looked for at most once a second, not on every claim.
+            if now - self._reclaimed_at >= RECLAIM_EVERY:
+                await self._reclaim_expired(conn, now)
+                self._reclaimed_at = now
             open_queues = [
                 q
                 for q in queues
@@ -406,9 +411,9 @@ class Queue:
 
 
 async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
-    """The first row of a statement, its cursor closed so the transaction can commit."""
-    async with conn.execute(sql, params) as cursor:
-        return await cursor.fetchone()
+    """The first row of a statement, fetched and closed in one trip to SQLite's thread."""
+    rows = await conn.execute_fetchall(sql, params)
+    return next(iter(rows), None)  # type: ignore[return-value]
 
 
 def backoff(attempts: int, *, base: float = 5.0, cap: float = 900.0) -> timedelta:
