@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -154,7 +155,7 @@ async def _theirs_from_asyncio(path: Path, jobs: int, workers: int) -> Result:
             latencies.append(time.perf_counter() - started)
             if item is None:
                 return
-            await anyio.to_thread.run_sync(lambda: queue.ack(id=item["pqid"]))  # type: ignore[index]
+            await anyio.to_thread.run_sync(partial(queue.ack, id=item["pqid"]))  # type: ignore[index]
             done += 1
 
     started = time.perf_counter()

@@ -17,7 +17,7 @@ from blockbuster import BlockBuster
 from facturasd.config import Config, load_config
 from facturasd.constants import DATABASE_FILE
 from facturasd.daemon import Component, Daemon
-from facturasd.errors import RetryLater
+from facturasd.errors import JobFailed, RetryLater
 from facturasd.store.queue import Effect, Job
 from facturasd.systemd import Notifier
 from tests.support import (
@@ -122,10 +122,13 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
             raise RetryLater("authority not ready", delay=0.2)
         return None
 
+    async def hopeless(job: Job) -> Effect | None:
+        raise JobFailed("the file is gone")
+
     config = await anyio.to_thread.run_sync(
         config_for, tmp_path, "[queues.invoice_processing]\nmax_attempts = 1\n"
     )
-    daemon = Daemon(config, handlers={"later": later})
+    daemon = Daemon(config, handlers={"later": later, "hopeless": hopeless})
     db_path = config.paths.state_dir / DATABASE_FILE
     async with running(daemon):
         ids = await anyio.to_thread.run_sync(
@@ -136,6 +139,7 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
                 (Q, "ping", {"fail": "kaput"}),
                 (Q, "no-such-kind", {}),
                 (Q, "later", {}),
+                ("alegra_sync", "hopeless", {}),  # five attempts there, yet dead at once
             ],
             config.queues,
         )
@@ -153,6 +157,7 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
     assert rows[ids[1]] == ("dead", 1, "RuntimeError: kaput")
     assert rows[ids[2]] == ("dead", 1, "no handler for job kind 'no-such-kind'")
     assert rows[ids[3]][:2] == ("done", 1)  # deferring did not use up its one attempt
+    assert rows[ids[4]] == ("dead", 1, "the file is gone")
     assert seen == [1, 1]
 
 

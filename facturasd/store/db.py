@@ -240,9 +240,6 @@ class Database:
         async with self._reader.execute(sql, tuple(params)) as cursor:
             return await cursor.fetchone()
 
-    async def backup(self, dest: Path) -> None:
-        await backup_connection(self._reader, dest)
-
 
 @dataclass(frozen=True)
 class BackupResult:

@@ -413,7 +413,7 @@ class Queue:
 async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
     """The first row of a statement, fetched and closed in one trip to SQLite's thread."""
     rows = await conn.execute_fetchall(sql, params)
-    return next(iter(rows), None)  # type: ignore[return-value]
+    return next(iter(rows), None)
 
 
 def backoff(attempts: int, *, base: float = 5.0, cap: float = 900.0) -> timedelta:
