@@ -24,9 +24,10 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 from persistqueue import SQLiteAckQueue
@@ -36,6 +37,7 @@ from facturasd.store.db import Database
 from facturasd.store.queue import Queue
 
 QUEUE = "invoice_processing"
+T = TypeVar("T")
 
 
 class Result:
@@ -56,18 +58,20 @@ async def _ours_enqueue(path: Path, jobs: int, producers: int) -> Result:
 
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
-        for _ in range(producers):
-            tg.start_soon(produce, jobs // producers)
+        for share in _shares(jobs, producers):
+            tg.start_soon(produce, share)
     elapsed = time.perf_counter() - started
     commits = db.stats.commits - before
     await db.close()
     return Result(jobs / elapsed, per_commit=jobs / max(commits, 1))
 
 
-async def _ours_drain(path: Path, jobs: int, workers: int) -> Result:
-    db = await Database.open(path)
-    queue = Queue(db)
-    before = db.stats.commits
+async def _drain(
+    take: Callable[[], Awaitable[T | None]],
+    finish: Callable[[T], Awaitable[object]],
+    workers: int,
+) -> tuple[float, float, int]:
+    """Rate, median take latency (ms) and count of `workers` tasks taking until empty."""
     latencies: list[float] = []
     done = 0
 
@@ -75,33 +79,39 @@ async def _ours_drain(path: Path, jobs: int, workers: int) -> Result:
         nonlocal done
         while True:
             started = time.perf_counter()
-            job = await queue.claim([QUEUE], lease=60)
+            item = await take()
             latencies.append(time.perf_counter() - started)
-            if job is None:
+            if item is None:
                 return
-            await queue.complete(job)
+            await finish(item)
             done += 1
 
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         for _ in range(workers):
             tg.start_soon(work)
-    elapsed = time.perf_counter() - started
+    return done / (time.perf_counter() - started), statistics.median(latencies) * 1000, done
+
+
+async def _ours_drain(path: Path, jobs: int, workers: int) -> Result:
+    db = await Database.open(path)
+    queue = Queue(db)
+    before = db.stats.commits
+    rate, latency, done = await _drain(partial(queue.claim, [QUEUE], 60), queue.complete, workers)
     commits = db.stats.commits - before
     await db.close()
     assert done == jobs, (done, jobs)
-    return Result(done / elapsed, statistics.median(latencies) * 1000, 2 * done / max(commits, 1))
+    return Result(rate, latency, 2 * done / max(commits, 1))
 
 
 def _theirs_enqueue(path: Path, jobs: int, producers: int) -> Result:
     queue = SQLiteAckQueue(str(path), multithreading=True, auto_commit=True)
-    per = jobs // producers
 
-    def produce() -> None:
-        for n in range(per):
+    def produce(share: int) -> None:
+        for n in range(share):
             queue.put({"kind": "ping", "n": n})
 
-    elapsed = _threads(produce, producers)
+    elapsed = _threads([partial(produce, share) for share in _shares(jobs, producers)])
     return Result(jobs / elapsed)
 
 
@@ -127,7 +137,7 @@ def _theirs_drain(path: Path, jobs: int, workers: int) -> Result:
             with lock:
                 done += 1
 
-    elapsed = _threads(work, workers)
+    elapsed = _threads([work] * workers)
     assert done == jobs, (done, jobs)
     return Result(done / elapsed, statistics.median(latencies) * 1000)
 
@@ -138,37 +148,29 @@ async def _theirs_from_asyncio(path: Path, jobs: int, workers: int) -> Result:
     queue = SQLiteAckQueue(str(path), multithreading=True, auto_commit=True)
     for n in range(jobs):
         queue.put({"kind": "ping", "n": n})
-    latencies: list[float] = []
-    done = 0
 
-    def take() -> object:
+    def take() -> dict[str, Any] | None:
         try:
-            return queue.get(block=False, raw=True)
+            item: dict[str, Any] = queue.get(block=False, raw=True)
         except Empty:
             return None
+        return item
 
-    async def work() -> None:
-        nonlocal done
-        while True:
-            started = time.perf_counter()
-            item = await anyio.to_thread.run_sync(take)
-            latencies.append(time.perf_counter() - started)
-            if item is None:
-                return
-            await anyio.to_thread.run_sync(partial(queue.ack, id=item["pqid"]))  # type: ignore[index]
-            done += 1
+    async def ack(item: dict[str, Any]) -> None:
+        await anyio.to_thread.run_sync(partial(queue.ack, id=item["pqid"]))
 
-    started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(workers):
-            tg.start_soon(work)
-    elapsed = time.perf_counter() - started
+    rate, latency, done = await _drain(partial(anyio.to_thread.run_sync, take), ack, workers)
     assert done == jobs, (done, jobs)
-    return Result(done / elapsed, statistics.median(latencies) * 1000)
+    return Result(rate, latency)
 
 
-def _threads(target: Callable[[], None], count: int) -> float:
-    threads = [threading.Thread(target=target) for _ in range(count)]
+def _shares(jobs: int, parts: int) -> list[int]:
+    """`jobs` split into `parts` shares that add up exactly."""
+    return [jobs // parts + (1 if n < jobs % parts else 0) for n in range(parts)]
+
+
+def _threads(targets: list[Callable[[], None]]) -> float:
+    threads = [threading.Thread(target=target) for target in targets]
     started = time.perf_counter()
     for thread in threads:
         thread.start()

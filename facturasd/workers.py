@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Job], Awaitable[Effect | None]]
 
 POLL_INTERVAL = 1.0
+DB_RETRY = 5.0
 
 
 async def ping(job: Job) -> Effect | None:
@@ -73,7 +75,14 @@ class WorkerPool:
         self.alive += 1
         try:
             while not self._stopping:
-                job = await self.queue.claim(self.queues, self.lease)
+                try:
+                    job = await self.queue.claim(self.queues, self.lease)
+                except sqlite3.OperationalError as exc:
+                    # Locked past busy_timeout, disk full: wait it out here rather than take
+                    # the other workers (and their jobs in flight) down with this one.
+                    log.warning("cannot claim jobs: %s; trying again in %.0fs", exc, DB_RETRY)
+                    await anyio.sleep(DB_RETRY)
+                    continue
                 if job is None:
                     due = await self.queue.next_ready_in(self.queues)
                     await self.queue.wait_for_work(min(POLL_INTERVAL, due or POLL_INTERVAL))
@@ -123,6 +132,8 @@ class WorkerPool:
             await self._settle(job, outcome)
         except LeaseLost as exc:
             log.warning("%s; its result is dropped", exc)
+        except sqlite3.OperationalError as exc:
+            log.error("job %d: cannot record its outcome (%s); it runs again later", job.id, exc)
 
     async def _settle(self, job: Job, outcome: dict[str, Any]) -> None:
         if "lost" in outcome:

@@ -105,8 +105,7 @@ class HealthChecker:
         return {
             "status": worst(list(by_group.values())),
             "score": round(score, 3),
-            "version": "1",
-            "releaseId": __version__,
+            "version": __version__,
             "serviceId": "facturasd",
             "description": "facturasd: received e-invoices checked, confirmed and booked",
             "checks": checks,
