@@ -1,0 +1,56 @@
+"""`facturasd jobs`: the dead jobs a person can see and run again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from facturasd.constants import DATABASE_FILE
+from tests.support import PYTHON, daemon_env, enqueue, query, write_config
+
+
+def jobs(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "facturasd", "jobs", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=60,
+    )
+
+
+def test_jobs_lists_and_reruns_dead_jobs(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    db_path = tmp_path / "state" / DATABASE_FILE
+    live, dead = enqueue(db_path, [("alegra_sync", "ping", {}), ("alegra_sync", "ping", {})])
+    with_error = (
+        "UPDATE jobs SET state = 'dead', attempts = 5, last_error = 'HTTP 500' WHERE id = ?"
+    )
+    query(db_path, with_error, (dead,))
+
+    listed = jobs(config, "--state", "dead", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(j["id"], j["state"], j["last_error"]) for j in json.loads(listed.stdout)] == [
+        (dead, "dead", "HTTP 500")
+    ]
+    text = jobs(config)
+    assert f"{dead:>8} dead" in text.stdout and "HTTP 500" in text.stdout
+    assert f"{live:>8} queued" in text.stdout
+
+    rerun = jobs(config, "--retry", str(dead), "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)[0]["state"] == "queued"
+    assert query(db_path, "SELECT state, attempts FROM jobs WHERE id = ?", (dead,)) == [
+        ("queued", 0)
+    ]
+
+    again = jobs(config, "--retry", str(dead))
+    assert again.returncode == 1
+    assert f"job {dead}: no dead job with this id" in again.stderr
+
+
+def test_jobs_without_a_database_says_so(tmp_path: Path) -> None:
+    result = jobs(write_config(tmp_path))
+    assert result.returncode == 1
+    assert "no database here" in result.stderr and "Traceback" not in result.stderr
