@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import tomllib
@@ -48,6 +49,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise PydanticCustomError("duration", 'is not a duration like "5m"')
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise PydanticCustomError("duration", 'is not a duration like "5m"')
         if value < 0:
             raise PydanticCustomError("duration", "is negative; durations are zero or more")
         return float(value)
@@ -108,7 +111,12 @@ OptionalRateLimit = Annotated[
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     """Relative paths are taken from the configuration file's folder."""
     base = (info.context or {}).get("base_dir")
-    value = value.expanduser()
+    try:
+        value = value.expanduser()
+    except RuntimeError:
+        raise PydanticCustomError(
+            "path", "names a home folder of a user that does not exist"
+        ) from None
     return value if value.is_absolute() or base is None else Path(base, value)
 
 
@@ -128,33 +136,40 @@ SecretFile = Annotated[Path | None, AfterValidator(_resolve_secret_file)]
 _SECRET_QUERY_KEYS = re.compile(r"token|key|secret|password|passwd|signature|sig|auth", re.I)
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password and secret-looking query values replaced by ***."""
+def mask_url(url: str, *, secret_path: bool = False) -> str:
+    """The URL with its credentials and secret-looking query values replaced by ***.
+
+    With `secret_path`, the path goes too: webhook services put their token there.
+    """
     if not url:
         return url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, _, password = userinfo.partition(":")
-        if password:
-            netloc = f"{user}:***@{host}"
-        elif user and parts.scheme.startswith("redis"):
-            netloc = f"***@{host}"  # redis://secret@host puts the password in the user slot
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "***"  # unparseable: show nothing rather than risk a secret
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"***@{host}{port}" if parts.username or parts.password else f"{host}{port}"
+    path = "/***" if secret_path and parts.path not in ("", "/") else parts.path
     query = urlencode(
         [(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parse_qsl(parts.query)],
         safe="*",
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
 Url = Annotated[str, PlainSerializer(mask_url, return_type=str)]
+WebhookUrl = Annotated[
+    str, PlainSerializer(lambda url: mask_url(url, secret_path=True), return_type=str)
+]
 
 
 def _check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise PydanticCustomError(
             "timezone", 'is not an IANA time zone like "America/Bogota"'
         ) from None
@@ -354,13 +369,13 @@ class EmailNotify(_Section):
 
 class WebhookNotify(_Section):
     enabled: bool = False
-    url: Url = ""
+    url: WebhookUrl = ""
     secret_file: SecretFile = None
 
 
 class NanobotNotify(_Section):
     enabled: bool = False
-    url: Url = ""
+    url: WebhookUrl = ""
     token_file: SecretFile = None
 
 
@@ -480,16 +495,17 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_toml_problem(path, exc)]) from None
     sources, problems = _apply_environment(raw, environ)
-    if problems:
-        raise ConfigError(problems)
     context = {
         "base_dir": path.resolve().parent,
         "credentials_dir": environ.get("CREDENTIALS_DIRECTORY"),
     }
     try:
-        return Config.model_validate(raw, context=context)
+        config = Config.model_validate(raw, context=context)
     except ValidationError as exc:
-        raise ConfigError(_validation_problems(exc, raw, sources)) from None
+        raise ConfigError(problems + _validation_problems(exc, raw, sources)) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def _toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> str:
@@ -512,9 +528,20 @@ def _env_value(text: str) -> object:
         return text
 
 
-def _seed_overrides(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, ...], object]]:
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _seed_overrides(
+    environ: Mapping[str, str],
+) -> tuple[list[tuple[str, tuple[str, ...], object]], list[str]]:
     """The seed system's variable names, translated to configuration keys."""
     found: list[tuple[str, tuple[str, ...], object]] = []
+    problems: list[str] = []
     if url := environ.get("REDIS_URL"):
         found.append(("REDIS_URL", ("cache", "url"), url))
         found.append(("REDIS_URL", ("cache", "backend"), "redis"))
@@ -523,35 +550,41 @@ def _seed_overrides(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, ..
             ("DIAN_MAX_RETRIES", ("retry", "max_retries"), _env_value(environ["DIAN_MAX_RETRIES"]))
         )
     if "DIAN_RETRY_DELAY" in environ:
-        base = _env_value(environ["DIAN_RETRY_DELAY"])
-        schedule: object = (
-            [base, base * 5, base * 15]
-            if isinstance(base, int | float) and not isinstance(base, bool)
-            else [base]
-        )
-        found.append(("DIAN_RETRY_DELAY", ("retry", "schedule"), schedule))
+        base = _number(environ["DIAN_RETRY_DELAY"])
+        if base is None:
+            problems.append(
+                f'DIAN_RETRY_DELAY: "{environ["DIAN_RETRY_DELAY"]}" is not a number of seconds'
+            )
+        else:
+            found.append(("DIAN_RETRY_DELAY", ("retry", "schedule"), [base, base * 5, base * 15]))
     if "COMPLIANCE_CLEANUP_DAYS" in environ:
-        days = environ["COMPLIANCE_CLEANUP_DAYS"].strip()
-        value = f"{days}d" if days.isdigit() else days
-        found.append(("COMPLIANCE_CLEANUP_DAYS", ("schedule", "compliance_cleanup_after"), value))
+        days = _number(environ["COMPLIANCE_CLEANUP_DAYS"])
+        if days is None:
+            problems.append(
+                f'COMPLIANCE_CLEANUP_DAYS: "{environ["COMPLIANCE_CLEANUP_DAYS"]}" '
+                "is not a number of days"
+            )
+        else:
+            found.append(
+                ("COMPLIANCE_CLEANUP_DAYS", ("schedule", "compliance_cleanup_after"), days * 86400)
+            )
     for kind in ("contacts", "items", "accounts"):
         name = f"CACHE_TTL_{kind.upper()}"
         if name in environ:
             found.append((name, ("cache", "ttl", kind), _env_value(environ[name])))
-    return found
+    return found, problems
 
 
 def _apply_environment(
     raw: dict[str, Any], environ: Mapping[str, str]
 ) -> tuple[dict[tuple[str, ...], str], list[str]]:
     """Writes the overrides into `raw`; returns which variable set which key, and problems."""
-    overrides = _seed_overrides(environ)
+    overrides, problems = _seed_overrides(environ)
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and "__" in name:
             keys = tuple(k.lower() for k in name[len(ENV_PREFIX) :].split("__"))
             overrides.append((name, keys, _env_value(environ[name])))
     sources: dict[tuple[str, ...], str] = {}
-    problems: list[str] = []
     for name, keys, value in overrides:
         node: Any = raw
         for depth, key in enumerate(keys[:-1]):
@@ -623,9 +656,20 @@ def _validation_problems(
                 why = f"is not one of {ctx.get('expected', '')}"
             elif kind in _BOUNDS:
                 why = _BOUNDS[kind].format(**ctx)
-            value = json.dumps(error["input"], default=str, ensure_ascii=False)
+            value = json.dumps(_masked(error["input"]), default=str, ensure_ascii=False)
             problems.append(f"{where}: {value} {why}")
     return problems
+
+
+def _masked(value: object) -> object:
+    """A value fit for an error line: anything holding a URL loses its credentials."""
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value, secret_path=True)
+    if isinstance(value, Mapping):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -703,26 +747,31 @@ def check_folders(config: Config) -> FolderReport:
     """Each folder exists or can be created, and is writable; moves stay on one filesystem."""
     errors: list[str] = []
     warnings: list[str] = []
-    folders = Paths.model_fields.keys()
-    for name in folders:
+    devices: dict[str, int] = {}
+    for name in Paths.model_fields:
         path: Path = getattr(config.paths, name)
-        anchor = _existing_ancestor(path)
-        if anchor == path and not path.is_dir():
-            errors.append(f"paths.{name}: {str(path)!r} exists and is not a folder")
-        elif not os.access(anchor, os.W_OK | os.X_OK):
-            verb = "is not writable" if anchor == path else f"cannot be created in {anchor}"
-            errors.append(f"paths.{name}: {str(path)!r} {verb}")
-    devices = {
-        name: _existing_ancestor(getattr(config.paths, name)).stat().st_dev
-        for name in ("inbox", "archive", "rejected", "duplicates")
-    }
+        try:
+            anchor = _existing_ancestor(path)
+            devices[name] = anchor.stat().st_dev
+            if anchor == path and not path.is_dir():
+                errors.append(f"paths.{name}: {str(path)!r} exists and is not a folder")
+            elif not os.access(anchor, os.W_OK | os.X_OK):
+                verb = "is not writable" if anchor == path else f"cannot be created in {anchor}"
+                errors.append(f"paths.{name}: {str(path)!r} {verb}")
+        except OSError as exc:
+            errors.append(f"paths.{name}: {str(path)!r} cannot be checked: {exc.strerror}")
     for name in ("archive", "rejected", "duplicates"):
-        if devices[name] != devices["inbox"]:
+        if name in devices and "inbox" in devices and devices[name] != devices["inbox"]:
             warnings.append(
                 f"paths.{name} is on another filesystem than paths.inbox: files are copied "
                 "and fsync'd instead of renamed, which is slower (one data root avoids it)"
             )
     for key, value in flatten(config.model_dump()).items():
-        if key.endswith("_file") and value is not None and not Path(value).is_file():
-            warnings.append(f"{key}: {str(value)!r} does not exist or is not a file")
+        if key.endswith("_file") and value is not None:
+            try:
+                present = Path(value).is_file()
+            except OSError:
+                present = False
+            if not present:
+                warnings.append(f"{key}: {str(value)!r} does not exist or cannot be read")
     return FolderReport(errors, warnings)

@@ -62,6 +62,9 @@ class Supervisor:
     backoff_base: float = BACKOFF_BASE
     backoff_cap: float = BACKOFF_CAP
     degraded_for: float = DEGRADED_FOR
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    # Set at shutdown: from then on a component that returns has simply finished.
+    stopping: bool = False
     _records: dict[str, _Record] = field(default_factory=dict)
 
     def views(self) -> list[ComponentView]:
@@ -89,9 +92,13 @@ class Supervisor:
             started = time.monotonic()
             try:
                 await component.run()
+                if self.stopping:
+                    rec.state = "stopped"
+                    return
+                raise RuntimeError(f"component {component.name} returned while the daemon runs")
             except Exception as exc:
                 rec.restarts += 1
-                rec.last_error = type(exc).__name__
+                rec.last_error = type(_root_cause(exc)).__name__
                 rec.last_crash = time.monotonic()
                 rec.state = "degraded"
                 # A component that ran a good while before crashing starts its backoff afresh.
@@ -103,10 +110,14 @@ class Supervisor:
                     rec.restarts,
                     delay,
                 )
-                await anyio.sleep(delay)
-            else:
-                rec.state = "stopped"
-                return
+                await self.sleep(delay)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The one exception inside task-group wrappers, for a name a person can act on."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _acquire_lock(state_dir: Path) -> IO[str]:
@@ -163,15 +174,22 @@ class Daemon:
     async def run(self) -> None:
         stop = self._stop = anyio.Event()
         state_dir = self.config.paths.state_dir
-        async with state_lock(state_dir):
-            db = await Database.open(state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR)
-            try:
-                await self._serve(db, stop)
-            finally:
-                await db.close()
+        # Signals are caught from the first moment: one that arrives during start-up (a
+        # migration, say) is acted on once the daemon is up, instead of killing it midway.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with state_lock(state_dir):
+                db = await Database.open(
+                    state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR
+                )
+                try:
+                    await self._serve(db, stop, signals)
+                finally:
+                    await db.close()
         log.info("stopped")
 
-    async def _serve(self, db: Database, stop: anyio.Event) -> None:
+    async def _serve(
+        self, db: Database, stop: anyio.Event, signals: AsyncIterator[signal.Signals]
+    ) -> None:
         config = self.config
         queue = Queue(db, config.queues)
         if orphans := await queue.recover_orphans():
@@ -201,7 +219,7 @@ class Daemon:
                 *self.extra_components,
             ]
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._stop_on_signal)
+                tg.start_soon(self._stop_on_signal, signals)
                 for component in components:
                     tg.start_soon(self.supervisor.supervise, component)
                 log.info(
@@ -214,6 +232,7 @@ class Daemon:
                 await stop.wait()
                 self.notifier.stopping(f"stopping: {pool.busy} job(s) in flight")
                 log.info("stopping: %d job(s) in flight", pool.busy)
+                self.supervisor.stopping = True
                 pool.stop()
                 with anyio.move_on_after(config.daemon.shutdown_timeout):
                     await pool.drained()
@@ -232,8 +251,7 @@ class Daemon:
             self.notifier.status(f"running: {pool.busy}/{pool.alive} workers busy")
             await anyio.sleep(min(interval, STATUS_INTERVAL))
 
-    async def _stop_on_signal(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s", signal.Signals(signum).name)
-                self.stop()
+    async def _stop_on_signal(self, signals: AsyncIterator[signal.Signals]) -> None:
+        async for signum in signals:
+            log.info("received %s", signum.name)
+            self.stop()

@@ -75,27 +75,32 @@ class WorkerPool:
         self.alive += 1
         try:
             while not self._stopping:
+                # A worker never dies of one bad step: it would take the other workers, and
+                # their jobs in flight, down with it.
                 try:
-                    job = await self.queue.claim(self.queues, self.lease)
+                    await self._step()
                 except sqlite3.OperationalError as exc:
-                    # Locked past busy_timeout, disk full: wait it out here rather than take
-                    # the other workers (and their jobs in flight) down with this one.
-                    log.warning("cannot claim jobs: %s; trying again in %.0fs", exc, DB_RETRY)
+                    log.warning("database unavailable: %s; trying again in %.0fs", exc, DB_RETRY)
                     await anyio.sleep(DB_RETRY)
-                    continue
-                if job is None:
-                    due = await self.queue.next_ready_in(self.queues)
-                    await self.queue.wait_for_work(min(POLL_INTERVAL, due or POLL_INTERVAL))
-                    continue
-                self.busy += 1
-                try:
-                    await self._run(job)
-                finally:
-                    self.busy -= 1
+                except Exception:
+                    log.exception("worker step failed; trying again in %.0fs", DB_RETRY)
+                    await anyio.sleep(DB_RETRY)
         finally:
             self.alive -= 1
             if not self.alive:
                 self._idle.set()
+
+    async def _step(self) -> None:
+        job = await self.queue.claim(self.queues, self.lease)
+        if job is None:
+            due = await self.queue.next_ready_in(self.queues)
+            await self.queue.wait_for_work(min(POLL_INTERVAL, due or POLL_INTERVAL))
+            return
+        self.busy += 1
+        try:
+            await self._run(job)
+        finally:
+            self.busy -= 1
 
     async def _run(self, job: Job) -> None:
         token = job_id_var.set(job.id)
@@ -132,8 +137,10 @@ class WorkerPool:
             await self._settle(job, outcome)
         except LeaseLost as exc:
             log.warning("%s; its result is dropped", exc)
-        except sqlite3.OperationalError as exc:
-            log.error("job %d: cannot record its outcome (%s); it runs again later", job.id, exc)
+        except Exception as exc:
+            # The handler's effect raised, or the outcome could not be written: a failed
+            # attempt. If even that cannot be written, the lease runs out and the job reruns.
+            await self._record_failure(job, exc)
 
     async def _settle(self, job: Job, outcome: dict[str, Any]) -> None:
         if "lost" in outcome:
@@ -151,18 +158,21 @@ class WorkerPool:
             await self.queue.fail(job, str(error), permanent=True)
             log.error("job %d (%s) failed for good: %s", job.id, job.kind, error)
         else:
-            text = f"{type(error).__name__}: {error}"
-            state = await self.queue.fail(job, text, self._clock() + backoff(job.attempts))
-            log.error(
-                "job %d (%s) attempt %d/%d raised %s; now %s",
-                job.id,
-                job.kind,
-                job.attempts,
-                job.max_attempts,
-                text,
-                state.value,
-                exc_info=error,
-            )
+            await self._record_failure(job, error)
+
+    async def _record_failure(self, job: Job, error: BaseException) -> None:
+        text = f"{type(error).__name__}: {error}"
+        state = await self.queue.fail(job, text, self._clock() + backoff(job.attempts))
+        log.error(
+            "job %d (%s) attempt %d/%d raised %s; now %s",
+            job.id,
+            job.kind,
+            job.attempts,
+            job.max_attempts,
+            text,
+            state.value,
+            exc_info=error,
+        )
 
     async def _keep_lease(
         self, job: Job, outcome: dict[str, Any], handler_scope: anyio.CancelScope
@@ -176,3 +186,5 @@ class WorkerPool:
                 outcome["lost"] = exc
                 handler_scope.cancel()
                 return
+            except sqlite3.OperationalError as exc:
+                log.warning("job %d: lease not renewed (%s); trying again", job.id, exc)

@@ -78,8 +78,8 @@ class NotifySocket:
 class DaemonProcess:
     """`facturasd run` as a real subprocess, its stderr kept in a file."""
 
-    def __init__(self, config: Path, env: dict[str, str], *args: str):
-        self.log = config.parent / f"daemon-{time.monotonic_ns()}.log"
+    def __init__(self, config: Path, env: dict[str, str], *args: str, log_dir: Path):
+        self.log = log_dir / f"daemon-{time.monotonic_ns()}.log"
         with self.log.open("wb") as err:
             self.proc = subprocess.Popen(
                 [PYTHON, "-m", "facturasd", "run", "--config", str(config), *args],

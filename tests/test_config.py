@@ -157,6 +157,24 @@ def test_durations_round_trip(millis: int) -> None:
             "companies: slug a appears more than once",
         ),
         ("http = 3\n", "http: 3 is not a section"),
+        (
+            "[daemon]\nshutdown_timeout = nan\n",
+            'daemon.shutdown_timeout: NaN is not a duration like "5m"',
+        ),
+        ("[retry]\ninterval = inf\n", 'retry.interval: Infinity is not a duration like "5m"'),
+        (
+            '[paths]\ninbox = "~nosuchuser-facturasd/x"\n',
+            'paths.inbox: "~nosuchuser-facturasd/x" names a home folder of a user '
+            "that does not exist",
+        ),
+        (
+            '[daemon]\ntimezone = "America"\n',
+            'daemon.timezone: "America" is not an IANA time zone like "America/Bogota"',
+        ),
+        (
+            'cache = "redis://:pw@cache:6379/0"\n',
+            'cache: "redis://***@cache:6379/***" is not a section',
+        ),
     ],
 )
 def test_errors_name_the_key_the_value_and_why(tmp_path: Path, text: str, expected: str) -> None:
@@ -210,7 +228,7 @@ def test_seed_names(tmp_path: Path) -> None:
             "REDIS_URL": "redis://cache:6379/2",
             "DIAN_MAX_RETRIES": "5",
             "DIAN_RETRY_DELAY": "60",
-            "COMPLIANCE_CLEANUP_DAYS": "45",
+            "COMPLIANCE_CLEANUP_DAYS": "45.5",
             "CACHE_TTL_CONTACTS": "600",
             "CACHE_TTL_ITEMS": "120",
             "CACHE_TTL_ACCOUNTS": "60",
@@ -219,7 +237,7 @@ def test_seed_names(tmp_path: Path) -> None:
     assert (config.cache.backend, config.cache.url) == ("redis", "redis://cache:6379/2")
     assert config.retry.max_retries == 5
     assert config.retry.schedule == [60.0, 300.0, 900.0]  # 1, 5 and 15 minutes
-    assert config.schedule.compliance_cleanup_after == 45 * 86400.0
+    assert config.schedule.compliance_cleanup_after == 45.5 * 86400
     assert (config.cache.ttl.contacts, config.cache.ttl.items, config.cache.ttl.accounts) == (
         600.0,
         120.0,
@@ -240,9 +258,15 @@ def test_bad_environment_values_name_the_variable(tmp_path: Path) -> None:
     assert problems(
         tmp_path, "", {"FACTURASD_HTTP__BIND": "nope", "DIAN_RETRY_DELAY": "pronto"}
     ) == [
+        'DIAN_RETRY_DELAY: "pronto" is not a number of seconds',
         'http.bind (from FACTURASD_HTTP__BIND): "nope" is not an address like '
         '"127.0.0.1:8080" or "[::1]:8080"',
-        'retry.schedule[0] (from DIAN_RETRY_DELAY): "pronto" is not a duration like "5m"',
+    ]
+    assert problems(tmp_path, "", {"COMPLIANCE_CLEANUP_DAYS": "30d"}) == [
+        'COMPLIANCE_CLEANUP_DAYS: "30d" is not a number of days'
+    ]
+    assert problems(tmp_path, "", {"DIAN_RETRY_DELAY": "1m"}) == [
+        'DIAN_RETRY_DELAY: "1m" is not a number of seconds'
     ]
     assert problems(tmp_path, "", {"FACTURASD_HTTP__BINDING": "x"}) == [
         'http.binding (from FACTURASD_HTTP__BINDING): unknown key (did you mean "bind"?)'
@@ -322,7 +346,10 @@ def test_check_config_exits_2_without_traceback(tmp_path: Path, text: str, expec
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(
-        '[notify.webhook]\nenabled = true\nurl = "https://hooks.example/x?token=hunter2&team=7"\n'
+        "[notify.webhook]\nenabled = true\n"
+        'url = "https://hooks.example/services/T0/B0/hunter2?token=hunter2&team=7"\n'
+        '[notify.nanobot]\nurl = "https://hunter2@bot.example:8443/api"\n'
+        '[alegra]\nbase_url = "https://user:hunter2@[::1]:9/api?api_key=hunter2&v=1"\n'
     )
     env = daemon_env(REDIS_URL="redis://:s3cr3t-pass@cache:6379/0")
     for extra in ([], ["--json"]):
@@ -330,8 +357,10 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "s3cr3t-pass" not in result.stdout + result.stderr
         assert "hunter2" not in result.stdout + result.stderr
-        assert "redis://:***@cache:6379/0" in result.stdout
-        assert "token=***&team=7" in result.stdout
+        assert "redis://***@cache:6379/0" in result.stdout
+        assert "https://hooks.example/***?token=***&team=7" in result.stdout
+        assert "https://***@bot.example:8443/***" in result.stdout
+        assert "https://***@[::1]:9/api?api_key=***&v=1" in result.stdout
 
 
 def test_check_config_json_and_folder_warnings(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiosqlite
 import anyio
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from blockbuster import BlockBuster
 from facturasd import __version__
 from facturasd.config import Config, load_config
 from facturasd.constants import DATABASE_FILE
-from facturasd.daemon import Component, Daemon
+from facturasd.daemon import Component, Daemon, Supervisor
 from facturasd.errors import JobFailed, RetryLater
 from facturasd.store.queue import Effect, Job
 from facturasd.systemd import Notifier
@@ -126,12 +127,20 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
     async def hopeless(job: Job) -> Effect | None:
         raise JobFailed("the file is gone")
 
+    async def broken_effect(job: Job) -> Effect | None:
+        async def effect(conn: aiosqlite.Connection) -> None:
+            raise RuntimeError("effect broke")
+
+        return effect
+
     config = await anyio.to_thread.run_sync(
         config_for, tmp_path, "[queues.invoice_processing]\nmax_attempts = 1\n"
     )
-    daemon = Daemon(config, handlers={"later": later, "hopeless": hopeless})
+    daemon = Daemon(
+        config, handlers={"later": later, "hopeless": hopeless, "broken": broken_effect}
+    )
     db_path = config.paths.state_dir / DATABASE_FILE
-    async with running(daemon):
+    async with running(daemon) as client:
         ids = await anyio.to_thread.run_sync(
             enqueue,
             db_path,
@@ -141,6 +150,7 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
                 (Q, "no-such-kind", {}),
                 (Q, "later", {}),
                 ("alegra_sync", "hopeless", {}),  # five attempts there, yet dead at once
+                (Q, "broken", {}),
             ],
             config.queues,
         )
@@ -153,13 +163,42 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
                 row[1] in ("queued", "running") for row in await anyio.to_thread.run_sync(states)
             ):
                 await anyio.sleep(0.05)
+        report = (await client.get("/health")).json()
+    # a failing effect is a failed attempt of its job, not a crash of the pool
+    assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 4
+    assert checks_of(report, "supervisor:components")["workers"]["restarts"] == 0
     rows = {row[0]: row[1:] for row in states()}
     assert rows[ids[0]] == ("done", 1, None)
     assert rows[ids[1]] == ("dead", 1, "RuntimeError: kaput")
     assert rows[ids[2]] == ("dead", 1, "no handler for job kind 'no-such-kind'")
     assert rows[ids[3]][:2] == ("done", 1)  # deferring did not use up its one attempt
     assert rows[ids[4]] == ("dead", 1, "the file is gone")
+    assert rows[ids[5]] == ("dead", 1, "RuntimeError: effect broke")
     assert seen == [1, 1]
+
+
+@pytest.mark.anyio
+async def test_supervisor_backs_off_exponentially_up_to_its_cap() -> None:
+    delays: list[float] = []
+    runs = 0
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+
+    async def crashy() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 5:
+            raise ExceptionGroup("task group", [OSError("disk gone")])
+        if runs == 6:
+            return  # returning while the daemon runs is a crash too
+        supervisor.stopping = True
+
+    supervisor = Supervisor(backoff_base=1, backoff_cap=8, sleep=record)
+    await supervisor.supervise(Component("crashy", crashy))
+    assert delays == [1, 2, 4, 8, 8, 8]
+    [view] = supervisor.views()
+    assert (view.state, view.restarts, view.last_error) == ("stopped", 6, "RuntimeError")
 
 
 def test_notifier_speaks_to_abstract_and_path_sockets(tmp_path: Path) -> None:
@@ -197,7 +236,7 @@ def test_shipped_config_is_ready_healthy_and_stops_on_sigterm(tmp_path: Path) ->
             for k in ("state_dir", "inbox", "archive", "rejected", "duplicates", "reports")
         },
     )
-    daemon = DaemonProcess(SHIPPED_CONFIG, env)
+    daemon = DaemonProcess(SHIPPED_CONFIG, env, log_dir=tmp_path)
     try:
         listener.wait_for("READY=1")
         response = get_health(port)
@@ -226,7 +265,7 @@ def test_sigterm_lets_the_job_in_flight_finish(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     db_path = tmp_path / "state" / DATABASE_FILE
     [job_id] = enqueue(db_path, [(Q, "ping", {"sleep": 2})])
-    daemon = DaemonProcess(config, daemon_env())
+    daemon = DaemonProcess(config, daemon_env(), log_dir=tmp_path)
     try:
         wait_until(
             lambda: query(db_path, "SELECT state FROM jobs")[0][0] == "running",
@@ -244,7 +283,7 @@ def test_unfinished_job_is_handed_back_after_the_shutdown_timeout(tmp_path: Path
     config = write_config(tmp_path, '[daemon]\nshutdown_timeout = "1s"\n')
     db_path = tmp_path / "state" / DATABASE_FILE
     [job_id] = enqueue(db_path, [(Q, "ping", {"sleep": 600})])
-    daemon = DaemonProcess(config, daemon_env(), "--log-format", "json")
+    daemon = DaemonProcess(config, daemon_env(), "--log-format", "json", log_dir=tmp_path)
     try:
         wait_until(
             lambda: query(db_path, "SELECT state FROM jobs")[0][0] == "running",
@@ -266,13 +305,14 @@ def test_unfinished_job_is_handed_back_after_the_shutdown_timeout(tmp_path: Path
 
 def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
     port = free_port()
-    first = DaemonProcess(write_config(tmp_path, port=port), daemon_env())
+    first = DaemonProcess(write_config(tmp_path, port=port), daemon_env(), log_dir=tmp_path)
     try:
         wait_healthy(port, first)
         (tmp_path / "second").mkdir()
         second = DaemonProcess(
             write_config(tmp_path / "second"),
             daemon_env(FACTURASD_PATHS__STATE_DIR=str(tmp_path / "state")),
+            log_dir=tmp_path,
         )
         assert second.proc.wait(30) == 1
         assert "already running with state directory" in second.stderr()
@@ -282,9 +322,22 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) 
         first.kill()
 
 
+def test_a_damaged_database_stops_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / DATABASE_FILE).write_bytes(bytes(range(256)) * 64)
+    daemon = DaemonProcess(config, daemon_env(), log_dir=tmp_path)
+    try:
+        assert daemon.proc.wait(30) == 1
+        assert "cannot use the database: file is not a database" in daemon.stderr()
+        assert "Traceback" not in daemon.stderr()
+    finally:
+        daemon.kill()
+
+
 def test_health_fails_with_503_while_the_database_cannot_be_written(tmp_path: Path) -> None:
     port = free_port()
-    daemon = DaemonProcess(write_config(tmp_path, port=port), daemon_env())
+    daemon = DaemonProcess(write_config(tmp_path, port=port), daemon_env(), log_dir=tmp_path)
     try:
         assert wait_healthy(port, daemon).status_code == 200
         blocker = sqlite3.connect(tmp_path / "state" / DATABASE_FILE, isolation_level=None)
@@ -309,7 +362,7 @@ def test_health_fails_with_503_while_the_database_cannot_be_written(tmp_path: Pa
         report = get_health(port).json()
         assert report["status"] == "pass", report  # workers waited; nothing crashed
         assert report["checks"]["supervisor:components"][0]["restarts"] == 0
-        assert "cannot claim jobs: database is locked" in daemon.stderr()
+        assert "database unavailable: database is locked" in daemon.stderr()
         assert daemon.stop() == 0
     finally:
         daemon.kill()

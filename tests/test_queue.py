@@ -443,3 +443,42 @@ def test_backup_command_refuses_without_a_database(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "no database here" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_an_effect_queues_the_next_stage_in_the_same_commit(
+    queue: Queue, db: Database
+) -> None:
+    await queue.enqueue(Q, "ping", {"stage": 1})
+    first = await queue.claim([Q], 60)
+    assert first is not None
+
+    async def next_then_break(conn: aiosqlite.Connection) -> None:
+        await queue.add(conn, queue=QueueName.TAX_VALIDATION, kind="ping", payload={"stage": 2})
+        raise RuntimeError("crash after queuing")
+
+    with pytest.raises(RuntimeError):
+        await queue.complete(first, next_then_break)
+    assert raw(db.path, "SELECT COUNT(*) FROM jobs WHERE queue = 'tax_validation'") == [(0,)]
+
+    async def next_stage(conn: aiosqlite.Connection) -> None:
+        await queue.add(conn, queue=QueueName.TAX_VALIDATION, kind="ping", payload={"stage": 2})
+
+    await queue.complete(first, next_stage)
+    second = await queue.claim([QueueName.TAX_VALIDATION], 60)
+    assert second is not None and second.payload == {"stage": 2}
+
+
+async def test_writing_from_inside_a_write_is_refused(queue: Queue, db: Database) -> None:
+    async def nested(conn: aiosqlite.Connection) -> None:
+        await queue.enqueue(Q, "ping", {})
+
+    with pytest.raises(StoreError, match="inside a write operation"):
+        await db.write(nested)
+    assert raw(db.path, "SELECT COUNT(*) FROM jobs") == [(0,)]
+
+
+async def test_a_damaged_database_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "facturasd.db"
+    path.write_bytes(b"this is not a database, just forty bytes")
+    with pytest.raises(StoreError, match="cannot use the database: file is not a database"):
+        await Database.open(path)

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +30,11 @@ T = TypeVar("T")
 Op = Callable[[aiosqlite.Connection], Awaitable[T]]
 
 BUSY_TIMEOUT_MS = 5000
-# Enough to amortise an fsync, small enough that one batch never holds the lock for long.
-MAX_BATCH = 256
+# A batch that takes this long has an operation waiting on something else than SQLite;
+# it is rolled back rather than left to hold up every writer.
+BATCH_TIMEOUT = 30.0
+
+_inside_write: ContextVar[bool] = ContextVar("inside_write", default=False)
 
 
 async def _pragma(conn: aiosqlite.Connection, statement: str) -> object:
@@ -41,17 +45,26 @@ async def _pragma(conn: aiosqlite.Connection, statement: str) -> object:
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    conn.row_factory = aiosqlite.Row
-    await _pragma(conn, f"busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = await _pragma(conn, "journal_mode = WAL")
-    if str(mode).lower() != "wal":
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+    try:
+        conn.row_factory = aiosqlite.Row
+        await _pragma(conn, f"busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = await _pragma(conn, "journal_mode = WAL")
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        # FULL: a commit is on disk (WAL fsync'd) before write() returns, so a committed
+        # ledger row survives power loss; group commit keeps that affordable.
+        await _pragma(conn, "synchronous = FULL")
+        await _pragma(conn, "foreign_keys = ON")
+    except BaseException as exc:
+        # An unclosed connection's thread would keep the process alive after the error.
         await conn.close()
-        raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-    # FULL: a commit is on disk (WAL fsync'd) before write() returns, so a committed ledger
-    # row survives power loss; group commit keeps that affordable.
-    await _pragma(conn, "synchronous = FULL")
-    await _pragma(conn, "foreign_keys = ON")
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{path}: cannot use the database: {exc}") from exc
+        raise
     return conn
 
 
@@ -171,8 +184,10 @@ class Database:
                     "start the daemon once to migrate it"
                 )
             reader = await _connect(path)
-        except BaseException:
+        except BaseException as exc:
             await writer.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{path}: cannot use the database: {exc}") from exc
             raise
         return cls(path, writer, reader)
 
@@ -182,7 +197,17 @@ class Database:
             await self._reader.close()
 
     async def write(self, op: Op[T]) -> T:
-        """Runs `op` in a write transaction, committed (fsync'd) when this returns."""
+        """Runs `op` in a write transaction, committed (fsync'd) when this returns.
+
+        `op` gets the connection and must only use it: anything else it awaits holds up every
+        writer. To write more in the same transaction, pass the connection along (as
+        `Queue.add` takes it); calling `write` from inside an operation is refused.
+        """
+        if _inside_write.get():
+            raise StoreError(
+                "Database.write() called inside a write operation; "
+                "use the connection the operation was given"
+            )
         entry: _Pending[T] = _Pending(op)
         self._pending.append(entry)
         try:
@@ -206,29 +231,33 @@ class Database:
         # Each call is a round trip to SQLite's thread; a lone operation needs no savepoint,
         # since rolling back the transaction undoes exactly that operation.
         isolate = len(batch) > 1
+        token = _inside_write.set(True)
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            for entry in batch:
-                if isolate:
-                    await conn.execute("SAVEPOINT op")
-                try:
-                    entry.result = await entry.op(conn)
-                except Exception as exc:
-                    entry.error = exc
-                    if not isolate:
-                        raise
-                    await conn.execute("ROLLBACK TO op")
-                if isolate:
-                    await conn.execute("RELEASE op")
-            await conn.execute("COMMIT")
+            with anyio.fail_after(BATCH_TIMEOUT):
+                await conn.execute("BEGIN IMMEDIATE")
+                for entry in batch:
+                    if isolate:
+                        await conn.execute("SAVEPOINT op")
+                    try:
+                        entry.result = await entry.op(conn)
+                    except Exception as exc:
+                        entry.error = exc
+                        if not isolate:
+                            raise
+                        await conn.execute("ROLLBACK TO op")
+                    if isolate:
+                        await conn.execute("RELEASE op")
+                await conn.execute("COMMIT")
             self.stats.commits += 1
             self.stats.operations += len(batch)
         except Exception as exc:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+            # Mark the batch failed first: nothing in it was committed, whatever happens next.
             for entry in batch:
                 entry.result, entry.error = None, entry.error or exc
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
         finally:
+            _inside_write.reset(token)
             for entry in batch:
                 entry.done.set()
 

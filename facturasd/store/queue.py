@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -141,38 +142,59 @@ class Queue:
         priority: int = 0,
     ) -> Job:
         """Adds a job; with a dedupe key, a live job holding that key is returned instead."""
+        job = await self.db.write(
+            partial(
+                self.add,
+                queue=queue,
+                kind=kind,
+                payload=payload,
+                dedupe_key=dedupe_key,
+                run_at=run_at,
+                priority=priority,
+            )
+        )
+        self.wake()
+        return job
+
+    async def add(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        queue: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        dedupe_key: str | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+    ) -> Job:
+        """`enqueue` inside a transaction already open on `conn`: a handler's effect uses it
+        to queue the next stage in the same commit that completes the current one."""
         now = self._now()
         settings = self._settings.get(queue)
         max_attempts = settings.max_attempts if settings else DEFAULT_MAX_ATTEMPTS
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
         when = run_at.timestamp() if run_at else now
-
-        async def insert(conn: aiosqlite.Connection) -> Job:
+        row = await _one(
+            conn,
+            f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
+                                  run_at, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (dedupe_key)
+                    WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running')
+                    DO NOTHING
+                RETURNING {_COLUMNS}""",
+            (queue, kind, body, dedupe_key, priority, max_attempts, when, now, now),
+        )
+        if row is None:
             row = await _one(
                 conn,
-                f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
-                                      run_at, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (dedupe_key)
-                        WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running')
-                        DO NOTHING
-                    RETURNING {_COLUMNS}""",
-                (queue, kind, body, dedupe_key, priority, max_attempts, when, now, now),
+                f"SELECT {_COLUMNS} FROM jobs WHERE dedupe_key = ? "
+                "AND state IN ('queued', 'running')",
+                (dedupe_key,),
             )
-            if row is None:
-                row = await _one(
-                    conn,
-                    f"SELECT {_COLUMNS} FROM jobs WHERE dedupe_key = ? "
-                    "AND state IN ('queued', 'running')",
-                    (dedupe_key,),
-                )
-            if row is None:
-                raise StoreError(f"job with dedupe key {dedupe_key!r} vanished during enqueue")
-            return Job.from_row(row)
-
-        job = await self.db.write(insert)
-        self.wake()
-        return job
+        if row is None:
+            raise StoreError(f"job with dedupe key {dedupe_key!r} vanished during enqueue")
+        return Job.from_row(row)
 
     # ── consuming ─────────────────────────────────────────────────────────────────────────
 
@@ -296,6 +318,7 @@ class Queue:
                 await effect(conn)
 
         await self.db.write(finish)
+        self.wake()  # the effect may have queued the next stage
 
     async def fail(
         self, job: Job, error: str, retry_at: datetime | None = None, *, permanent: bool = False
