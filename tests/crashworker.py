@@ -21,7 +21,7 @@ from facturasd.store.queue import Effect, Job
 
 
 async def record(job: Job) -> Effect | None:
-    await anyio.sleep(random.uniform(0.001, 0.01))  # work that takes a little time
+    await anyio.sleep(random.uniform(0.02, 0.05))  # work that takes a little time
 
     async def effect(conn: aiosqlite.Connection) -> None:
         await conn.execute(

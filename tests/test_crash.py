@@ -43,9 +43,18 @@ def test_sigkill_mid_run_then_restart_completes_every_job_exactly_once(tmp_path:
     def effects() -> int:
         return int(query(db_path, "SELECT COUNT(*) FROM effects")[0][0])  # type: ignore[arg-type]
 
+    def busy_after_a_fifth() -> bool:
+        done, running = query(
+            db_path,
+            "SELECT (SELECT COUNT(*) FROM effects), "
+            "(SELECT COUNT(*) FROM jobs WHERE state = 'running')",
+        )[0]
+        return done >= JOBS // 5 and running > 0  # type: ignore[operator]
+
     first = start(config, log)
     try:
-        wait_until(lambda: effects() >= JOBS // 5, 120, "a fifth of the jobs")
+        # Workers complete in step (their commits are grouped): kill when some are mid-job.
+        wait_until(busy_after_a_fifth, 120, "a fifth of the jobs done and others in flight")
         first.send_signal(signal.SIGKILL)
         assert first.wait(30) == -signal.SIGKILL
     finally:
