@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from facturasd.constants import CONFIG_ENV, CONFIG_SEARCH_PATH, ENV_PREFIX, QueueName
 from facturasd.errors import ConfigError
+from facturasd.formats.safexml import Limits
 
 # ── value types ───────────────────────────────────────────────────────────────────────────
 
@@ -274,9 +275,10 @@ class Inbox(_Section):
 
 
 class Formats(_Section):
-    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1024)
-    max_xml_depth: int = Field(256, ge=8)
-    max_xml_elements: int = Field(1_000_000, ge=100)
+    # Defaults live with the parser that enforces them.
+    max_file_bytes: int = Field(Limits.max_bytes, ge=1024)
+    max_xml_depth: int = Field(Limits.max_depth, ge=8, le=Limits.max_depth)
+    max_xml_elements: int = Field(Limits.max_elements, ge=100)
     zip_max_members: int = Field(50, ge=1)
     zip_max_total_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     zip_max_ratio: int = Field(100, ge=1)

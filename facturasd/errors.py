@@ -7,7 +7,12 @@
     │   └── LeaseLost          a job's lease expired and another worker took it
     ├── AlreadyRunning         another daemon holds the state directory's lock
     ├── RetryLater             a job handler asks to run again later (not a failure)
-    └── JobFailed              a job handler says retrying cannot help
+    ├── JobFailed              a job handler says retrying cannot help
+    └── FormatError            a received file cannot be read as a document (has a `code`)
+        ├── NotXml             FMT-NOT-XML
+        ├── UnsafeXml          FMT-UNSAFE-XML
+        ├── Truncated          FMT-TRUNCATED
+        └── TooLarge           FMT-TOO-LARGE
 
 Later capabilities hang their own branches here (FormatError, UpstreamError, …), each error
 carrying a stable code a person can look up.
@@ -54,3 +59,25 @@ class RetryLater(FacturasdError):
 
 class JobFailed(FacturasdError):
     """Raised by a job handler: retrying cannot help; the job goes straight to `dead`."""
+
+
+class FormatError(FacturasdError):
+    """A received file cannot be read; `code` is stable and listed in docs/formats.md."""
+
+    code = "FMT-ERROR"
+
+
+class NotXml(FormatError):
+    code = "FMT-NOT-XML"
+
+
+class UnsafeXml(FormatError):
+    code = "FMT-UNSAFE-XML"
+
+
+class Truncated(FormatError):
+    code = "FMT-TRUNCATED"
+
+
+class TooLarge(FormatError):
+    code = "FMT-TOO-LARGE"

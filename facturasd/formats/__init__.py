@@ -1,0 +1,1 @@
+"""Received documents, from bytes: pure parsers (no I/O, no clock, no configuration)."""

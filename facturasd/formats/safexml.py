@@ -1,0 +1,90 @@
+"""XML from untrusted bytes, parsed with every door of libxml2 shut.
+
+No entity resolution, no DTD loading, no network; a document whose DOCTYPE declares entities
+is refused before libxml2 sees it (billion laughs, quadratic blow-up, XXE). Size, depth and
+element count are bounded while parsing, so a hostile file is refused before it is built. A
+UTF-8 byte-order mark is dropped; the XML declaration decides the encoding (UTF-8 and
+ISO-8859-1 are both common in received invoices). Callers find elements by namespace URI,
+never by prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lxml import etree
+
+from facturasd.errors import NotXml, TooLarge, Truncated, UnsafeXml
+
+_BOM = b"\xef\xbb\xbf"
+# Entity declarations can only live in the DOCTYPE; one after it is refused.
+_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
+_CHUNK = 64 * 1024
+# libxml2's own safety limits (depth 256, huge text nodes) speak in these words.
+_LIBXML2_LIMIT = re.compile(r"Excessive depth|huge text node|Huge input lookup|XML_PARSE_HUGE")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_depth: int = 256
+    max_elements: int = 1_000_000
+
+
+def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
+    """The root element of `data`, or a FormatError naming what is wrong."""
+    limits = limits or Limits()
+    if len(data) > limits.max_bytes:
+        raise TooLarge(f"{len(data)} bytes is more than the limit of {limits.max_bytes}")
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if not data.strip():
+        raise NotXml("the file is empty")
+    if (doctype := _DOCTYPE.search(data)) and _ENTITY.search(data, doctype.start()):
+        raise UnsafeXml("the document declares XML entities, which invoices never need")
+    parser = etree.XMLPullParser(
+        events=("start", "end"),
+        resolve_entities=False,
+        load_dtd=False,
+        no_network=True,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+    depth = elements = 0
+    root: etree._Element | None = None
+    try:
+        # Fed in chunks, so the limits stop a hostile file long before it is built whole.
+        for start in range(0, len(data), _CHUNK):
+            parser.feed(data[start : start + _CHUNK])
+            for event, element in parser.read_events():
+                if event == "end":
+                    depth -= 1
+                    continue
+                depth += 1
+                elements += 1
+                root = element if root is None else root
+                if depth > limits.max_depth:
+                    raise UnsafeXml(f"elements nest deeper than {limits.max_depth} levels")
+                if elements > limits.max_elements:
+                    raise UnsafeXml(f"more than {limits.max_elements} elements")
+    except etree.XMLSyntaxError as exc:
+        if _LIBXML2_LIMIT.search(_first_line(exc)):
+            raise UnsafeXml(f"beyond the parser's safety limits: {_first_line(exc)}") from None
+        raise NotXml(f"not well-formed XML: {_first_line(exc)}") from None
+    try:
+        parser.close()
+    except etree.XMLSyntaxError as exc:
+        # Every byte was accepted: an error now means the document stops short.
+        if data.lstrip().startswith(b"<"):
+            raise Truncated(f"the XML ends before it is complete ({_first_line(exc)})") from None
+        raise NotXml(f"not well-formed XML: {_first_line(exc)}") from None
+    if root is None:
+        raise NotXml("no XML element in the file")
+    return root
+
+
+def _first_line(exc: etree.XMLSyntaxError) -> str:
+    return str(exc.msg or exc).splitlines()[0]
