@@ -12,7 +12,8 @@
         ├── NotXml             FMT-NOT-XML
         ├── UnsafeXml          FMT-UNSAFE-XML
         ├── Truncated          FMT-TRUNCATED
-        └── TooLarge           FMT-TOO-LARGE
+        ├── TooLarge           FMT-TOO-LARGE
+        └── UnknownDocument    FMT-UNKNOWN-DOCUMENT
 
 Later capabilities hang their own branches here (FormatError, UpstreamError, …), each error
 carrying a stable code a person can look up.
@@ -81,3 +82,7 @@ class Truncated(FormatError):
 
 class TooLarge(FormatError):
     code = "FMT-TOO-LARGE"
+
+
+class UnknownDocument(FormatError):
+    code = "FMT-UNKNOWN-DOCUMENT"

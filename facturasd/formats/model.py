@@ -1,0 +1,121 @@
+"""The normalized document: what every parser returns and every later stage reads.
+
+The JSON keys are a contract (SPEC §2.2): reports, the API and checks outside the test suite
+read them. Amounts are strings exactly as the document prints them (its own decimals); tax ids
+carry no dots, dashes or spaces, and are otherwise kept as printed: judging them is the
+checks' business, not the parser's.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Country = Literal["CO", "MX"]
+Kind = Literal[
+    "invoice", "credit_note", "debit_note", "support_document", "payment", "payroll", "transfer"
+]
+FormatName = Literal[
+    "dian-attached-document",
+    "dian-invoice",
+    "dian-credit-note",
+    "dian-debit-note",
+    "cfdi-4.0",
+    "cfdi-3.3",
+    "cfdi-3.2",
+    "pdf",
+]
+Severity = Literal["error", "warning", "info"]
+Verdict = Literal["ok", "warnings", "rejected"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Party(_Model):
+    tax_id: str | None = None
+    check_digit: str | None = None
+    id_type: str | None = None
+    name: str | None = None
+    regime: str | None = None
+    tax_level_codes: list[str] = Field(default_factory=list)
+    city: str | None = None
+    postal_code: str | None = None
+
+
+class Tax(_Model):
+    code: str
+    name: str | None = None
+    # MX: Tasa (rate in percent), Cuota (an amount per unit) or Exento (no rate, no amount).
+    factor: Literal["Tasa", "Cuota", "Exento"] | None = None
+    rate: str | None = None
+    base: str | None = None
+    amount: str | None = None
+
+
+class Line(_Model):
+    description: str | None = None
+    quantity: str | None = None
+    unit_price: str | None = None
+    amount: str | None = None
+    discount: str | None = None
+    taxes: list[Tax] = Field(default_factory=list)
+    withholdings: list[Tax] = Field(default_factory=list)
+
+
+class Totals(_Model):
+    subtotal: str | None = None
+    discount: str | None = None
+    charges: str | None = None
+    prepaid: str | None = None
+    taxes: str | None = None
+    withholdings: str | None = None
+    total: str | None = None
+
+
+class Payment(_Model):
+    method: str | None = None
+    form: str | None = None
+    use: str | None = None
+
+
+class Reference(_Model):
+    number: str | None = None
+    uuid: str | None = None
+
+
+class Evidence(_Model):
+    source: str
+    code: str | None = None
+    description: str | None = None
+    at: str | None = None
+
+
+class Document(_Model):
+    country: Country
+    kind: Kind
+    number: str | None = None
+    uuid: str | None = None
+    issued_at: str | None = None
+    due_date: str | None = None
+    currency: str | None = None
+    exchange_rate: str | None = None
+    environment: Literal["production", "test"] | None = None
+    payment: Payment = Field(default_factory=Payment)
+    issuer: Party = Field(default_factory=Party)
+    receiver: Party = Field(default_factory=Party)
+    lines: list[Line] = Field(default_factory=list)
+    taxes: list[Tax] = Field(default_factory=list)
+    withholdings: list[Tax] = Field(default_factory=list)
+    totals: Totals = Field(default_factory=Totals)
+    references: list[Reference] = Field(default_factory=list)
+    authority_evidence: Evidence | None = None
+
+
+class Finding(_Model):
+    code: str
+    severity: Severity
+    message: str
+    path: str
