@@ -192,31 +192,27 @@ def _line(concepto: etree._Element, ns: str) -> Line:
 
 
 def _local_taxes(root: etree._Element, ns: str) -> tuple[list[Tax], list[Tax]]:
-    """implocal: local taxes, coded by their printed name (they have no SAT code)."""
+    """implocal: local taxes transferred and withheld, named as printed (no SAT code)."""
     local = root.find(f"{{{ns}}}Complemento/{{{IMPLOCAL}}}ImpuestosLocales")
     if local is None:
         return [], []
-    transferred = [
-        Tax(
-            code="implocal",
-            name=_attr(el, "ImpLocTrasladado"),
-            factor="Tasa",
-            rate=_attr(el, "TasadeTraslado"),
-            amount=_attr(el, "Importe"),
-        )
-        for el in local.iterfind(f"{{{IMPLOCAL}}}TrasladosLocales")
-    ]
-    withheld = [
-        Tax(
-            code="implocal",
-            name=_attr(el, "ImpLocRetenido"),
-            factor="Tasa",
-            rate=_attr(el, "TasadeRetencion"),
-            amount=_attr(el, "Importe"),
-        )
-        for el in local.iterfind(f"{{{IMPLOCAL}}}RetencionesLocales")
-    ]
-    return transferred, withheld
+
+    def read(element: str, name: str, rate: str) -> list[Tax]:
+        return [
+            Tax(
+                code="implocal",
+                name=_attr(el, name),
+                factor="Tasa",
+                rate=_attr(el, rate),
+                amount=_attr(el, "Importe"),
+            )
+            for el in local.iterfind(f"{{{IMPLOCAL}}}{element}")
+        ]
+
+    return (
+        read("TrasladosLocales", "ImpLocTrasladado", "TasadeTraslado"),
+        read("RetencionesLocales", "ImpLocRetenido", "TasadeRetencion"),
+    )
 
 
 def _references(root: etree._Element, ns: str) -> list[Reference]:
