@@ -91,6 +91,8 @@ class Evidence(_Model):
     code: str | None = None
     description: str | None = None
     at: str | None = None
+    # DIAN's LineResponse notifications (e.g. "FAJ43b …"): notes, not rejections.
+    notes: list[str] = Field(default_factory=list)
 
 
 class Document(_Model):

@@ -1,0 +1,222 @@
+"""Colombia: DIAN UBL 2.1 Invoice, CreditNote and DebitNote into the normalized document.
+
+Pure: an element tree in, a Document out. Elements are found by namespace URI. Amounts are kept
+as printed; the only arithmetic here is the sum of the document's TaxTotal amounts, done in
+Decimal so it keeps the document's decimals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from lxml import etree
+
+from facturasd.errors import UnknownDocument
+from facturasd.formats.model import (
+    Document,
+    FormatName,
+    Kind,
+    Line,
+    Party,
+    Payment,
+    Reference,
+    Tax,
+    Totals,
+)
+
+UBL = "urn:oasis:names:specification:ubl:schema:xsd:"
+CAC = f"{UBL}CommonAggregateComponents-2"
+CBC = f"{UBL}CommonBasicComponents-2"
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What differs between the three documents."""
+
+    format: FormatName
+    kind: Kind
+    line: str
+    quantity: str
+    monetary_total: str
+
+
+SHAPES = {
+    f"{UBL}Invoice-2": _Shape(
+        "dian-invoice", "invoice", "InvoiceLine", "InvoicedQuantity", "LegalMonetaryTotal"
+    ),
+    f"{UBL}CreditNote-2": _Shape(
+        "dian-credit-note",
+        "credit_note",
+        "CreditNoteLine",
+        "CreditedQuantity",
+        "LegalMonetaryTotal",
+    ),
+    f"{UBL}DebitNote-2": _Shape(
+        "dian-debit-note",
+        "debit_note",
+        "DebitNoteLine",
+        "DebitedQuantity",
+        "RequestedMonetaryTotal",
+    ),
+}
+ENVIRONMENTS: dict[str, Literal["production", "test"]] = {"1": "production", "2": "test"}
+SUPPORT_DOCUMENT = "05"
+
+
+def cac_path(*names: str) -> str:
+    return "/".join(f"{{{CAC}}}{name}" for name in names)
+
+
+def text_at(element: etree._Element | None, path: str) -> str | None:
+    """The stripped text at `path` ("cac:Party/cbc:ID" spelt with URIs), or None."""
+    found = element.find(path) if element is not None else None
+    if found is None or found.text is None:
+        return None
+    return found.text.strip() or None
+
+
+def cbc_path(name: str, *parents: str) -> str:
+    return "/".join([*(f"{{{CAC}}}{p}" for p in parents), f"{{{CBC}}}{name}"])
+
+
+def is_ubl_document(root: etree._Element) -> bool:
+    qname = etree.QName(root)
+    namespace = qname.namespace or ""
+    return namespace in SHAPES and qname.localname == namespace.removeprefix(UBL)[:-2]
+
+
+def parse(root: etree._Element) -> tuple[FormatName, Document]:
+    """The document a DIAN Invoice, CreditNote or DebitNote element describes."""
+    shape = SHAPES.get(etree.QName(root).namespace or "")
+    if shape is None:
+        raise UnknownDocument(f"{etree.QName(root).localname} is not a DIAN UBL document")
+    kind = shape.kind
+    if kind == "invoice" and text_at(root, cbc_path("InvoiceTypeCode")) == SUPPORT_DOCUMENT:
+        kind = "support_document"
+    date, time = text_at(root, cbc_path("IssueDate")), text_at(root, cbc_path("IssueTime"))
+    uuid = text_at(root, cbc_path("UUID"))
+    monetary = root.find(cac_path(shape.monetary_total))
+    taxes = _tax_totals(root, "TaxTotal")
+    withholdings = _tax_totals(root, "WithholdingTaxTotal")
+    document = Document(
+        country="CO",
+        kind=kind,
+        number=text_at(root, cbc_path("ID")),
+        uuid=uuid.lower() if uuid else None,
+        issued_at=f"{date}T{time}" if date and time else date,
+        due_date=text_at(root, cbc_path("DueDate"))
+        or text_at(root, cbc_path("PaymentDueDate", "PaymentMeans")),
+        currency=text_at(root, cbc_path("DocumentCurrencyCode")),
+        exchange_rate=text_at(root, cbc_path("CalculationRate", "PaymentExchangeRate")),
+        environment=ENVIRONMENTS.get(text_at(root, cbc_path("ProfileExecutionID")) or ""),
+        payment=Payment(
+            method=text_at(root, cbc_path("ID", "PaymentMeans")),
+            form=text_at(root, cbc_path("PaymentMeansCode", "PaymentMeans")),
+        ),
+        issuer=_party(root.find(cac_path("AccountingSupplierParty", "Party"))),
+        receiver=_party(root.find(cac_path("AccountingCustomerParty", "Party"))),
+        lines=[_line(line, shape) for line in root.iterfind(cac_path(shape.line))],
+        taxes=taxes,
+        withholdings=withholdings,
+        totals=Totals(
+            subtotal=text_at(monetary, cbc_path("LineExtensionAmount")),
+            discount=text_at(monetary, cbc_path("AllowanceTotalAmount")),
+            charges=text_at(monetary, cbc_path("ChargeTotalAmount")),
+            prepaid=text_at(monetary, cbc_path("PrepaidAmount")),
+            taxes=_sum(root, "TaxTotal"),
+            withholdings=_sum(root, "WithholdingTaxTotal"),
+            total=text_at(monetary, cbc_path("PayableAmount")),
+        ),
+        references=[
+            Reference(
+                number=text_at(ref, cbc_path("ID")),
+                uuid=(text_at(ref, cbc_path("UUID")) or "").lower() or None,
+            )
+            for ref in root.iterfind(cac_path("BillingReference", "InvoiceDocumentReference"))
+        ],
+    )
+    return shape.format, document
+
+
+def _tax_id(value: str | None) -> str | None:
+    """No dots, dashes or spaces; anything else is kept for the checks to judge."""
+    if value is None:
+        return None
+    return "".join(ch for ch in value if ch not in ".- \t\n") or None
+
+
+def _party(party: etree._Element | None) -> Party:
+    if party is None:
+        return Party()
+    scheme = party.find(cac_path("PartyTaxScheme"))
+    company = scheme.find(f"{{{CBC}}}CompanyID") if scheme is not None else None
+    if company is None:
+        company = party.find(cbc_path("CompanyID", "PartyLegalEntity"))
+    level = scheme.find(f"{{{CBC}}}TaxLevelCode") if scheme is not None else None
+    codes = (
+        [c.strip() for c in (level.text or "").split(";") if c.strip()] if level is not None else []
+    )
+    address = party.find(cac_path("PartyTaxScheme", "RegistrationAddress"))
+    if address is None:
+        address = party.find(cac_path("PhysicalLocation", "Address"))
+    regime = level.get("listName") if level is not None else None
+    return Party(
+        tax_id=_tax_id(company.text if company is not None else None),
+        check_digit=(company.get("schemeID") or "").strip() or None
+        if company is not None
+        else None,
+        id_type=(company.get("schemeName") or "").strip() or None if company is not None else None,
+        name=text_at(scheme, cbc_path("RegistrationName"))
+        or text_at(party, cbc_path("Name", "PartyName")),
+        # listName carries the regime (48 IVA responsible, 49 not) in Anexo 1.8 files.
+        regime=regime if regime and regime.isdigit() else None,
+        tax_level_codes=codes,
+        city=text_at(address, cbc_path("ID")) or text_at(address, cbc_path("CityName")),
+        postal_code=text_at(address, cbc_path("PostalZone")),
+    )
+
+
+def _subtotals(parent: etree._Element) -> list[Tax]:
+    taxes = []
+    for subtotal in parent.iterfind(cac_path("TaxSubtotal")):
+        category = subtotal.find(cac_path("TaxCategory"))
+        taxes.append(
+            Tax(
+                code=text_at(category, cbc_path("ID", "TaxScheme")) or "",
+                name=text_at(category, cbc_path("Name", "TaxScheme")),
+                rate=text_at(category, cbc_path("Percent")),
+                base=text_at(subtotal, cbc_path("TaxableAmount")),
+                amount=text_at(subtotal, cbc_path("TaxAmount")),
+            )
+        )
+    return taxes
+
+
+def _tax_totals(parent: etree._Element, element: str) -> list[Tax]:
+    return [tax for total in parent.iterfind(cac_path(element)) for tax in _subtotals(total)]
+
+
+def _sum(parent: etree._Element, element: str) -> str | None:
+    """The document's TaxTotal (or WithholdingTaxTotal) amounts added up; None if none."""
+    amounts = [
+        text_at(total, cbc_path("TaxAmount")) for total in parent.iterfind(cac_path(element))
+    ]
+    if not amounts:
+        return None
+    try:
+        return str(sum((Decimal(a) for a in amounts if a is not None), Decimal(0)))
+    except InvalidOperation:
+        return None  # a malformed amount: the checks report it from the TaxTotal itself
+
+
+def _line(line: etree._Element, shape: _Shape) -> Line:
+    return Line(
+        description=text_at(line, cbc_path("Description", "Item")),
+        quantity=text_at(line, cbc_path(shape.quantity)),
+        unit_price=text_at(line, cbc_path("PriceAmount", "Price")),
+        amount=text_at(line, cbc_path("LineExtensionAmount")),
+        taxes=_tax_totals(line, "TaxTotal"),
+        withholdings=_tax_totals(line, "WithholdingTaxTotal"),
+    )
