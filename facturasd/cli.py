@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print JSON")
     backup = command("backup", "copy the database consistently, even while the daemon runs")
     backup.add_argument("dest", type=Path, help="a file to create, or a folder to put it in")
+    inspect = command("inspect", "read received files and print what they contain (writes nothing)")
+    inspect.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    inspect.add_argument("--json", action="store_true", help="print the normalized documents")
+    inspect.add_argument("--lang", choices=["es", "en"], default="es", help="language of messages")
     jobs = command("jobs", "list the durable queue's jobs, or run dead ones again")
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only this state")
     jobs.add_argument("--limit", type=int, default=50)
@@ -62,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "inspect":
+            return _inspect(args)
         config = load_config(find_config_file(args.config, os.environ), os.environ)
         if args.command == "run":
             return _run(config, args.log_format)
@@ -77,6 +83,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AlreadyRunning, StoreError) as exc:
         print(f"facturasd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    """Reads the files with the configured limits (defaults when no configuration is found);
+    never opens the daemon's database."""
+    from facturasd.formats.reader import read, too_large
+    from facturasd.formats.safexml import Limits
+    from facturasd.formats.summary import render
+    from facturasd.hashing import sha256_file
+
+    try:
+        path = find_config_file(args.config, os.environ)
+    except ConfigError:
+        if args.config:
+            raise
+        limits = Limits()
+    else:
+        limits = load_config(path, os.environ).formats.limits()
+    inspections = []
+    for file in args.files:
+        try:
+            size = file.stat().st_size
+            if size > limits.max_file_bytes:  # refused unread: a huge file never fills memory
+                inspections.append(too_large(str(file), size, sha256_file(file), limits, args.lang))
+                continue
+            data = file.read_bytes()
+        except OSError as exc:
+            print(f"facturasd: {file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        inspections += read(data, str(file), limits, args.lang)
+    if args.json:
+        payload = [i.model_dump(mode="json") for i in inspections]
+        print(
+            json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False)
+        )
+    else:
+        print("\n\n".join(render(i, args.lang) for i in inspections))
+    ok = all(i.document is not None and i.verdict != "rejected" for i in inspections)
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 def _run(config: Config, log_format: str | None) -> int:

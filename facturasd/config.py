@@ -275,14 +275,17 @@ class Inbox(_Section):
 
 
 class Formats(_Section):
-    # Defaults live with the parser that enforces them.
-    max_file_bytes: int = Field(Limits.max_bytes, ge=1024)
-    max_xml_depth: int = Field(Limits.max_depth, ge=8, le=Limits.max_depth)
-    max_xml_elements: int = Field(Limits.max_elements, ge=100)
-    zip_max_members: int = Field(50, ge=1)
-    zip_max_total_bytes: int = Field(100 * 1024 * 1024, ge=1024)
-    zip_max_ratio: int = Field(100, ge=1)
-    zip_max_depth: int = Field(2, ge=1)
+    # Defaults live with the parsers that enforce them.
+    max_file_bytes: int = Field(Limits.max_file_bytes, ge=1024)
+    max_xml_depth: int = Field(Limits.max_xml_depth, ge=8, le=Limits.max_xml_depth)
+    max_xml_elements: int = Field(Limits.max_xml_elements, ge=100)
+    zip_max_members: int = Field(Limits.zip_max_members, ge=1)
+    zip_max_total_bytes: int = Field(Limits.zip_max_total_bytes, ge=1024)
+    zip_max_ratio: int = Field(Limits.zip_max_ratio, ge=1)
+    zip_max_depth: int = Field(Limits.zip_max_depth, ge=1)
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump())
 
 
 class Checks(_Section):

@@ -13,6 +13,8 @@
         ├── UnsafeXml          FMT-UNSAFE-XML
         ├── Truncated          FMT-TRUNCATED
         ├── TooLarge           FMT-TOO-LARGE
+        ├── ZipBomb            FMT-ZIP-BOMB
+        ├── BadZip             FMT-BAD-ZIP
         └── UnknownDocument    FMT-UNKNOWN-DOCUMENT
 
 Later capabilities hang their own branches here (FormatError, UpstreamError, …), each error
@@ -86,3 +88,11 @@ class TooLarge(FormatError):
 
 class UnknownDocument(FormatError):
     code = "FMT-UNKNOWN-DOCUMENT"
+
+
+class ZipBomb(FormatError):
+    code = "FMT-ZIP-BOMB"
+
+
+class BadZip(FormatError):
+    code = "FMT-BAD-ZIP"

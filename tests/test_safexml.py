@@ -113,11 +113,11 @@ def test_entity_bombs_are_refused() -> None:
 
 
 def test_limits_on_size_depth_and_elements() -> None:
-    assert code_of(b"<r>" + b" " * 2048 + b"</r>", Limits(max_bytes=1024)) == "FMT-TOO-LARGE"
+    assert code_of(b"<r>" + b" " * 2048 + b"</r>", Limits(max_file_bytes=1024)) == "FMT-TOO-LARGE"
     deep = b"<a>" * 300 + b"</a>" * 300
     assert code_of(deep) == "FMT-UNSAFE-XML"
     wide = b"<r>" + b"<e/>" * 2000 + b"</r>"
-    assert code_of(wide, Limits(max_elements=1000)) == "FMT-UNSAFE-XML"
+    assert code_of(wide, Limits(max_xml_elements=1000)) == "FMT-UNSAFE-XML"
     assert parse(wide).tag == "r"
 
 

@@ -1,4 +1,4 @@
-"""DIAN's AttachedDocument: the signed invoice it carries, and DIAN's verdict on it.
+"""Containers: ZIP packages, and DIAN's AttachedDocument with the invoice and DIAN's verdict.
 
 The invoice sits as text (CDATA, or entity-escaped) in
 `cac:Attachment/cac:ExternalReference/cbc:Description`; DIAN's ApplicationResponse sits the same
@@ -8,12 +8,15 @@ the same safe parser and limits as the outer file.
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 from lxml import etree
 
-from facturasd.errors import UnknownDocument
+from facturasd.errors import BadZip, UnknownDocument, ZipBomb
 from facturasd.formats.model import Evidence
 from facturasd.formats.safexml import Limits, parse
 from facturasd.formats.ubl import CAC, UBL, cac_path, cbc_path, text_at
@@ -58,6 +61,16 @@ def open_attached(root: etree._Element, limits: Limits | None = None) -> Attache
         if response.tag != f"{{{APPLICATION_RESPONSE}}}ApplicationResponse":
             raise UnknownDocument("the DIAN verdict in the container is not an ApplicationResponse")
         evidence, response_uuid = _verdict(response)
+    if evidence is None and (
+        code := text_at(reference, cbc_path("ValidationResultCode", "ResultOfVerification"))
+    ):
+        # No ApplicationResponse, only the container's summary: "02" is also written "002".
+        verification = cbc_path("ValidationDate", "ResultOfVerification")
+        evidence = Evidence(
+            source="embedded",
+            code=f"{int(code):02d}" if code.isdigit() else code,
+            at=text_at(reference, verification),
+        )
     container_uuid = text_at(reference, cbc_path("UUID"))
     return Attached(
         inner=inner,
@@ -65,6 +78,86 @@ def open_attached(root: etree._Element, limits: Limits | None = None) -> Attache
         container_uuid=container_uuid.lower() if container_uuid else None,
         response_uuid=response_uuid,
     )
+
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# What zipfile and zlib raise on damaged or unsupported archives.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    ValueError,
+)
+
+
+def is_zip(data: bytes) -> bool:
+    return data.startswith(ZIP_MAGIC)
+
+
+def zip_members(data: bytes, limits: Limits | None = None) -> list[tuple[str, bytes]]:
+    """Every file in a ZIP, nested ZIPs opened, as (name, bytes).
+
+    Names are labels only (`outer.zip/inner.xml` for nested members), never paths. Sizes in
+    the archive's headers are not trusted: each member is inflated at most up to what is left
+    of the budget, so a bomb is refused after reading the budget, not after filling memory.
+    """
+    limits = limits or Limits()
+    found: list[tuple[str, bytes]] = []
+    _unpack(data, limits, depth=1, prefix="", found=found, total=[0])
+    return found
+
+
+def _unpack(
+    data: bytes,
+    limits: Limits,
+    *,
+    depth: int,
+    prefix: str,
+    found: list[tuple[str, bytes]],
+    total: list[int],
+) -> None:
+    if depth > limits.zip_max_depth:
+        raise ZipBomb(f"ZIP files nested more than {limits.zip_max_depth} deep")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as exc:
+        raise BadZip(f"not a readable ZIP file: {exc}") from None
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        if len(members) > limits.zip_max_members:
+            raise ZipBomb(
+                f"{len(members)} files in one ZIP (the limit is {limits.zip_max_members})"
+            )
+        for info in members:
+            name = prefix + info.filename
+            if info.flag_bits & 0x1:
+                raise BadZip(f"{name!r} is encrypted")
+            budget = min(limits.zip_max_total_bytes - total[0], limits.max_file_bytes)
+            try:
+                with archive.open(info) as member:
+                    content = member.read(budget + 1)
+            except _ZIP_ERRORS as exc:
+                raise BadZip(f"{name!r} cannot be extracted: {exc}") from None
+            if len(content) > budget:
+                raise ZipBomb(
+                    f"{name!r} inflates past the limit ({limits.max_file_bytes} bytes a file, "
+                    f"{limits.zip_max_total_bytes} in all)"
+                )
+            if info.compress_size and len(content) > limits.zip_max_ratio * info.compress_size:
+                raise ZipBomb(
+                    f"{name!r} inflates {len(content) // info.compress_size} times "
+                    f"(the limit is {limits.zip_max_ratio})"
+                )
+            total[0] += len(content)
+            if is_zip(content):
+                _unpack(
+                    content, limits, depth=depth + 1, prefix=f"{name}/", found=found, total=total
+                )
+            else:
+                found.append((name, content))
 
 
 def _verdict(response: etree._Element) -> tuple[Evidence, str | None]:

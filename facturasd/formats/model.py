@@ -121,3 +121,39 @@ class Finding(_Model):
     severity: Severity
     message: str
     path: str
+
+
+class WithholdingDue(_Model):
+    """A withholding the buyer must apply (the checks compute these; booking uses them)."""
+
+    code: str
+    concept: str
+    rule: str
+    base: str
+    rate: str
+    amount: str
+
+
+class Inspection(_Model):
+    """One document read from one file: what `facturasd inspect --json` prints."""
+
+    file: str
+    member: str | None = None
+    sha256: str
+    format: FormatName | None = None
+    document: Document | None = None
+    # PDFs that came in the same package (ZIP member names): the printed copy of this document.
+    attachments: list[str] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list)
+    withholdings_due: list[WithholdingDue] = Field(default_factory=list)
+    score: float = 1.0
+    verdict: Verdict = "ok"
+
+    def judged(self) -> Inspection:
+        """With score and verdict from its findings (the original system's rule:
+        1 − 0.3 per error − 0.1 per warning, floored at 0)."""
+        errors = sum(f.severity == "error" for f in self.findings)
+        warnings = sum(f.severity == "warning" for f in self.findings)
+        verdict: Verdict = "rejected" if errors else "warnings" if warnings else "ok"
+        score = max(0.0, round(1 - 0.3 * errors - 0.1 * warnings, 2))
+        return self.model_copy(update={"score": score, "verdict": verdict})

@@ -28,16 +28,23 @@ _LIBXML2_LIMIT = re.compile(r"Excessive depth|huge text node|Huge input lookup|X
 
 @dataclass(frozen=True)
 class Limits:
-    max_bytes: int = 20 * 1024 * 1024
-    max_depth: int = 256
-    max_elements: int = 1_000_000
+    """Every limit of the formats layer; `[formats]` in the configuration has the same keys."""
+
+    max_file_bytes: int = 20 * 1024 * 1024
+    # libxml2's own ceiling without XML_PARSE_HUGE, which stays off.
+    max_xml_depth: int = 256
+    max_xml_elements: int = 1_000_000
+    zip_max_members: int = 50
+    zip_max_total_bytes: int = 100 * 1024 * 1024
+    zip_max_ratio: int = 100
+    zip_max_depth: int = 2
 
 
 def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
     """The root element of `data`, or a FormatError naming what is wrong."""
     limits = limits or Limits()
-    if len(data) > limits.max_bytes:
-        raise TooLarge(f"{len(data)} bytes is more than the limit of {limits.max_bytes}")
+    if len(data) > limits.max_file_bytes:
+        raise TooLarge(f"{len(data)} bytes is more than the limit of {limits.max_file_bytes}")
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     if not data.strip():
@@ -66,10 +73,10 @@ def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
                 depth += 1
                 elements += 1
                 root = element if root is None else root
-                if depth > limits.max_depth:
-                    raise UnsafeXml(f"elements nest deeper than {limits.max_depth} levels")
-                if elements > limits.max_elements:
-                    raise UnsafeXml(f"more than {limits.max_elements} elements")
+                if depth > limits.max_xml_depth:
+                    raise UnsafeXml(f"elements nest deeper than {limits.max_xml_depth} levels")
+                if elements > limits.max_xml_elements:
+                    raise UnsafeXml(f"more than {limits.max_xml_elements} elements")
     except etree.XMLSyntaxError as exc:
         if _LIBXML2_LIMIT.search(_first_line(exc)):
             raise UnsafeXml(f"beyond the parser's safety limits: {_first_line(exc)}") from None

@@ -7,6 +7,7 @@ Decimal so it keeps the document's decimals.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
@@ -138,6 +139,19 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
         ],
     )
     return shape.format, document
+
+
+STS = "dian:gov:co:facturaelectronica:Structures-2-1"
+_CUFE = re.compile(r"\b[0-9a-fA-F]{96}\b")
+
+
+def qr_cufes(root: etree._Element) -> set[str]:
+    """The CUFEs the document's QR text names (as "CUFE: …" and in the search URL)."""
+    return {
+        match.lower()
+        for qr in root.iter(f"{{{STS}}}QRCode")
+        for match in _CUFE.findall(qr.text or "")
+    }
 
 
 def _tax_id(value: str | None) -> str | None:

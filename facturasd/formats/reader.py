@@ -1,0 +1,163 @@
+"""Bytes of a received file in, one Inspection per document out: the formats layer's front door.
+
+Pure: no file system, no clock, no configuration. A file that cannot be read becomes an
+Inspection with one error finding (its code, a message in Spanish or English, path `file`),
+never an exception; in a ZIP, each member succeeds or fails on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import PurePosixPath
+from typing import Literal
+
+from lxml import etree
+
+from facturasd.errors import FormatError, TooLarge, UnknownDocument
+from facturasd.formats import cfdi, container, ubl
+from facturasd.formats.model import Finding, Inspection
+from facturasd.formats.safexml import Limits, parse
+
+Language = Literal["es", "en"]
+
+# What a person reads first; the parser's own detail follows in parentheses.
+TITLES: dict[str, dict[Language, str]] = {
+    "FMT-NOT-XML": {"es": "El archivo no es un XML legible", "en": "The file is not readable XML"},
+    "FMT-TRUNCATED": {
+        "es": "El XML está incompleto (se cortó al copiarlo o descargarlo)",
+        "en": "The XML is incomplete (cut short while copied or downloaded)",
+    },
+    "FMT-UNSAFE-XML": {
+        "es": "El XML tiene una forma peligrosa y no se procesa",
+        "en": "The XML has a dangerous shape and is not processed",
+    },
+    "FMT-TOO-LARGE": {"es": "El archivo es demasiado grande", "en": "The file is too large"},
+    "FMT-ZIP-BOMB": {
+        "es": "El ZIP se expande más allá de los límites permitidos",
+        "en": "The ZIP expands beyond the allowed limits",
+    },
+    "FMT-BAD-ZIP": {
+        "es": "El ZIP está dañado o no se puede abrir",
+        "en": "The ZIP is damaged or cannot be opened",
+    },
+    "FMT-UNKNOWN-DOCUMENT": {
+        "es": "El archivo no es una factura electrónica reconocida",
+        "en": "The file is not a recognised e-invoice",
+    },
+    "FMT-CUFE-MISMATCH": {
+        "es": "El CUFE no coincide en todos los lugares donde aparece",
+        "en": "The CUFE differs between the places it appears",
+    },
+}
+
+
+def finding(code: str, detail: str, path: str, lang: Language) -> Finding:
+    return Finding(
+        code=code, severity="error", message=f"{TITLES[code][lang]} ({detail})", path=path
+    )
+
+
+def read(
+    data: bytes, file: str, limits: Limits | None = None, lang: Language = "es"
+) -> list[Inspection]:
+    """Every document in `data` (a CFDI, a DIAN XML, or a ZIP of them)."""
+    limits = limits or Limits()
+    base = Inspection(file=file, sha256=hashlib.sha256(data).hexdigest())
+    try:
+        if not container.is_zip(data):
+            return [_xml(base, None, data, limits, lang)]
+        members = container.zip_members(data, limits)
+    except FormatError as exc:
+        return [_failed(base, exc, lang)]
+    documents = [
+        _xml(base, name, content, limits, lang)
+        for name, content in members
+        if content.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+    ]
+    if not documents:
+        return [_failed(base, UnknownDocument("the ZIP holds no XML document"), lang)]
+    pdfs = [name for name, content in members if content.startswith(b"%PDF")]
+    return [
+        doc.model_copy(update={"attachments": _pdfs_for(doc.member, pdfs, len(documents))})
+        for doc in documents
+    ]
+
+
+def too_large(
+    file: str, size: int, sha256: str, limits: Limits, lang: Language = "es"
+) -> Inspection:
+    """The Inspection of a file refused for its size alone, without reading it."""
+    error = TooLarge(f"{size} bytes is more than the limit of {limits.max_file_bytes}")
+    return _failed(Inspection(file=file, sha256=sha256), error, lang)
+
+
+def _pdfs_for(member: str | None, pdfs: list[str], documents: int) -> list[str]:
+    """A PDF named like the XML goes with it; with one XML in the package, every PDF does."""
+    if documents == 1:
+        return pdfs
+    stem = PurePosixPath(member or "").stem
+    return [pdf for pdf in pdfs if PurePosixPath(pdf).stem == stem]
+
+
+def _failed(base: Inspection, exc: FormatError, lang: Language) -> Inspection:
+    return base.model_copy(
+        update={"findings": [finding(exc.code, str(exc), "file", lang)]}
+    ).judged()
+
+
+def _xml(
+    base: Inspection, member: str | None, data: bytes, limits: Limits, lang: Language
+) -> Inspection:
+    here = base.model_copy(update={"member": member})
+    try:
+        root = parse(data, limits)
+        if cfdi.is_cfdi(root):
+            fmt, document = cfdi.parse(root)
+            return here.model_copy(update={"format": fmt, "document": document}).judged()
+        if ubl.is_ubl_document(root):
+            fmt, document = ubl.parse(root)
+            findings = _cufe_agreement(document.uuid, {"qr": ubl.qr_cufes(root)}, lang)
+            return here.model_copy(
+                update={"format": fmt, "document": document, "findings": findings}
+            ).judged()
+        if container.is_attached_document(root):
+            return _attached(here, root, limits, lang)
+        qname = etree.QName(root)
+        raise UnknownDocument(
+            f"a <{qname.localname}> of {qname.namespace or 'no namespace'} is not an invoice"
+        )
+    except FormatError as exc:
+        return _failed(here, exc, lang)
+
+
+def _attached(here: Inspection, root: etree._Element, limits: Limits, lang: Language) -> Inspection:
+    attached = container.open_attached(root, limits)
+    if not ubl.is_ubl_document(attached.inner):
+        raise UnknownDocument(
+            "the AttachedDocument does not carry an Invoice, CreditNote or DebitNote"
+        )
+    _, document = ubl.parse(attached.inner)
+    document = document.model_copy(update={"authority_evidence": attached.evidence})
+    places = {
+        "qr": ubl.qr_cufes(attached.inner),
+        "container": {attached.container_uuid} if attached.container_uuid else set(),
+        "application_response": {attached.response_uuid} if attached.response_uuid else set(),
+    }
+    return here.model_copy(
+        update={
+            "format": "dian-attached-document",
+            "document": document,
+            "findings": _cufe_agreement(document.uuid, places, lang),
+        }
+    ).judged()
+
+
+def _cufe_agreement(uuid: str | None, places: dict[str, set[str]], lang: Language) -> list[Finding]:
+    """The document's CUFE/CUDE must be the one every other place names."""
+    differing = {place: values for place, values in places.items() if values and values != {uuid}}
+    if not differing:
+        return []
+    detail = "; ".join(
+        f"{place}: {', '.join(sorted(values))}" for place, values in differing.items()
+    )
+    return [finding("FMT-CUFE-MISMATCH", f"uuid: {uuid}; {detail}", "uuid", lang)]

@@ -1,0 +1,265 @@
+"""`facturasd inspect` and the reader behind it: samples, ZIP packages, hostile packages."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from facturasd.formats.reader import read
+from facturasd.formats.safexml import Limits
+from tests.support import PYTHON, REPO, daemon_env
+from tests.test_ubl import CUFE, attach, make_ubl
+
+SAMPLES = sorted((REPO.parent / "shared" / "samples").glob("*/*.xml"))
+FV7 = REPO.parent / "shared" / "samples" / "dian" / "siigo-blindacces-FV7.xml"
+CFDI40 = REPO.parent / "shared" / "samples" / "cfdi" / "cfdi-expresiones__cfdi40-real.xml"
+PDF = b"%PDF-1.4\n% a printed invoice\n%%EOF\n"
+
+# Peak memory of `facturasd inspect` on a hostile file, in a subprocess of its own.
+MEASURE = """
+import resource, sys
+from facturasd.cli import main
+code = main(["inspect", "--json", *sys.argv[1:]])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def inspect(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "facturasd", "inspect", *args],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def measured(path: Path) -> tuple[dict[str, object], int, int]:
+    """The JSON, the exit status and the peak RSS in MB of inspecting `path`."""
+    result = subprocess.run(
+        [PYTHON, "-c", MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=300,
+        cwd=path.parent,
+    )
+    peak_kb = int(result.stderr.strip().splitlines()[-1])
+    return json.loads(result.stdout), result.returncode, peak_kb // 1024
+
+
+def zipped(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+# ── the samples through the command ───────────────────────────────────────────────────────
+
+
+def test_inspect_json_for_every_sample() -> None:
+    result = inspect("--json", *map(str, SAMPLES))
+    assert result.returncode == 0, result.stderr
+    documents = json.loads(result.stdout)
+    assert len(documents) == len(SAMPLES)
+    for item in documents:
+        assert set(item) >= {
+            "file",
+            "member",
+            "sha256",
+            "format",
+            "document",
+            "findings",
+            "withholdings_due",
+            "score",
+            "verdict",
+        }
+        assert (item["verdict"], item["score"], item["findings"]) == ("ok", 1.0, [])
+        assert set(item["document"]) >= {
+            "country",
+            "kind",
+            "number",
+            "uuid",
+            "issued_at",
+            "due_date",
+            "currency",
+            "exchange_rate",
+            "environment",
+            "payment",
+            "issuer",
+            "receiver",
+            "lines",
+            "taxes",
+            "withholdings",
+            "totals",
+            "references",
+            "authority_evidence",
+        }
+
+
+def test_inspect_one_file_prints_one_object_and_a_summary() -> None:
+    result = inspect("--json", str(FV7))
+    document = json.loads(result.stdout)
+    assert document["format"] == "dian-attached-document"
+    assert document["document"]["authority_evidence"]["code"] == "02"
+    text = inspect(str(FV7))
+    assert "factura FV7" in text.stdout and "correcta" in text.stdout
+    english = inspect("--lang", "en", str(FV7))
+    assert "invoice FV7" in english.stdout and "correct" in english.stdout
+
+
+def test_inspect_a_bad_file_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "factura.xml"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    result = inspect("--json", str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    item = json.loads(result.stdout)
+    assert item["verdict"] == "rejected" and item["document"] is None
+    [found] = item["findings"]
+    assert (found["code"], found["severity"], found["path"]) == ("FMT-NOT-XML", "error", "file")
+    assert found["message"].startswith("El archivo no es un XML legible")
+    missing = inspect(str(tmp_path / "nope.xml"))
+    assert missing.returncode == 2 and "No such file" in missing.stderr
+
+
+def test_inspect_writes_nothing(tmp_path: Path) -> None:
+    before = sorted(tmp_path.rglob("*"))
+    assert inspect(str(FV7), cwd=tmp_path).returncode == 0
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+# ── ZIP packages ──────────────────────────────────────────────────────────────────────────
+
+
+def test_a_zip_package_keeps_its_pdf_with_the_document() -> None:
+    data = zipped({"ad_fv7.xml": FV7.read_bytes(), "ad_fv7.pdf": PDF})
+    [item] = read(data, "fv7.zip")
+    assert (item.member, item.format, item.verdict) == (
+        "ad_fv7.xml",
+        "dian-attached-document",
+        "ok",
+    )
+    assert item.attachments == ["ad_fv7.pdf"]
+    assert item.document is not None and item.document.number == "FV7"
+
+
+def test_every_xml_in_a_zip_is_a_document_and_a_bad_one_does_not_spoil_the_rest() -> None:
+    data = zipped(
+        {
+            "a.xml": FV7.read_bytes(),
+            "b.xml": CFDI40.read_bytes(),
+            "c.xml": b"<broken",
+            "a.pdf": PDF,
+            "notes.txt": b"hello",
+        }
+    )
+    items = {item.member: item for item in read(data, "mix.zip")}
+    assert set(items) == {"a.xml", "b.xml", "c.xml"}
+    assert items["a.xml"].attachments == ["a.pdf"] and items["b.xml"].attachments == []
+    assert items["b.xml"].format == "cfdi-4.0"
+    assert [f.code for f in items["c.xml"].findings] == ["FMT-TRUNCATED"]
+    assert {item.sha256 for item in items.values()} == {items["a.xml"].sha256}
+
+
+def test_member_names_are_labels_never_paths(tmp_path: Path) -> None:
+    names = ["../../escaped.xml", "/tmp/absolute-facturasd.xml", "dir/../../up.xml"]
+    package = tmp_path / "evil.zip"
+    package.write_bytes(zipped(dict.fromkeys(names, FV7.read_bytes())))
+    work = tmp_path / "work" / "deeper"
+    work.mkdir(parents=True)
+    result = inspect("--json", str(package), cwd=work)
+    assert [item["member"] for item in json.loads(result.stdout)] == names
+    assert not (tmp_path / "escaped.xml").exists() and not (tmp_path / "work" / "up.xml").exists()
+    assert not Path("/tmp/absolute-facturasd.xml").exists()
+
+
+@pytest.fixture(scope="session")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ZIP of about 1 MB that inflates to 1 GB, built once per session."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.zip"
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("factura.xml", "w", force_zip64=True) as member,
+    ):
+        member.write(b"<Invoice>")
+        zeros = b"\0" * (1 << 20)
+        for _ in range(1024):
+            member.write(zeros)
+    return path
+
+
+def test_a_zip_bomb_is_refused_promptly_and_in_little_memory(bomb: Path) -> None:
+    item, status, peak_mb = measured(bomb)
+    assert status == 1
+    assert [f["code"] for f in item["findings"]] == ["FMT-ZIP-BOMB"]  # type: ignore[index]
+    assert peak_mb < 300, f"peak RSS {peak_mb} MB"
+
+
+def test_zips_nested_five_deep_are_refused() -> None:
+    data = FV7.read_bytes()
+    for level in range(5):
+        data = zipped({f"level{level}.zip" if level else "fv7.xml": data})
+    [item] = read(data, "deep.zip")
+    assert [f.code for f in item.findings] == ["FMT-ZIP-BOMB"]
+    assert "nested" in item.findings[0].message
+    assert (
+        read(zipped({"inner.zip": zipped({"fv7.xml": FV7.read_bytes()})}), "ok.zip")[0].verdict
+        == "ok"
+    )
+
+
+def test_too_many_members_and_damaged_zips() -> None:
+    many = zipped({f"{n}.txt": b"x" for n in range(60)})
+    assert [f.code for f in read(many, "many.zip")[0].findings] == ["FMT-ZIP-BOMB"]
+    damaged = zipped({"fv7.xml": FV7.read_bytes()})[:-40]
+    assert [f.code for f in read(damaged, "cut.zip")[0].findings] == ["FMT-BAD-ZIP"]
+    assert [f.code for f in read(zipped({"a.pdf": PDF}), "pdf.zip")[0].findings] == [
+        "FMT-UNKNOWN-DOCUMENT"
+    ]
+
+
+def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.xml"
+    with huge.open("wb") as handle:  # sparse: 200 MB that take no disk
+        handle.truncate(200 * 1024 * 1024)
+    item, status, peak_mb = measured(huge)
+    assert status == 1
+    assert [f["code"] for f in item["findings"]] == ["FMT-TOO-LARGE"]  # type: ignore[index]
+    assert peak_mb < 300, f"peak RSS {peak_mb} MB"
+
+
+def test_an_xml_that_is_no_invoice_is_unknown(tmp_path: Path) -> None:
+    [item] = read(b'<?xml version="1.0"?><note><to>Ana</to></note>', "note.xml")
+    assert [f.code for f in item.findings] == ["FMT-UNKNOWN-DOCUMENT"]
+    assert "<note> of no namespace" in item.findings[0].message
+
+
+# ── the CUFE in every place ───────────────────────────────────────────────────────────────
+
+
+def test_a_cufe_that_differs_between_places_is_reported() -> None:
+    inner = make_ubl().replace(
+        "</cbc:ProfileExecutionID>",
+        '</cbc:ProfileExecutionID><ext:UBLExtensions xmlns:ext="urn:oasis:names:specification:'
+        'ubl:schema:xsd:CommonExtensionComponents-2"><ext:UBLExtension><ext:ExtensionContent>'
+        '<sts:DianExtensions xmlns:sts="dian:gov:co:facturaelectronica:Structures-2-1">'
+        f"<sts:QRCode>NumFac:SETP990000001\nCUFE:{'cd' * 48}</sts:QRCode></sts:DianExtensions>"
+        "</ext:ExtensionContent></ext:UBLExtension></ext:UBLExtensions>",
+    )
+    [item] = read(attach(inner), "ad.xml", Limits())
+    [found] = item.findings
+    assert (found.code, found.path, item.verdict) == ("FMT-CUFE-MISMATCH", "uuid", "rejected")
+    assert f"qr: {'cd' * 48}" in found.message and CUFE in found.message
+    [agreeing] = read(attach(make_ubl()), "ad.xml")
+    assert agreeing.findings == []
