@@ -15,6 +15,7 @@
         ├── TooLarge           FMT-TOO-LARGE
         ├── ZipBomb            FMT-ZIP-BOMB
         ├── BadZip             FMT-BAD-ZIP
+        ├── BadPdf             FMT-BAD-PDF
         └── UnknownDocument    FMT-UNKNOWN-DOCUMENT
 
 Later capabilities hang their own branches here (FormatError, UpstreamError, …), each error
@@ -96,3 +97,7 @@ class ZipBomb(FormatError):
 
 class BadZip(FormatError):
     code = "FMT-BAD-ZIP"
+
+
+class BadPdf(FormatError):
+    code = "FMT-BAD-PDF"

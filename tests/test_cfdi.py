@@ -329,3 +329,11 @@ def test_cfdi_32_is_read() -> None:
     [tax] = doc.taxes
     assert (tax.code, tax.name, tax.rate, tax.amount) == ("002", "IVA", "16.00", "16.00")
     assert doc.lines[0].description == "Servicio"
+
+
+def test_odd_values_are_kept_for_the_checks_to_judge() -> None:
+    data = make_cfdi().replace(
+        'TipoFactor="Tasa" TasaOCuota="0.160000"', 'TipoFactor="Tasx" TasaOCuota="abc"', 1
+    )
+    [tax] = normalized(data.encode()).lines[0].taxes
+    assert (tax.factor, tax.rate) == ("Tasx", "abc")

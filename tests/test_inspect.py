@@ -10,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from facturasd.formats.reader import read
 from facturasd.formats.safexml import Limits
@@ -224,7 +226,7 @@ def test_too_many_members_and_damaged_zips() -> None:
     assert [f.code for f in read(many, "many.zip")[0].findings] == ["FMT-ZIP-BOMB"]
     damaged = zipped({"fv7.xml": FV7.read_bytes()})[:-40]
     assert [f.code for f in read(damaged, "cut.zip")[0].findings] == ["FMT-BAD-ZIP"]
-    assert [f.code for f in read(zipped({"a.pdf": PDF}), "pdf.zip")[0].findings] == [
+    assert [f.code for f in read(zipped({"a.txt": b"hello"}), "txt.zip")[0].findings] == [
         "FMT-UNKNOWN-DOCUMENT"
     ]
 
@@ -263,3 +265,35 @@ def test_a_cufe_that_differs_between_places_is_reported() -> None:
     assert f"qr: {'cd' * 48}" in found.message and CUFE in found.message
     [agreeing] = read(attach(make_ubl()), "ad.xml")
     assert agreeing.findings == []
+
+
+def test_every_format_error_has_a_spanish_and_an_english_title() -> None:
+    from facturasd.errors import FormatError
+    from facturasd.formats.reader import TITLES
+
+    codes = {cls.code for cls in FormatError.__subclasses__()}
+    assert codes <= set(TITLES)
+    assert all(set(titles) == {"es", "en"} for titles in TITLES.values())
+    documented = (REPO / "docs" / "formats.md").read_text(encoding="utf-8")
+    assert all(f"`{code}`" in documented for code in TITLES)
+
+
+@settings(max_examples=200)
+@given(
+    sample=st.sampled_from(SAMPLES),
+    packaging=st.sampled_from(["xml", "zip"]),
+    edits=st.lists(st.tuples(st.floats(0, 1), st.binary(max_size=8)), min_size=1, max_size=6),
+)
+def test_damaged_files_give_a_document_or_a_coded_finding(
+    sample: Path, packaging: str, edits: list[tuple[float, bytes]]
+) -> None:
+    data = sample.read_bytes()
+    if packaging == "zip":
+        data = zipped({"f.xml": data, "f.pdf": PDF})
+    damaged = bytearray(data)
+    for where, junk in edits:
+        at = int(where * len(damaged))
+        damaged[at : at + len(junk)] = junk
+    for item in read(bytes(damaged), "damaged"):  # never raises
+        assert item.document is not None or item.verdict == "rejected"
+        assert all(f.code.startswith("FMT-") for f in item.findings)

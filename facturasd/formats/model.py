@@ -48,8 +48,9 @@ class Party(_Model):
 class Tax(_Model):
     code: str
     name: str | None = None
-    # MX: Tasa (rate in percent), Cuota (an amount per unit) or Exento (no rate, no amount).
-    factor: Literal["Tasa", "Cuota", "Exento"] | None = None
+    # MX, as printed: Tasa (rate in percent), Cuota (an amount per unit) or Exento (no rate,
+    # no amount); anything else is for the checks to judge.
+    factor: str | None = None
     rate: str | None = None
     base: str | None = None
     amount: str | None = None
@@ -97,7 +98,8 @@ class Evidence(_Model):
 
 class Document(_Model):
     country: Country
-    kind: Kind
+    # None only in the partial document read from a PDF's text, which does not say it.
+    kind: Kind | None
     number: str | None = None
     uuid: str | None = None
     issued_at: str | None = None

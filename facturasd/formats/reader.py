@@ -14,8 +14,8 @@ from typing import Literal
 from lxml import etree
 
 from facturasd.errors import FormatError, TooLarge, UnknownDocument
-from facturasd.formats import cfdi, container, ubl
-from facturasd.formats.model import Finding, Inspection
+from facturasd.formats import cfdi, container, pdf, ubl
+from facturasd.formats.model import Finding, Inspection, Severity
 from facturasd.formats.safexml import Limits, parse
 
 Language = Literal["es", "en"]
@@ -48,12 +48,22 @@ TITLES: dict[str, dict[Language, str]] = {
         "es": "El CUFE no coincide en todos los lugares donde aparece",
         "en": "The CUFE differs between the places it appears",
     },
+    "FMT-BAD-PDF": {
+        "es": "El PDF está dañado o no se puede leer",
+        "en": "The PDF is damaged or cannot be read",
+    },
+    "FMT-PDF-WITHOUT-XML": {
+        "es": "PDF sin su XML: solo se leyó el texto impreso; necesita revisión",
+        "en": "PDF without its XML: only its printed text was read; needs review",
+    },
 }
 
 
-def finding(code: str, detail: str, path: str, lang: Language) -> Finding:
+def finding(
+    code: str, detail: str, path: str, lang: Language, severity: Severity = "error"
+) -> Finding:
     return Finding(
-        code=code, severity="error", message=f"{TITLES[code][lang]} ({detail})", path=path
+        code=code, severity=severity, message=f"{TITLES[code][lang]} ({detail})", path=path
     )
 
 
@@ -64,6 +74,8 @@ def read(
     limits = limits or Limits()
     base = Inspection(file=file, sha256=hashlib.sha256(data).hexdigest())
     try:
+        if pdf.is_pdf(data):
+            return _pdf(base, None, data, limits, lang)
         if not container.is_zip(data):
             return [_xml(base, None, data, limits, lang)]
         members = container.zip_members(data, limits)
@@ -72,11 +84,20 @@ def read(
     documents = [
         _xml(base, name, content, limits, lang)
         for name, content in members
-        if content.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+        if _looks_like_xml(content)
     ]
+    pdfs = [name for name, content in members if pdf.is_pdf(content)]
     if not documents:
-        return [_failed(base, UnknownDocument("the ZIP holds no XML document"), lang)]
-    pdfs = [name for name, content in members if content.startswith(b"%PDF")]
+        # A package with only the printed copy: read what the PDFs say.
+        documents = [
+            inspection
+            for name, content in members
+            if pdf.is_pdf(content)
+            for inspection in _pdf(base, name, content, limits, lang)
+        ]
+        pdfs = []
+    if not documents:
+        return [_failed(base, UnknownDocument("the ZIP holds no XML or PDF document"), lang)]
     return [
         doc.model_copy(update={"attachments": _pdfs_for(doc.member, pdfs, len(documents))})
         for doc in documents
@@ -89,6 +110,31 @@ def too_large(
     """The Inspection of a file refused for its size alone, without reading it."""
     error = TooLarge(f"{size} bytes is more than the limit of {limits.max_file_bytes}")
     return _failed(Inspection(file=file, sha256=sha256), error, lang)
+
+
+def _looks_like_xml(data: bytes) -> bool:
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
+def _pdf(
+    base: Inspection, member: str | None, data: bytes, limits: Limits, lang: Language
+) -> list[Inspection]:
+    """The XML files a PDF embeds, read as documents; else the partial document of its text."""
+    here = base.model_copy(update={"member": member})
+    try:
+        content = pdf.open_pdf(data)
+        embedded = [(name, xml) for name, xml in content.attachments if _looks_like_xml(xml)]
+        if embedded:
+            return [_xml(base, name, xml, limits, lang) for name, xml in embedded]
+        document = pdf.partial_document(content.text)
+    except FormatError as exc:
+        return [_failed(here, exc, lang)]
+    review = finding("FMT-PDF-WITHOUT-XML", "pdf", "file", lang, severity="warning")
+    return [
+        here.model_copy(
+            update={"format": "pdf", "document": document, "findings": [review]}
+        ).judged()
+    ]
 
 
 def _pdfs_for(member: str | None, pdfs: list[str], documents: int) -> list[str]:

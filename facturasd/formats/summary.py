@@ -63,7 +63,7 @@ def render(inspection: Inspection, lang: Language) -> str:
     if doc is None:
         lines = [f"{name}: {words['unread']} — {verdict}"]
     else:
-        kind = KINDS[lang][doc.kind]
+        kind = KINDS[lang][doc.kind] if doc.kind else "PDF"
         lines = [
             f"{name}: {kind} {doc.number or '—'} ({inspection.format}) — {verdict} "
             f"({words['score']} {inspection.score:.2f})",
