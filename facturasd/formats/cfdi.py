@@ -62,6 +62,7 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
         fmt = "cfdi-3.3"
     elif ns == CFDI3 and root.get("version") == "3.2":
         fmt = "cfdi-3.2"
+        _capitalize_attributes(root)
     else:
         raise UnknownDocument(f"a CFDI Comprobante of version {version!r} is not supported")
     kind_code = _attr(root, "TipoDeComprobante")
@@ -89,8 +90,8 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
         currency=_attr(root, "Moneda"),
         exchange_rate=_attr(root, "TipoCambio"),
         payment=Payment(
-            method=_attr(root, "MetodoPago") or _attr(root, "metodoDePago"),
-            form=_attr(root, "FormaPago") or _attr(root, "formaDePago"),
+            method=_attr(root, "MetodoPago") or _attr(root, "MetodoDePago"),
+            form=_attr(root, "FormaPago") or _attr(root, "FormaDePago"),
             use=_attr(receptor, "UsoCFDI"),
         ),
         issuer=_party(emisor, ns, "RegimenFiscal", None),
@@ -112,16 +113,20 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
     return fmt, document
 
 
+def _capitalize_attributes(root: etree._Element) -> None:
+    """CFDI 3.2 spelt attributes in lower camel case (`subTotal`, `rfc`); respelt like 3.3's,
+    one lookup serves both. The tree is the parser's own, fresh from the bytes."""
+    for element in root.iter():
+        for name in [n for n in element.attrib if isinstance(n, str) and n[:1].islower()]:
+            element.set(name[:1].upper() + name[1:], element.attrib.pop(name))
+
+
 def _attr(element: etree._Element | None, name: str) -> str | None:
-    """An attribute as printed, stripped; 3.2's lower-camel spelling is accepted too."""
+    """An attribute as printed, without the stray spaces real files carry; None if absent."""
     if element is None:
         return None
     value = element.get(name)
-    if value is None:
-        value = element.get(name[:1].lower() + name[1:])
-    if value is None:
-        return None
-    return value.strip() or None
+    return (value.strip() or None) if value is not None else None
 
 
 def _tax_id(value: str | None) -> str | None:
@@ -150,7 +155,7 @@ def _rate(tax: etree._Element) -> str | None:
     factor = _attr(tax, "TipoFactor")
     rate = _attr(tax, "TasaOCuota")
     if rate is None:
-        return _attr(tax, "tasa")  # 3.2 printed the percentage itself
+        return _attr(tax, "Tasa")  # 3.2 printed the percentage itself
     if factor == "Tasa":
         try:
             return str(Decimal(rate).scaleb(2))

@@ -8,7 +8,7 @@ checks' business, not the parser's.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -151,11 +151,13 @@ class Inspection(_Model):
     score: float = 1.0
     verdict: Verdict = "ok"
 
-    def judged(self) -> Inspection:
-        """With score and verdict from its findings (the original system's rule:
-        1 − 0.3 per error − 0.1 per warning, floored at 0)."""
-        errors = sum(f.severity == "error" for f in self.findings)
-        warnings = sum(f.severity == "warning" for f in self.findings)
+    @classmethod
+    def judge(cls, **fields: Any) -> Inspection:
+        """An Inspection with score and verdict from its findings (the original system's
+        rule: 1 − 0.3 per error − 0.1 per warning, floored at 0)."""
+        findings: list[Finding] = fields.get("findings", [])
+        errors = sum(f.severity == "error" for f in findings)
+        warnings = sum(f.severity == "warning" for f in findings)
         verdict: Verdict = "rejected" if errors else "warnings" if warnings else "ok"
         score = max(0.0, round(1 - 0.3 * errors - 0.1 * warnings, 2))
-        return self.model_copy(update={"score": score, "verdict": verdict})
+        return cls(**fields, score=score, verdict=verdict)

@@ -8,8 +8,9 @@ never an exception; in a ZIP, each member succeeds or fails on its own.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -67,22 +68,40 @@ def finding(
     )
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where a document came from: the file, its hash, the member inside a container."""
+
+    file: str
+    sha256: str
+    member: str | None = None
+
+    def inspection(self, **fields: Any) -> Inspection:
+        return Inspection.judge(file=self.file, sha256=self.sha256, member=self.member, **fields)
+
+    def failed(self, exc: FormatError, lang: Language) -> Inspection:
+        return self.inspection(findings=[finding(exc.code, str(exc), "file", lang)])
+
+    def inside(self, member: str | None) -> _Origin:
+        return _Origin(self.file, self.sha256, member)
+
+
 def read(
     data: bytes, file: str, limits: Limits | None = None, lang: Language = "es"
 ) -> list[Inspection]:
-    """Every document in `data` (a CFDI, a DIAN XML, or a ZIP of them)."""
+    """Every document in `data` (a CFDI, a DIAN XML, a PDF, or a ZIP of them)."""
     limits = limits or Limits()
-    base = Inspection(file=file, sha256=hashlib.sha256(data).hexdigest())
+    origin = _Origin(file, hashlib.sha256(data).hexdigest())
     try:
         if pdf.is_pdf(data):
-            return _pdf(base, None, data, limits, lang)
+            return _pdf(origin, data, limits, lang)
         if not container.is_zip(data):
-            return [_xml(base, None, data, limits, lang)]
+            return [_xml(origin, data, limits, lang)]
         members = container.zip_members(data, limits)
     except FormatError as exc:
-        return [_failed(base, exc, lang)]
+        return [origin.failed(exc, lang)]
     documents = [
-        _xml(base, name, content, limits, lang)
+        _xml(origin.inside(name), content, limits, lang)
         for name, content in members
         if _looks_like_xml(content)
     ]
@@ -93,11 +112,13 @@ def read(
             inspection
             for name, content in members
             if pdf.is_pdf(content)
-            for inspection in _pdf(base, name, content, limits, lang)
+            for inspection in _pdf(origin.inside(name), content, limits, lang)
         ]
         pdfs = []
     if not documents:
-        return [_failed(base, UnknownDocument("the ZIP holds no XML or PDF document"), lang)]
+        return [origin.failed(UnknownDocument("the ZIP holds no XML or PDF document"), lang)]
+    if not pdfs:
+        return documents
     return [
         doc.model_copy(update={"attachments": _pdfs_for(doc.member, pdfs, len(documents))})
         for doc in documents
@@ -109,32 +130,25 @@ def too_large(
 ) -> Inspection:
     """The Inspection of a file refused for its size alone, without reading it."""
     error = TooLarge(f"{size} bytes is more than the limit of {limits.max_file_bytes}")
-    return _failed(Inspection(file=file, sha256=sha256), error, lang)
+    return _Origin(file, sha256).failed(error, lang)
 
 
 def _looks_like_xml(data: bytes) -> bool:
     return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
-def _pdf(
-    base: Inspection, member: str | None, data: bytes, limits: Limits, lang: Language
-) -> list[Inspection]:
+def _pdf(origin: _Origin, data: bytes, limits: Limits, lang: Language) -> list[Inspection]:
     """The XML files a PDF embeds, read as documents; else the partial document of its text."""
-    here = base.model_copy(update={"member": member})
     try:
         content = pdf.open_pdf(data)
         embedded = [(name, xml) for name, xml in content.attachments if _looks_like_xml(xml)]
         if embedded:
-            return [_xml(base, name, xml, limits, lang) for name, xml in embedded]
+            return [_xml(origin.inside(name), xml, limits, lang) for name, xml in embedded]
         document = pdf.partial_document(content.text)
     except FormatError as exc:
-        return [_failed(here, exc, lang)]
+        return [origin.failed(exc, lang)]
     review = finding("FMT-PDF-WITHOUT-XML", "pdf", "file", lang, severity="warning")
-    return [
-        here.model_copy(
-            update={"format": "pdf", "document": document, "findings": [review]}
-        ).judged()
-    ]
+    return [origin.inspection(format="pdf", document=document, findings=[review])]
 
 
 def _pdfs_for(member: str | None, pdfs: list[str], documents: int) -> list[str]:
@@ -145,57 +159,43 @@ def _pdfs_for(member: str | None, pdfs: list[str], documents: int) -> list[str]:
     return [pdf for pdf in pdfs if PurePosixPath(pdf).stem == stem]
 
 
-def _failed(base: Inspection, exc: FormatError, lang: Language) -> Inspection:
-    return base.model_copy(
-        update={"findings": [finding(exc.code, str(exc), "file", lang)]}
-    ).judged()
-
-
-def _xml(
-    base: Inspection, member: str | None, data: bytes, limits: Limits, lang: Language
-) -> Inspection:
-    here = base.model_copy(update={"member": member})
+def _xml(origin: _Origin, data: bytes, limits: Limits, lang: Language) -> Inspection:
     try:
         root = parse(data, limits)
         if cfdi.is_cfdi(root):
             fmt, document = cfdi.parse(root)
-            return here.model_copy(update={"format": fmt, "document": document}).judged()
+            return origin.inspection(format=fmt, document=document)
         if ubl.is_ubl_document(root):
             fmt, document = ubl.parse(root)
             findings = _cufe_agreement(document.uuid, {"qr": ubl.qr_cufes(root)}, lang)
-            return here.model_copy(
-                update={"format": fmt, "document": document, "findings": findings}
-            ).judged()
+            return origin.inspection(format=fmt, document=document, findings=findings)
         if container.is_attached_document(root):
-            return _attached(here, root, limits, lang)
+            return _attached(origin, root, limits, lang)
         qname = etree.QName(root)
         raise UnknownDocument(
             f"a <{qname.localname}> of {qname.namespace or 'no namespace'} is not an invoice"
         )
     except FormatError as exc:
-        return _failed(here, exc, lang)
+        return origin.failed(exc, lang)
 
 
-def _attached(here: Inspection, root: etree._Element, limits: Limits, lang: Language) -> Inspection:
+def _attached(origin: _Origin, root: etree._Element, limits: Limits, lang: Language) -> Inspection:
     attached = container.open_attached(root, limits)
     if not ubl.is_ubl_document(attached.inner):
         raise UnknownDocument(
             "the AttachedDocument does not carry an Invoice, CreditNote or DebitNote"
         )
-    _, document = ubl.parse(attached.inner)
-    document = document.model_copy(update={"authority_evidence": attached.evidence})
+    _, document = ubl.parse(attached.inner, evidence=attached.evidence)
     places = {
         "qr": ubl.qr_cufes(attached.inner),
         "container": {attached.container_uuid} if attached.container_uuid else set(),
         "application_response": {attached.response_uuid} if attached.response_uuid else set(),
     }
-    return here.model_copy(
-        update={
-            "format": "dian-attached-document",
-            "document": document,
-            "findings": _cufe_agreement(document.uuid, places, lang),
-        }
-    ).judged()
+    return origin.inspection(
+        format="dian-attached-document",
+        document=document,
+        findings=_cufe_agreement(document.uuid, places, lang),
+    )
 
 
 def _cufe_agreement(uuid: str | None, places: dict[str, set[str]], lang: Language) -> list[Finding]:

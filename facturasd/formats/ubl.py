@@ -17,6 +17,7 @@ from lxml import etree
 from facturasd.errors import UnknownDocument
 from facturasd.formats.model import (
     Document,
+    Evidence,
     FormatName,
     Kind,
     Line,
@@ -88,8 +89,9 @@ def is_ubl_document(root: etree._Element) -> bool:
     return namespace in SHAPES and qname.localname == namespace.removeprefix(UBL)[:-2]
 
 
-def parse(root: etree._Element) -> tuple[FormatName, Document]:
-    """The document a DIAN Invoice, CreditNote or DebitNote element describes."""
+def parse(root: etree._Element, evidence: Evidence | None = None) -> tuple[FormatName, Document]:
+    """The document a DIAN Invoice, CreditNote or DebitNote element describes; `evidence` is
+    DIAN's verdict when the document came in a container that carries one."""
     shape = SHAPES.get(etree.QName(root).namespace or "")
     if shape is None:
         raise UnknownDocument(f"{etree.QName(root).localname} is not a DIAN UBL document")
@@ -130,6 +132,7 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
             withholdings=_sum(root, "WithholdingTaxTotal"),
             total=text_at(monetary, cbc_path("PayableAmount")),
         ),
+        authority_evidence=evidence,
         references=[
             Reference(
                 number=text_at(ref, cbc_path("ID")),

@@ -1,0 +1,68 @@
+"""Parsing throughput: bytes → normalized document, beside satcfdi on the same CFDI files.
+
+    python bench/parse.py [--seconds 3]
+
+Runs each workload for about `--seconds`, in one process, on the real samples in
+../shared/samples (CFDI 4.0/3.3 and DIAN AttachedDocument containers, which hold the invoice
+and DIAN's ApplicationResponse as nested XML). satcfdi's `CFDI.from_string` (the bench extra) is
+the same work for CFDI — bytes in, a parsed invoice out — and the ratio is ours / satcfdi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from satcfdi.cfdi import CFDI
+
+from facturasd.formats.reader import read
+
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "samples"
+
+
+def rate(
+    work: Callable[[bytes], object], files: list[bytes], seconds: float
+) -> tuple[float, float]:
+    """Documents per second and MB per second over `files`, repeated for `seconds`."""
+    done = size = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for data in files:
+            work(data)
+        done += len(files)
+        size += sum(map(len, files))
+    elapsed = time.perf_counter() - started
+    return done / elapsed, size / elapsed / 1e6
+
+
+def ours(data: bytes) -> object:
+    [inspection] = read(data, "bench")
+    assert inspection.document is not None, inspection.findings
+    return inspection
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    cfdi = [p.read_bytes() for p in sorted((SAMPLES / "cfdi").glob("*.xml"))]
+    dian = [p.read_bytes() for p in sorted((SAMPLES / "dian").glob("*.xml"))]
+    rows = [
+        ("CFDI, facturasd", *rate(ours, cfdi, args.seconds)),
+        ("CFDI, satcfdi CFDI.from_string", *rate(CFDI.from_string, cfdi, args.seconds)),
+        ("DIAN AttachedDocument, facturasd", *rate(ours, dian, args.seconds)),
+    ]
+    print(
+        f"files: {len(cfdi)} CFDI ({sum(map(len, cfdi)) // 1024} KiB), "
+        f"{len(dian)} DIAN ({sum(map(len, dian)) // 1024} KiB); {args.seconds:g}s each"
+    )
+    print(f"{'workload':<36}{'docs/s':>10}{'MB/s':>8}")
+    for label, docs, mb in rows:
+        print(f"{label:<36}{docs:>10.0f}{mb:>8.2f}")
+    print(f"CFDI ratio facturasd / satcfdi: {rows[0][1] / rows[1][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
