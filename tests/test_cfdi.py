@@ -199,6 +199,10 @@ def test_real_40_details() -> None:
         "63.36",
     )
     assert doc.totals.taxes == "63.36"
+    assert doc.stamp is not None
+    assert (doc.stamp.provider, doc.stamp.at) == ("SAT970701NN3", "2022-01-12T12:39:34")
+    _, unstamped = read("satcfdi__cfdv40-min.xml")
+    assert unstamped.stamp is None
 
 
 def test_payment_references_name_the_invoice_it_pays() -> None:

@@ -297,3 +297,67 @@ def test_damaged_files_give_a_document_or_a_coded_finding(
     for item in read(bytes(damaged), "damaged"):  # never raises
         assert item.document is not None or item.verdict == "rejected"
         assert all(f.code.startswith("FMT-") for f in item.findings)
+
+
+def test_a_damaged_xml_member_is_reported_not_skipped() -> None:
+    [item] = read(zipped({"factura.xml": b"\x00\x01 not xml", "factura.pdf": PDF}), "x.zip")
+    assert (item.member, [f.code for f in item.findings]) == ("factura.xml", ["FMT-NOT-XML"])
+
+
+def test_generated_ubl_bare_attached_and_zipped_agree() -> None:
+    inner = make_ubl()
+    [bare] = read(inner.encode(), "bare.xml")
+    [attached] = read(attach(inner), "ad.xml")
+    [packaged] = read(zipped({"ad.xml": attach(inner, escaped=True), "ad.pdf": PDF}), "p.zip")
+    assert bare.document == attached.document == packaged.document
+    assert (bare.format, attached.format, packaged.format) == (
+        "dian-invoice",
+        "dian-attached-document",
+        "dian-attached-document",
+    )
+    assert packaged.attachments == ["ad.pdf"]
+
+
+def test_the_container_verdict_alone_counts_as_evidence() -> None:
+    verification = (
+        "<cac:ParentDocumentLineReference><cac:DocumentReference>"
+        f"<cbc:UUID>{CUFE}</cbc:UUID><cac:ResultOfVerification>"
+        "<cbc:ValidationResultCode>002</cbc:ValidationResultCode>"
+        "<cbc:ValidationDate>2026-11-02</cbc:ValidationDate></cac:ResultOfVerification>"
+        "</cac:DocumentReference></cac:ParentDocumentLineReference>"
+    ).encode()
+    data = attach(make_ubl()).replace(b"</AttachedDocument>", verification + b"</AttachedDocument>")
+    [item] = read(data, "ad.xml")
+    assert item.findings == []
+    assert item.document is not None and item.document.authority_evidence is not None
+    evidence = item.document.authority_evidence
+    assert (evidence.source, evidence.code, evidence.at) == ("embedded", "02", "2026-11-02")
+
+
+LAUGHS = (
+    '<!DOCTYPE l [<!ENTITY a "ha">'
+    + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(9))
+    + "]><l>&j;</l>"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (LAUGHS.encode(), "FMT-UNSAFE-XML"),
+        (
+            b'<!DOCTYPE r [<!ENTITY a "' + b"x" * 100_000 + b'">]><r>' + b"&a;" * 100_000 + b"</r>",
+            "FMT-UNSAFE-XML",
+        ),
+        (b"<a>" * 100_000 + b"</a>" * 100_000, "FMT-UNSAFE-XML"),
+        (b"<r>" + b"<e/>" * 1_500_000 + b"</r>", "FMT-UNSAFE-XML"),
+    ],
+    ids=["billion-laughs", "quadratic", "deep", "many-elements"],
+)
+def test_hostile_xml_is_refused_in_little_memory(tmp_path: Path, content: bytes, code: str) -> None:
+    path = tmp_path / "hostile.xml"
+    path.write_bytes(content)
+    item, status, peak_mb = measured(path)
+    assert status == 1
+    assert [f["code"] for f in item["findings"]] == [code]  # type: ignore[index]
+    assert peak_mb < 300, f"peak RSS {peak_mb} MB"

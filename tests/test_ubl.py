@@ -119,6 +119,7 @@ def test_sample_key_values(name: str) -> None:
 def test_fv7_withholdings_are_not_subtracted_from_the_payable_amount() -> None:
     _, _, doc = open_sample("siigo-blindacces-FV7.xml")
     assert doc.totals.withholdings == "617365.20"  # 428,250.00 + 189,115.20
+    assert (doc.totals.tax_exclusive, doc.totals.tax_inclusive) == ("17130000.00", "20384700.00")
     assert doc.totals.total == "20384700.00"
     assert doc.issued_at == "2026-04-27T10:39:00-05:00"
     assert doc.issuer.tax_level_codes == ["R-99-PN"]

@@ -20,6 +20,7 @@ from facturasd.formats.model import (
     Party,
     Payment,
     Reference,
+    Stamp,
     Tax,
     Totals,
 )
@@ -109,6 +110,9 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
             total=_attr(root, "Total"),
         ),
         references=_references(root, ns),
+        stamp=Stamp(at=_attr(stamp, "FechaTimbrado"), provider=_attr(stamp, "RfcProvCertif"))
+        if stamp is not None
+        else None,
     )
     return fmt, document
 

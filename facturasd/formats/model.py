@@ -74,6 +74,9 @@ class Totals(_Model):
     taxes: str | None = None
     withholdings: str | None = None
     total: str | None = None
+    # CO: LegalMonetaryTotal's TaxExclusiveAmount (taxable base) and TaxInclusiveAmount.
+    tax_exclusive: str | None = None
+    tax_inclusive: str | None = None
 
 
 class Payment(_Model):
@@ -96,6 +99,13 @@ class Evidence(_Model):
     notes: list[str] = Field(default_factory=list)
 
 
+class Stamp(_Model):
+    """MX: the TimbreFiscalDigital: when it was stamped and by which certifier (PAC)."""
+
+    at: str | None = None
+    provider: str | None = None
+
+
 class Document(_Model):
     country: Country
     # None only in the partial document read from a PDF's text, which does not say it.
@@ -116,6 +126,7 @@ class Document(_Model):
     totals: Totals = Field(default_factory=Totals)
     references: list[Reference] = Field(default_factory=list)
     authority_evidence: Evidence | None = None
+    stamp: Stamp | None = None
 
 
 class Finding(_Model):

@@ -103,7 +103,7 @@ def read(
     documents = [
         _xml(origin.inside(name), content, limits, lang)
         for name, content in members
-        if _looks_like_xml(content)
+        if _looks_like_xml(content) or name.lower().endswith(".xml")
     ]
     pdfs = [name for name, content in members if pdf.is_pdf(content)]
     if not documents:

@@ -131,6 +131,8 @@ def parse(root: etree._Element, evidence: Evidence | None = None) -> tuple[Forma
             taxes=_sum(root, "TaxTotal"),
             withholdings=_sum(root, "WithholdingTaxTotal"),
             total=text_at(monetary, cbc_path("PayableAmount")),
+            tax_exclusive=text_at(monetary, cbc_path("TaxExclusiveAmount")),
+            tax_inclusive=text_at(monetary, cbc_path("TaxInclusiveAmount")),
         ),
         authority_evidence=evidence,
         references=[
