@@ -108,7 +108,8 @@ def _inspect(args: argparse.Namespace) -> int:
             if size > limits.max_file_bytes:  # refused unread: a huge file never fills memory
                 inspections.append(too_large(str(file), size, sha256_file(file), limits, args.lang))
                 continue
-            data = file.read_bytes()
+            with file.open("rb") as handle:  # a file that grows meanwhile is cut at the limit
+                data = handle.read(limits.max_file_bytes + 1)
         except OSError as exc:
             print(f"facturasd: {file}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE

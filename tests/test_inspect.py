@@ -361,3 +361,50 @@ def test_hostile_xml_is_refused_in_little_memory(tmp_path: Path, content: bytes,
     assert status == 1
     assert [f["code"] for f in item["findings"]] == [code]  # type: ignore[index]
     assert peak_mb < 300, f"peak RSS {peak_mb} MB"
+
+
+def test_review_findings_hostile_and_odd_inputs(tmp_path: Path) -> None:
+    """Inputs a review found slipping past earlier limits, each refused or read right."""
+    utf16 = (
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY x "INJECTED">]>'
+        '<cfdi:Comprobante xmlns:cfdi="http://www.sat.gob.mx/cfd/4" Folio="&x;"/>'
+    ).encode("utf-16")
+    assert [f.code for f in read(utf16, "u16.xml")[0].findings] == ["FMT-NOT-XML"]
+
+    bz = io.BytesIO()
+    with zipfile.ZipFile(bz, "w", zipfile.ZIP_BZIP2) as archive:
+        archive.writestr("f.xml", b"\0" * (1 << 20))
+    assert [f.code for f in read(bz.getvalue(), "bz.zip")[0].findings] == ["FMT-BAD-ZIP"]
+
+    attributes = b"<r " + b" ".join(b'a%d="1"' % n for n in range(2000)) + b"/>"
+    assert [
+        f.code for f in read(attributes, "a.xml", Limits(max_xml_elements=1000))[0].findings
+    ] == ["FMT-UNSAFE-XML"]
+
+    huge_amounts = make_ubl().replace(
+        "19000.00</cbc:TaxAmount><cac:TaxSubtotal>", "9E+999999</cbc:TaxAmount><cac:TaxSubtotal>"
+    )
+    [odd] = read(huge_amounts.encode(), "odd.xml")  # kept as printed, no exception
+    assert odd.document is not None and odd.document.totals.taxes == "9E+999999"
+    twice = huge_amounts.replace(
+        "<cac:TaxTotal>",
+        "<cac:TaxTotal><cbc:TaxAmount>9E+999999</cbc:TaxAmount></cac:TaxTotal><cac:TaxTotal>",
+        1,
+    )
+    [overflow] = read(twice.encode(), "twice.xml")  # too large to add up: left to the checks
+    assert overflow.document is not None and overflow.document.totals.taxes is None
+
+
+def test_a_nit_printed_with_its_check_digit() -> None:
+    data = make_ubl().replace(
+        'schemeID="4" schemeName="31">800.197.268', 'schemeName="31">800.197.268-4'
+    )
+    [item] = read(data.encode(), "dv.xml")
+    assert item.document is not None
+    assert (item.document.issuer.tax_id, item.document.issuer.check_digit) == ("800197268", "4")
+
+
+def test_a_latin1_inner_document_with_a_bom_keeps_its_letters() -> None:
+    inner = '\ufeff<?xml version="1.0" encoding="ISO-8859-1"?>' + make_ubl()
+    [item] = read(attach(inner, declaration=False), "ad.xml")
+    assert item.document is not None and item.document.issuer.name == "Ñoño Ltda"

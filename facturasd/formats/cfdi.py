@@ -7,7 +7,7 @@ made-up default.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from lxml import etree
 
@@ -134,7 +134,8 @@ def _attr(element: etree._Element | None, name: str) -> str | None:
 
 
 def _tax_id(value: str | None) -> str | None:
-    return "".join(value.split()).upper() if value else None
+    """The RFC as printed, without spaces, dots or dashes."""
+    return "".join(ch for ch in value if ch not in ".- \t\r\n") or None if value else None
 
 
 def _party(
@@ -163,7 +164,7 @@ def _rate(tax: etree._Element) -> str | None:
     if factor == "Tasa":
         try:
             return str(Decimal(rate).scaleb(2))
-        except InvalidOperation:
+        except ArithmeticError:  # not a number, or an absurd one: kept for the checks
             return rate
     return rate
 

@@ -44,6 +44,7 @@ def _embedded(text: str | None, limits: Limits) -> etree._Element:
     if not text or not text.strip():
         raise UnknownDocument("the AttachedDocument carries no document in its Description")
     # The text is already decoded: a declaration naming another encoding would lie now.
+    text = text.lstrip("\ufeff \t\r\n")
     return parse(_DECLARATION.sub("", text, count=1).strip().encode("utf-8"), limits)
 
 
@@ -68,7 +69,9 @@ def open_attached(root: etree._Element, limits: Limits | None = None) -> Attache
         verification = cbc_path("ValidationDate", "ResultOfVerification")
         evidence = Evidence(
             source="embedded",
-            code=f"{int(code):02d}" if code.isdigit() else code,
+            code=f"{int(code):02d}"
+            if code.isascii() and code.isdigit() and len(code) <= 3
+            else code,
             at=text_at(reference, verification),
         )
     container_uuid = text_at(reference, cbc_path("UUID"))
@@ -91,6 +94,25 @@ _ZIP_ERRORS = (
     OSError,
     ValueError,
 )
+
+
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_END_OF_DIRECTORY = b"PK\x05\x06"
+
+
+def _declared_entries(data: bytes) -> int | None:
+    """The entry count of the end-of-directory record (or its ZIP64 twin), read before
+    zipfile parses the whole central directory; None when the record is not found."""
+    at = data.rfind(_END_OF_DIRECTORY, max(0, len(data) - 65_557))
+    if at < 0 or len(data) < at + 12:
+        return None
+    count = int.from_bytes(data[at + 10 : at + 12], "little")
+    locator = at - 20
+    if count == 0xFFFF and locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+        record = int.from_bytes(data[locator + 8 : locator + 16], "little")
+        if data[record : record + 4] == b"PK\x06\x06":
+            count = int.from_bytes(data[record + 32 : record + 40], "little")
+    return count
 
 
 def is_zip(data: bytes) -> bool:
@@ -121,6 +143,9 @@ def _unpack(
 ) -> None:
     if depth > limits.zip_max_depth:
         raise ZipBomb(f"ZIP files nested more than {limits.zip_max_depth} deep")
+    declared = _declared_entries(data)
+    if declared is not None and declared > limits.zip_max_members:
+        raise ZipBomb(f"{declared} files in one ZIP (the limit is {limits.zip_max_members})")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except _ZIP_ERRORS as exc:
@@ -135,6 +160,9 @@ def _unpack(
             name = prefix + info.filename
             if info.flag_bits & 0x1:
                 raise BadZip(f"{name!r} is encrypted")
+            if info.compress_type not in _METHODS:
+                # bzip2 and LZMA inflate whole blocks at once, past any read budget.
+                raise BadZip(f"{name!r} uses a compression method invoices never use")
             budget = min(limits.zip_max_total_bytes - total[0], limits.max_file_bytes)
             try:
                 with archive.open(info) as member:

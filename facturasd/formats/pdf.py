@@ -11,15 +11,17 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from pypdf import PdfReader
-from pypdf.errors import PdfReadError
+from pypdf import PdfReader, apply_configuration
 
 from facturasd.errors import BadPdf, UnknownDocument
 from facturasd.formats.model import Country, Document, Party, Totals
 
 PDF_MAGIC = b"%PDF-"
-# Text beyond this many pages is not looked at: invoices are short, hostile PDFs are not.
+# Invoices are short; hostile PDFs are not. Text is taken from at most this many pages and
+# this many bytes of page content; at most this many embedded XML files are read.
 MAX_PAGES = 20
+MAX_CONTENT_BYTES = 2 * 1024 * 1024
+MAX_ATTACHMENTS = 10
 
 CUFE = re.compile(r"\b([0-9a-fA-F]{96})\b")
 UUID = re.compile(
@@ -47,17 +49,46 @@ def is_pdf(data: bytes) -> bool:
     return data.lstrip()[:5] == PDF_MAGIC
 
 
-def open_pdf(data: bytes) -> PdfContent:
-    """The PDF's text (first pages) and its embedded files."""
+def open_pdf(data: bytes, max_bytes: int) -> PdfContent:
+    """The PDF's text (first pages, bounded) and the XML files it embeds (bounded)."""
+    # pypdf's own resource limits, lowered to ours for this call (a context variable).
+    with apply_configuration(
+        zlib_maximum_output_length=max_bytes,
+        lzw_maximum_output_length=max_bytes,
+        run_length_maximum_output_length=max_bytes,
+        brotli_maximum_output_length=max_bytes,
+        jbig2_maximum_output_length=max_bytes,
+        maximum_declared_stream_length=max_bytes,
+        array_based_stream_maximum_output_length=max_bytes,
+        image_maximum_buffer_size=max_bytes,
+        stream_parsing_work_maximum_count=200_000,
+    ):
+        return _open(data, max_bytes)
+
+
+def _open(data: bytes, max_bytes: int) -> PdfContent:
     try:
         reader = PdfReader(io.BytesIO(data))
-        text = "\n".join(page.extract_text() or "" for page in reader.pages[:MAX_PAGES])
-        attachments = [
-            (name, content) for name, contents in reader.attachments.items() for content in contents
-        ]
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-        raise BadPdf(f"a PDF that cannot be read: {exc}") from None
-    return PdfContent(text, attachments)
+        texts: list[str] = []
+        budget = MAX_CONTENT_BYTES
+        for page in reader.pages[:MAX_PAGES]:
+            contents = page.get_contents()
+            budget -= len(contents.get_data()) if contents is not None else 0
+            if budget < 0:
+                break  # the text so far is what we read: content this large is no invoice
+            texts.append(page.extract_text() or "")
+        names = [n for n in reader.attachments if n.lower().endswith(".xml")][:MAX_ATTACHMENTS]
+        attachments = []
+        for name in names:
+            for content in reader.attachments[name]:
+                if len(content) > max_bytes:
+                    raise BadPdf(f"the embedded {name!r} is larger than {max_bytes} bytes")
+                attachments.append((name, content))
+    except BadPdf:
+        raise
+    except Exception as exc:  # pypdf raises many kinds on hostile input; none may escape
+        raise BadPdf(f"a PDF that cannot be read: {type(exc).__name__}: {exc}") from None
+    return PdfContent("\n".join(texts), attachments)
 
 
 def partial_document(text: str) -> Document:

@@ -92,6 +92,8 @@ def read(
     """Every document in `data` (a CFDI, a DIAN XML, a PDF, or a ZIP of them)."""
     limits = limits or Limits()
     origin = _Origin(file, hashlib.sha256(data).hexdigest())
+    if len(data) > limits.max_file_bytes:
+        return [too_large(file, len(data), origin.sha256, limits, lang)]
     try:
         if pdf.is_pdf(data):
             return _pdf(origin, data, limits, lang)
@@ -140,7 +142,7 @@ def _looks_like_xml(data: bytes) -> bool:
 def _pdf(origin: _Origin, data: bytes, limits: Limits, lang: Language) -> list[Inspection]:
     """The XML files a PDF embeds, read as documents; else the partial document of its text."""
     try:
-        content = pdf.open_pdf(data)
+        content = pdf.open_pdf(data, limits.max_file_bytes)
         embedded = [(name, xml) for name, xml in content.attachments if _looks_like_xml(xml)]
         if embedded:
             return [_xml(origin.inside(name), xml, limits, lang) for name, xml in embedded]

@@ -69,17 +69,22 @@ def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
         data = data[len(_BOM) :]
     if not data.strip():
         raise NotXml("the file is empty")
+    _check_encoding(data)
     if (doctype := _DOCTYPE.search(data)) and _ENTITY.search(data, doctype.start()):
         raise UnsafeXml("the document declares XML entities, which invoices never need")
-    if data.count(b"<") <= limits.max_xml_elements and limits.max_xml_depth >= _LIBXML2_DEPTH:
-        # Fewer "<" than the element limit means fewer elements, and libxml2 enforces the depth
-        # itself: the tree is built in one call. Errors take the careful path below, which also
-        # tells a truncated file from a broken one.
+    # Every element starts with "<" and every attribute or namespace declaration has a "=":
+    # more of those than the limit is refused before libxml2 builds anything.
+    nodes = data.count(b"<") + data.count(b"=")
+    if nodes > limits.max_xml_elements:
+        raise UnsafeXml(f"more than {limits.max_xml_elements} elements and attributes")
+    if limits.max_xml_depth >= _LIBXML2_DEPTH:
+        # libxml2 enforces this depth itself: the tree is built in one call. Errors take the
+        # careful path below, which also tells a truncated file from a broken one.
         try:
-            return etree.fromstring(data, _tree_parser())
+            return _no_entities(etree.fromstring(data, _tree_parser()))
         except etree.XMLSyntaxError:
             pass
-    return _parse_in_chunks(data, limits)
+    return _no_entities(_parse_in_chunks(data, limits))
 
 
 def _parse_in_chunks(data: bytes, limits: Limits) -> etree._Element:
@@ -103,7 +108,7 @@ def _parse_in_chunks(data: bytes, limits: Limits) -> etree._Element:
                     depth -= 1
                     continue
                 depth += 1
-                elements += 1
+                elements += 1 + len(element.attrib)
                 root = element if root is None else root
                 if depth > limits.max_xml_depth:
                     raise UnsafeXml(f"elements nest deeper than {limits.max_xml_depth} levels")
@@ -122,6 +127,39 @@ def _parse_in_chunks(data: bytes, limits: Limits) -> etree._Element:
         raise NotXml(f"not well-formed XML: {_first_line(exc)}") from None
     if root is None:
         raise NotXml("no XML element in the file")
+    return root
+
+
+# Only ASCII-compatible encodings: the entity check above reads bytes, and invoices are
+# UTF-8 or ISO-8859-1 (Windows-1252 and ASCII occur too).
+_ACCEPTED = {
+    "utf-8",
+    "utf8",
+    "iso-8859-1",
+    "iso8859-1",
+    "latin1",
+    "latin-1",
+    "us-ascii",
+    "ascii",
+    "windows-1252",
+    "cp1252",
+}
+_DECLARED = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+def _check_encoding(data: bytes) -> None:
+    if data.startswith(_WIDE_BOMS) or b"\x00" in data[:4]:
+        raise NotXml("UTF-16 and UTF-32 are not accepted; invoices are UTF-8 or ISO-8859-1")
+    if (declared := _DECLARED.match(data)) and declared.group(1).decode().lower() not in _ACCEPTED:
+        raise NotXml(f"the encoding {declared.group(1).decode()!r} is not accepted")
+
+
+def _no_entities(root: etree._Element) -> etree._Element:
+    """The parsed tree must not carry entity declarations either (belt and braces)."""
+    dtd = root.getroottree().docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        raise UnsafeXml("the document declares XML entities, which invoices never need")
     return root
 
 

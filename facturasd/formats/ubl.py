@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 from lxml import etree
@@ -159,6 +159,9 @@ def qr_cufes(root: etree._Element) -> set[str]:
     }
 
 
+_PRINTED_DV = re.compile(r"^([\d. ]+)-\s*(\d)$")
+
+
 def _tax_id(value: str | None) -> str | None:
     """No dots, dashes or spaces; anything else is kept for the checks to judge."""
     if value is None:
@@ -181,11 +184,15 @@ def _party(party: etree._Element | None) -> Party:
     if address is None:
         address = party.find(cac_path("PhysicalLocation", "Address"))
     regime = level.get("listName") if level is not None else None
+    printed = (company.text or "").strip() if company is not None else ""
+    tax_id = _tax_id(printed)
+    check_digit = (company.get("schemeID") or "").strip() or None if company is not None else None
+    if with_dv := _PRINTED_DV.match(printed):
+        # "800.197.268-4": the number carries its check digit; schemeID, if any, still wins.
+        tax_id, check_digit = _tax_id(with_dv.group(1)), check_digit or with_dv.group(2)
     return Party(
-        tax_id=_tax_id(company.text if company is not None else None),
-        check_digit=(company.get("schemeID") or "").strip() or None
-        if company is not None
-        else None,
+        tax_id=tax_id,
+        check_digit=check_digit,
         id_type=(company.get("schemeName") or "").strip() or None if company is not None else None,
         name=text_at(scheme, cbc_path("RegistrationName"))
         or text_at(party, cbc_path("Name", "PartyName")),
@@ -218,16 +225,19 @@ def _tax_totals(parent: etree._Element, element: str) -> list[Tax]:
 
 
 def _sum(parent: etree._Element, element: str) -> str | None:
-    """The document's TaxTotal (or WithholdingTaxTotal) amounts added up; None if none."""
+    """The document's TaxTotal (or WithholdingTaxTotal) amounts: one as printed, several added
+    up in Decimal (keeping their decimals); None if there are none."""
     amounts = [
         text_at(total, cbc_path("TaxAmount")) for total in parent.iterfind(cac_path(element))
     ]
+    if len(amounts) == 1:
+        return amounts[0]
     if not amounts:
         return None
     try:
         return str(sum((Decimal(a) for a in amounts if a is not None), Decimal(0)))
-    except InvalidOperation:
-        return None  # a malformed amount: the checks report it from the TaxTotal itself
+    except ArithmeticError:  # malformed or absurd amounts: the checks report the TaxTotal itself
+        return None
 
 
 def _line(line: etree._Element, shape: _Shape) -> Line:
