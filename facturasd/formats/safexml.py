@@ -70,7 +70,8 @@ def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
     if not data.strip():
         raise NotXml("the file is empty")
     _check_encoding(data)
-    if (doctype := _DOCTYPE.search(data)) and _ENTITY.search(data, doctype.start()):
+    doctype = _DOCTYPE.search(data)
+    if doctype and _ENTITY.search(data, doctype.start()):
         raise UnsafeXml("the document declares XML entities, which invoices never need")
     # Every element starts with "<" and every attribute or namespace declaration has a "=":
     # more of those than the limit is refused before libxml2 builds anything.
@@ -81,10 +82,12 @@ def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
         # libxml2 enforces this depth itself: the tree is built in one call. Errors take the
         # careful path below, which also tells a truncated file from a broken one.
         try:
-            return _no_entities(etree.fromstring(data, _tree_parser()))
+            root = etree.fromstring(data, _tree_parser())
+            return _no_entities(root) if doctype else root
         except etree.XMLSyntaxError:
             pass
-    return _no_entities(_parse_in_chunks(data, limits))
+    root = _parse_in_chunks(data, limits)
+    return _no_entities(root) if doctype else root
 
 
 def _parse_in_chunks(data: bytes, limits: Limits) -> etree._Element:
@@ -156,7 +159,8 @@ def _check_encoding(data: bytes) -> None:
 
 
 def _no_entities(root: etree._Element) -> etree._Element:
-    """The parsed tree must not carry entity declarations either (belt and braces)."""
+    """A tree parsed from a file with a DOCTYPE must not carry entity declarations either
+    (belt and braces: the byte check before parsing should have caught them)."""
     dtd = root.getroottree().docinfo.internalDTD
     if dtd is not None and any(True for _ in dtd.iterentities()):
         raise UnsafeXml("the document declares XML entities, which invoices never need")
