@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiosqlite
 import anyio
+import anyio.streams.buffered
 import pytest
 
 from facturasd.config import QueueSettings, RateLimit
@@ -130,6 +131,9 @@ async def main():
     db = await Database.open(Path(sys.argv[1]))
     queue = Queue(db)
     ids = []
+    print("ready", flush=True)
+    while not Path(sys.argv[2]).exists():  # both processes start claiming together
+        await anyio.sleep(0.01)
     async def worker():
         while (job := await queue.claim(["invoice_processing"], 60)) is not None:
             ids.append(job.id)
@@ -146,12 +150,27 @@ anyio.run(main)
 
 async def test_two_processes_on_one_file_never_share_a_job(queue: Queue, db: Database) -> None:
     jobs = [await queue.enqueue(Q, "ping", {"n": n}) for n in range(400)]
-    procs = [await anyio.open_process([PYTHON, "-c", CLAIMER, str(db.path)]) for _ in range(2)]
-    outputs = []
+    go = db.path.with_name("go")
+    procs = [
+        await anyio.open_process([PYTHON, "-c", CLAIMER, str(db.path), str(go)]) for _ in range(2)
+    ]
+    streams = []
     for proc in procs:
         assert proc.stdout is not None
+        stream = anyio.streams.buffered.BufferedByteReceiveStream(proc.stdout)
         with anyio.fail_after(90):
-            data = b"".join([chunk async for chunk in proc.stdout])
+            assert await stream.receive_until(b"\n", 100) == b"ready"
+        streams.append(stream)
+    await anyio.Path(go).touch()  # both start claiming together
+    outputs = []
+    for proc, stream in zip(procs, streams, strict=True):
+        data = b""
+        with anyio.fail_after(90):
+            while True:
+                try:
+                    data += await stream.receive()
+                except anyio.EndOfStream:
+                    break
             assert await proc.wait() == 0
         outputs.append(json.loads(data))
     first, second = map(set, outputs)
