@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from typing import TypedDict
 
 from lxml import etree
 
@@ -28,17 +29,30 @@ _LIBXML2_DEPTH = 256
 _local = threading.local()
 
 
+class _SafeOptions(TypedDict):
+    resolve_entities: bool
+    load_dtd: bool
+    no_network: bool
+    huge_tree: bool
+    remove_comments: bool
+    remove_pis: bool
+
+
+# The one set of parser options, for the tree parser and the pull parser alike.
+_SAFE = _SafeOptions(
+    resolve_entities=False,
+    load_dtd=False,
+    no_network=True,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+)
+
+
 def _tree_parser() -> etree.XMLParser:
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
-        parser = _local.parser = etree.XMLParser(
-            resolve_entities=False,
-            load_dtd=False,
-            no_network=True,
-            huge_tree=False,
-            remove_comments=True,
-            remove_pis=True,
-        )
+        parser = _local.parser = etree.XMLParser(**_SAFE)
     return parser
 
 
@@ -91,15 +105,7 @@ def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
 
 
 def _parse_in_chunks(data: bytes, limits: Limits) -> etree._Element:
-    parser = etree.XMLPullParser(
-        events=("start", "end"),
-        resolve_entities=False,
-        load_dtd=False,
-        no_network=True,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    parser = etree.XMLPullParser(events=("start", "end"), **_SAFE)
     depth = elements = 0
     root: etree._Element | None = None
     try:
