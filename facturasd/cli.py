@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -86,10 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    """Reads the files with the configured limits (defaults when no configuration is found);
-    never opens the daemon's database."""
+    """Reads and checks the files with the configured limits, companies and checks settings
+    (defaults when no configuration is found); never opens the daemon's database, so it
+    cannot tell a duplicate."""
+    from facturasd.checks import Context, check
+    from facturasd.clock import utcnow
     from facturasd.formats.reader import read, too_large
-    from facturasd.formats.safexml import Limits
     from facturasd.formats.summary import render
     from facturasd.hashing import sha256_file
 
@@ -98,9 +101,17 @@ def _inspect(args: argparse.Namespace) -> int:
     except ConfigError:
         if args.config:
             raise
-        limits = Limits()
+        config = Config.model_validate({}, context={"base_dir": Path.cwd()})
     else:
-        limits = load_config(path, os.environ).formats.limits()
+        config = load_config(path, os.environ)
+    limits = config.formats.limits()
+    context = Context(
+        now=utcnow(),
+        companies=config.companies,
+        accept_test_documents=config.checks.accept_test_documents,
+        max_age=timedelta(seconds=config.checks.max_age),
+        lang=args.lang,
+    )
     inspections = []
     for file in args.files:
         try:
@@ -113,7 +124,7 @@ def _inspect(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"facturasd: {file}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        inspections += read(data, str(file), limits, args.lang)
+        inspections += [check(i, context) for i in read(data, str(file), limits, args.lang)]
     if args.json:
         payload = [i.model_dump(mode="json") for i in inspections]
         print(

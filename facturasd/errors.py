@@ -8,6 +8,7 @@
     ├── AlreadyRunning         another daemon holds the state directory's lock
     ├── RetryLater             a job handler asks to run again later (not a failure)
     ├── JobFailed              a job handler says retrying cannot help
+    ├── RulesError             a tax rules file in checks/rules/ does not fit its shape
     └── FormatError            a received file cannot be read as a document (has a `code`)
         ├── NotXml             FMT-NOT-XML
         ├── UnsafeXml          FMT-UNSAFE-XML
@@ -24,6 +25,8 @@ carrying a stable code a person can look up.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class FacturasdError(Exception):
     """Base of every error facturasd raises on purpose."""
@@ -35,6 +38,11 @@ class ConfigError(FacturasdError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class RulesError(FacturasdError):
+    """A tax rules file shipped in facturasd/checks/rules/ is damaged (a packaging or editing
+    mistake, never the user's data)."""
 
 
 class StoreError(FacturasdError):
@@ -66,9 +74,10 @@ class JobFailed(FacturasdError):
 
 
 class FormatError(FacturasdError):
-    """A received file cannot be read; `code` is stable and listed in docs/formats.md."""
+    """A received file cannot be read; each subclass's `code` is stable and listed in
+    docs/findings.md."""
 
-    code = "FMT-ERROR"
+    code: ClassVar[str]
 
 
 class NotXml(FormatError):

@@ -110,9 +110,14 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
             total=_attr(root, "Total"),
         ),
         references=_references(root, ns),
-        stamp=Stamp(at=_attr(stamp, "FechaTimbrado"), provider=_attr(stamp, "RfcProvCertif"))
+        stamp=Stamp(
+            at=_attr(stamp, "FechaTimbrado"),
+            provider=_attr(stamp, "RfcProvCertif"),
+            certificate=_attr(stamp, "NoCertificadoSAT"),
+        )
         if stamp is not None
         else None,
+        certificate=_attr(root, "NoCertificado"),
     )
     return fmt, document
 

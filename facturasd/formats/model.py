@@ -74,9 +74,15 @@ class Totals(_Model):
     taxes: str | None = None
     withholdings: str | None = None
     total: str | None = None
-    # CO: LegalMonetaryTotal's TaxExclusiveAmount (taxable base) and TaxInclusiveAmount.
+    # CO: LegalMonetaryTotal's TaxExclusiveAmount (taxable base), TaxInclusiveAmount and
+    # PayableRoundingAmount (added to the amount payable).
     tax_exclusive: str | None = None
     tax_inclusive: str | None = None
+    rounding: str | None = None
+    # CO: each TaxTotal's (WithholdingTaxTotal's) own TaxAmount by tax scheme, as printed:
+    # what that scheme's subtotals must add up to.
+    tax_totals: dict[str, str] = Field(default_factory=dict)
+    withholding_totals: dict[str, str] = Field(default_factory=dict)
 
 
 class Payment(_Model):
@@ -104,6 +110,7 @@ class Stamp(_Model):
 
     at: str | None = None
     provider: str | None = None
+    certificate: str | None = None  # NoCertificadoSAT
 
 
 class Document(_Model):
@@ -127,6 +134,8 @@ class Document(_Model):
     references: list[Reference] = Field(default_factory=list)
     authority_evidence: Evidence | None = None
     stamp: Stamp | None = None
+    # MX: the serial number of the issuer's signing certificate (NoCertificado).
+    certificate: str | None = None
 
 
 class Finding(_Model):
@@ -159,16 +168,26 @@ class Inspection(_Model):
     attachments: list[str] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
     withholdings_due: list[WithholdingDue] = Field(default_factory=list)
+    # The version of the tax rules the checks applied (None: the checks have not run).
+    rules: str | None = None
     score: float = 1.0
     verdict: Verdict = "ok"
 
     @classmethod
     def judge(cls, **fields: Any) -> Inspection:
-        """An Inspection with score and verdict from its findings (the original system's
-        rule: 1 − 0.3 per error − 0.1 per warning, floored at 0)."""
-        findings: list[Finding] = fields.get("findings", [])
-        errors = sum(f.severity == "error" for f in findings)
-        warnings = sum(f.severity == "warning" for f in findings)
-        verdict: Verdict = "rejected" if errors else "warnings" if warnings else "ok"
-        score = max(0.0, round(1 - 0.3 * errors - 0.1 * warnings, 2))
-        return cls(**fields, score=score, verdict=verdict)
+        """An Inspection with score and verdict from its findings."""
+        return cls(**fields, **_grade(fields.get("findings", [])))
+
+    def rejudged(self, **update: Any) -> Inspection:
+        """A copy with `update` applied and score and verdict graded again."""
+        findings = update.get("findings", self.findings)
+        return self.model_copy(update={**update, **_grade(findings)})
+
+
+def _grade(findings: list[Finding]) -> dict[str, Any]:
+    """The original system's rule: 1 − 0.3 per error − 0.1 per warning, floored at 0; the
+    verdict is `rejected` with any error, `warnings` with any warning, else `ok`."""
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = sum(f.severity == "warning" for f in findings)
+    verdict: Verdict = "rejected" if errors else "warnings" if warnings else "ok"
+    return {"score": max(0.0, round(1 - 0.3 * errors - 0.1 * warnings, 2)), "verdict": verdict}

@@ -10,62 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from lxml import etree
 
 from facturasd.errors import FormatError, TooLarge, UnknownDocument
+from facturasd.findings import Language, finding
 from facturasd.formats import cfdi, container, pdf, ubl
-from facturasd.formats.model import Finding, Inspection, Severity
+from facturasd.formats.model import Finding, Inspection
 from facturasd.formats.safexml import Limits, parse
-
-Language = Literal["es", "en"]
-
-# What a person reads first; the parser's own detail follows in parentheses.
-TITLES: dict[str, dict[Language, str]] = {
-    "FMT-NOT-XML": {"es": "El archivo no es un XML legible", "en": "The file is not readable XML"},
-    "FMT-TRUNCATED": {
-        "es": "El XML está incompleto (se cortó al copiarlo o descargarlo)",
-        "en": "The XML is incomplete (cut short while copied or downloaded)",
-    },
-    "FMT-UNSAFE-XML": {
-        "es": "El XML tiene una forma peligrosa y no se procesa",
-        "en": "The XML has a dangerous shape and is not processed",
-    },
-    "FMT-TOO-LARGE": {"es": "El archivo es demasiado grande", "en": "The file is too large"},
-    "FMT-ZIP-BOMB": {
-        "es": "El ZIP se expande más allá de los límites permitidos",
-        "en": "The ZIP expands beyond the allowed limits",
-    },
-    "FMT-BAD-ZIP": {
-        "es": "El ZIP está dañado o no se puede abrir",
-        "en": "The ZIP is damaged or cannot be opened",
-    },
-    "FMT-UNKNOWN-DOCUMENT": {
-        "es": "El archivo no es una factura electrónica reconocida",
-        "en": "The file is not a recognised e-invoice",
-    },
-    "FMT-CUFE-MISMATCH": {
-        "es": "El CUFE no coincide en todos los lugares donde aparece",
-        "en": "The CUFE differs between the places it appears",
-    },
-    "FMT-BAD-PDF": {
-        "es": "El PDF está dañado o no se puede leer",
-        "en": "The PDF is damaged or cannot be read",
-    },
-    "FMT-PDF-WITHOUT-XML": {
-        "es": "PDF sin su XML: solo se leyó el texto impreso; necesita revisión",
-        "en": "PDF without its XML: only its printed text was read; needs review",
-    },
-}
-
-
-def finding(
-    code: str, detail: str, path: str, lang: Language, severity: Severity = "error"
-) -> Finding:
-    return Finding(
-        code=code, severity=severity, message=f"{TITLES[code][lang]} ({detail})", path=path
-    )
 
 
 @dataclass(frozen=True)
@@ -80,7 +33,7 @@ class _Origin:
         return Inspection.judge(file=self.file, sha256=self.sha256, member=self.member, **fields)
 
     def failed(self, exc: FormatError, lang: Language) -> Inspection:
-        return self.inspection(findings=[finding(exc.code, str(exc), "file", lang)])
+        return self.inspection(findings=[finding(exc.code, "file", lang, detail=str(exc))])
 
     def inside(self, member: str | None) -> _Origin:
         return _Origin(self.file, self.sha256, member)
@@ -149,7 +102,7 @@ def _pdf(origin: _Origin, data: bytes, limits: Limits, lang: Language) -> list[I
         document = pdf.partial_document(content.text)
     except FormatError as exc:
         return [origin.failed(exc, lang)]
-    review = finding("FMT-PDF-WITHOUT-XML", "pdf", "file", lang, severity="warning")
+    review = finding("FMT-PDF-WITHOUT-XML", "file", lang)
     return [origin.inspection(format="pdf", document=document, findings=[review])]
 
 
@@ -208,4 +161,4 @@ def _cufe_agreement(uuid: str | None, places: dict[str, set[str]], lang: Languag
     detail = "; ".join(
         f"{place}: {', '.join(sorted(values))}" for place, values in differing.items()
     )
-    return [finding("FMT-CUFE-MISMATCH", f"uuid: {uuid}; {detail}", "uuid", lang)]
+    return [finding("FMT-CUFE-MISMATCH", "uuid", lang, detail=f"uuid: {uuid}; {detail}")]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from facturasd.findings import Language
 from facturasd.formats.model import Inspection
-from facturasd.formats.reader import Language
 
 KINDS = {
     "es": {

@@ -8,6 +8,7 @@ Decimal so it keeps the document's decimals.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -103,6 +104,8 @@ def parse(root: etree._Element, evidence: Evidence | None = None) -> tuple[Forma
     monetary = root.find(cac_path(shape.monetary_total))
     taxes = _tax_totals(root, "TaxTotal")
     withholdings = _tax_totals(root, "WithholdingTaxTotal")
+    tax_totals = _amounts_by_code(root, "TaxTotal")
+    withholding_totals = _amounts_by_code(root, "WithholdingTaxTotal")
     document = Document(
         country="CO",
         kind=kind,
@@ -128,11 +131,14 @@ def parse(root: etree._Element, evidence: Evidence | None = None) -> tuple[Forma
             discount=text_at(monetary, cbc_path("AllowanceTotalAmount")),
             charges=text_at(monetary, cbc_path("ChargeTotalAmount")),
             prepaid=text_at(monetary, cbc_path("PrepaidAmount")),
-            taxes=_sum(root, "TaxTotal"),
-            withholdings=_sum(root, "WithholdingTaxTotal"),
+            taxes=_sum(tax_totals.values()),
+            withholdings=_sum(withholding_totals.values()),
             total=text_at(monetary, cbc_path("PayableAmount")),
             tax_exclusive=text_at(monetary, cbc_path("TaxExclusiveAmount")),
             tax_inclusive=text_at(monetary, cbc_path("TaxInclusiveAmount")),
+            rounding=text_at(monetary, cbc_path("PayableRoundingAmount")),
+            tax_totals=tax_totals,
+            withholding_totals=withholding_totals,
         ),
         authority_evidence=evidence,
         references=[
@@ -224,19 +230,27 @@ def _tax_totals(parent: etree._Element, element: str) -> list[Tax]:
     return [tax for total in parent.iterfind(cac_path(element)) for tax in _subtotals(total)]
 
 
-def _sum(parent: etree._Element, element: str) -> str | None:
-    """The document's TaxTotal (or WithholdingTaxTotal) amounts: one as printed, several added
-    up in Decimal (keeping their decimals); None if there are none."""
-    amounts = [
-        text_at(total, cbc_path("TaxAmount")) for total in parent.iterfind(cac_path(element))
-    ]
-    if len(amounts) == 1:
-        return amounts[0]
-    if not amounts:
-        return None
+def _amounts_by_code(parent: etree._Element, element: str) -> dict[str, str]:
+    """Each TaxTotal's TaxAmount under its scheme's code (that of its first subtotal); a
+    scheme printed in two TaxTotals gets their sum."""
+    found: dict[str, list[str]] = {}
+    for total in parent.iterfind(cac_path(element)):
+        code = text_at(total, cbc_path("ID", "TaxSubtotal", "TaxCategory", "TaxScheme")) or ""
+        if (amount := text_at(total, cbc_path("TaxAmount"))) is not None:
+            found.setdefault(code, []).append(amount)
+    summed = {code: _sum(amounts) for code, amounts in found.items()}
+    return {code: amount for code, amount in summed.items() if amount is not None}
+
+
+def _sum(amounts: Iterable[str]) -> str | None:
+    """Amounts added up in Decimal, keeping their decimals; one amount as printed; None if
+    there are none, or if one is not a number (the checks report the printed ones)."""
+    amounts = list(amounts)
+    if len(amounts) <= 1:
+        return amounts[0] if amounts else None
     try:
-        return str(sum((Decimal(a) for a in amounts if a is not None), Decimal(0)))
-    except ArithmeticError:  # malformed or absurd amounts: the checks report the TaxTotal itself
+        return str(sum((Decimal(a) for a in amounts), Decimal(0)))
+    except ArithmeticError:
         return None
 
 

@@ -1,0 +1,62 @@
+"""The local checks (SPEC §2.3): a read document in, the same document with findings out.
+
+Pure: the clock (`now`), the companies and the ledger ("seen before?") come in through the
+Context; nothing here reads a file, a database or the configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from facturasd.checks import arithmetic, document, identity, taxes, withholdings
+from facturasd.checks.base import Findings
+from facturasd.checks.document import Seen
+from facturasd.checks.rules import Rules, load
+from facturasd.findings import Language
+from facturasd.formats.model import Inspection
+
+if TYPE_CHECKING:
+    from facturasd.config import Company
+
+__all__ = ["Context", "Seen", "check"]
+
+
+@dataclass(frozen=True)
+class Context:
+    now: datetime
+    companies: Sequence[Company] = ()
+    accept_test_documents: bool = False
+    max_age: timedelta = timedelta(days=365)
+    seen: Seen | None = None
+    lang: Language = "es"
+    rules: Rules = field(default_factory=load)
+
+
+def check(inspection: Inspection, context: Context) -> Inspection:
+    """`inspection` with the checks' findings added, the withholdings due, and its score and
+    verdict graded again. A file that could not be read, or a PDF read from its printed text
+    (a partial document waiting for its XML), is returned as it is."""
+    doc = inspection.document
+    if doc is None or inspection.format == "pdf":
+        return inspection
+    out = Findings(context.lang)
+    rules = context.rules
+    company = identity.check(doc, inspection.format, context.companies, rules, out)
+    document.check(
+        doc,
+        rules,
+        out,
+        now=context.now,
+        max_age=context.max_age,
+        accept_test_documents=context.accept_test_documents,
+        seen=context.seen,
+    )
+    arithmetic.check(doc, out)
+    taxes.check(doc, inspection.format, rules, out)
+    due = withholdings.due(doc, company, rules.co, out) if company is not None else []
+    return inspection.rejudged(
+        findings=[*inspection.findings, *out.items], withholdings_due=due, rules=rules.version
+    )

@@ -1,0 +1,499 @@
+"""The catalogue of findings: every code the formats layer and the checks can report.
+
+One entry per code: its severity, the message a person reads (Spanish and English, with named
+placeholders) and what the accountant should do about it. `.motivo.txt` files, reports and
+`facturasd inspect` all print from here; `docs/findings.md` is generated from it
+(`python -m facturasd.findings docs/findings.md`) and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from facturasd.formats.model import Finding, Severity
+
+Language = Literal["es", "en"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    severity: Severity
+    message: dict[Language, str]
+    action: dict[Language, str]
+
+
+def _entry(severity: Severity, es: str, en: str, do_es: str, do_en: str) -> Entry:
+    return Entry(severity, {"es": es, "en": en}, {"es": do_es, "en": do_en})
+
+
+CATALOGUE: dict[str, Entry] = {
+    # ── formats: the file could not be read as a document ({detail} is the parser's own) ──
+    "FMT-NOT-XML": _entry(
+        "error",
+        "El archivo no es un XML legible ({detail})",
+        "The file is not readable XML ({detail})",
+        "Pida al proveedor el XML de la factura; revise que el correo no lo haya dañado.",
+        "Ask the supplier for the invoice's XML; check a mail client did not damage it.",
+    ),
+    "FMT-TRUNCATED": _entry(
+        "error",
+        "El XML está incompleto: se cortó al copiarlo o descargarlo ({detail})",
+        "The XML is incomplete: cut short while copied or downloaded ({detail})",
+        "Copie el archivo de nuevo desde su origen.",
+        "Copy the file again from its source.",
+    ),
+    "FMT-UNSAFE-XML": _entry(
+        "error",
+        "El XML tiene una forma peligrosa y no se procesa ({detail})",
+        "The XML has a dangerous shape and is not processed ({detail})",
+        "No lo abra con otros programas; avise a quien lo envió.",
+        "Do not open it elsewhere; tell whoever sent it.",
+    ),
+    "FMT-TOO-LARGE": _entry(
+        "error",
+        "El archivo es demasiado grande ({detail})",
+        "The file is too large ({detail})",
+        "Revise que sea una factura; suba `formats.max_file_bytes` solo si una factura real "
+        "es así de grande.",
+        "Check it is an invoice; raise `formats.max_file_bytes` only if a real invoice is that "
+        "large.",
+    ),
+    "FMT-ZIP-BOMB": _entry(
+        "error",
+        "El ZIP se expande más allá de los límites permitidos ({detail})",
+        "The ZIP expands beyond the allowed limits ({detail})",
+        "Pida al proveedor el XML o un ZIP normal; no lo descomprima a mano.",
+        "Ask the supplier for the plain XML or a normal ZIP; do not unpack it by hand.",
+    ),
+    "FMT-BAD-ZIP": _entry(
+        "error",
+        "El ZIP está dañado o no se puede abrir ({detail})",
+        "The ZIP is damaged or cannot be opened ({detail})",
+        "Descárguelo o cópielo de nuevo; pida un paquete sin contraseña.",
+        "Download or copy it again; ask for a package without a password.",
+    ),
+    "FMT-BAD-PDF": _entry(
+        "error",
+        "El PDF está dañado o no se puede leer ({detail})",
+        "The PDF is damaged or cannot be read ({detail})",
+        "Pida el XML, que es la factura legal; el PDF es solo su representación impresa.",
+        "Ask for the XML, which is the legal invoice; the PDF is only its printed copy.",
+    ),
+    "FMT-UNKNOWN-DOCUMENT": _entry(
+        "error",
+        "El archivo no es una factura electrónica reconocida ({detail})",
+        "The file is not a recognised e-invoice ({detail})",
+        "Revise que el archivo sea el XML de la factura y no otro documento.",
+        "Check the file is the invoice's XML, not another document.",
+    ),
+    "FMT-CUFE-MISMATCH": _entry(
+        "error",
+        "El CUFE no coincide en todos los lugares donde aparece ({detail})",
+        "The CUFE differs between the places it appears ({detail})",
+        "Pida al proveedor el paquete original; pudo haber sido alterado.",
+        "Ask the supplier for the original package; it may have been altered.",
+    ),
+    "FMT-PDF-WITHOUT-XML": _entry(
+        "warning",
+        "PDF sin su XML: solo se leyó el texto impreso",
+        "PDF without its XML: only its printed text was read",
+        "La factura queda en revisión; se enlaza sola cuando llegue su XML.",
+        "The invoice waits in review; it is linked automatically when its XML arrives.",
+    ),
+    # ── the document as a whole ──
+    "DOC-BAD-AMOUNT": _entry(
+        "error",
+        "El valor {value!r} no es un importe",
+        "The value {value!r} is not an amount",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "DOC-MISSING-AMOUNT": _entry(
+        "error",
+        "Falta un importe obligatorio",
+        "A required amount is missing",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "DOC-MISSING-UUID": _entry(
+        "error",
+        "El documento no tiene {name}: no es una factura validada por la autoridad",
+        "The document has no {name}: it is not an invoice the authority validated",
+        "Pida al proveedor el XML definitivo (timbrado o validado por la DIAN).",
+        "Ask the supplier for the final XML (stamped, or validated by DIAN).",
+    ),
+    "DOC-BAD-UUID": _entry(
+        "error",
+        "{name} {value!r} no tiene la forma correcta ({shape})",
+        "{name} {value!r} does not have the right shape ({shape})",
+        "Pida al proveedor el XML original; este pudo haber sido alterado.",
+        "Ask the supplier for the original XML; this one may have been altered.",
+    ),
+    "DOC-TEST-DOCUMENT": _entry(
+        "error",
+        "Es un documento de pruebas ({why}); no tiene validez fiscal",
+        "This is a test document ({why}); it has no fiscal validity",
+        "Pida al proveedor la factura emitida en producción.",
+        "Ask the supplier for the invoice issued in production.",
+    ),
+    "DOC-TEST-ACCEPTED": _entry(
+        "info",
+        "Documento de pruebas ({why}) aceptado porque checks.accept_test_documents = true",
+        "Test document ({why}) accepted because checks.accept_test_documents = true",
+        "Nada en un entorno de pruebas; en producción deje accept_test_documents en false.",
+        "Nothing in a test setup; in production keep accept_test_documents false.",
+    ),
+    "DOC-BAD-DATE": _entry(
+        "error",
+        "La fecha de emisión {value!r} no es una fecha",
+        "The issue date {value!r} is not a date",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "DOC-FUTURE-DATE": _entry(
+        "warning",
+        "La fecha de emisión {value} es posterior a hoy ({today})",
+        "The issue date {value} is after today ({today})",
+        "Confirme la fecha con el proveedor; revise también el reloj de este servidor.",
+        "Confirm the date with the supplier; check this server's clock too.",
+    ),
+    "DOC-OLD-DATE": _entry(
+        "warning",
+        "La fecha de emisión {value} tiene más de {days} días",
+        "The issue date {value} is more than {days} days old",
+        "Confirme que la factura corresponde a este periodo antes de contabilizarla.",
+        "Confirm the invoice belongs to this period before booking it.",
+    ),
+    "DOC-NOTE-WITHOUT-REFERENCE": _entry(
+        "warning",
+        "La nota crédito no indica la factura que corrige",
+        "The credit note does not name the invoice it corrects",
+        "Pida al proveedor la referencia de la factura original y aplíquela a mano.",
+        "Ask the supplier which invoice it corrects and apply it by hand.",
+    ),
+    "DOC-DUPLICATE": _entry(
+        "error",
+        "Documento repetido: {uuid} ya se recibió ({earlier})",
+        "Duplicate document: {uuid} was already received ({earlier})",
+        "Nada: la factura original ya está registrada; esta copia no se contabiliza.",
+        "Nothing: the original is already recorded; this copy is not booked.",
+    ),
+    "DOC-MISSING-TAX-ID": _entry(
+        "error",
+        "Falta el número de identificación tributaria (NIT o RFC)",
+        "The tax id (NIT or RFC) is missing",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "DOC-RECEIVER-NOT-COMPANY": _entry(
+        "warning",
+        "El receptor {tax_id} no es ninguna de las empresas configuradas",
+        "The receiver {tax_id} is none of the configured companies",
+        "Asigne la factura a una empresa o descártela si no es suya.",
+        "Assign the invoice to a company, or discard it if it is not yours.",
+    ),
+    "DOC-OWN-SALE": _entry(
+        "info",
+        "El emisor {tax_id} es la empresa {company}: es un documento de venta propio",
+        "The issuer {tax_id} is the company {company}: this is one of its own sales",
+        "Nada: se registra, pero no se contabiliza como factura de proveedor.",
+        "Nothing: it is recorded, never booked as a supplier bill.",
+    ),
+    # ── Colombia ──
+    "CO-SUBTOTAL-MISMATCH": _entry(
+        "error",
+        "Las líneas suman {computed}, pero el subtotal impreso es {printed}",
+        "The lines add up to {computed}, but the printed subtotal is {printed}",
+        "Pida al proveedor una nota o una factura corregida.",
+        "Ask the supplier for a note or a corrected invoice.",
+    ),
+    "CO-TAX-TOTAL-MISMATCH": _entry(
+        "error",
+        "Los subtotales del impuesto {code} suman {computed}, pero su total impreso es {printed}",
+        "The subtotals of tax {code} add up to {computed}, but its printed total is {printed}",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "CO-TAX-AMOUNT": _entry(
+        "error",
+        "{name} {rate} % de {base} es {computed}, pero el documento dice {printed}",
+        "{name} {rate} % of {base} is {computed}, but the document says {printed}",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "CO-LINE-TAXES-MISMATCH": _entry(
+        "error",
+        "{name} {rate} % suma {computed} en las líneas, pero {printed} en el documento",
+        "{name} {rate} % adds up to {computed} in the lines, but {printed} in the document",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "CO-TOTAL-MISMATCH": _entry(
+        "error",
+        "El total a pagar impreso es {printed}, pero subtotal − descuentos + cargos + "
+        "impuestos − anticipos da {computed}",
+        "The printed amount payable is {printed}, but subtotal − discounts + charges + taxes "
+        "− prepaid gives {computed}",
+        "No pague ni contabilice esta factura; pida una corregida.",
+        "Do not pay or book this invoice; ask for a corrected one.",
+    ),
+    "CO-UNKNOWN-TAX-CODE": _entry(
+        "warning",
+        "El código de tributo {code!r} no es uno de los de la DIAN",
+        "The tax scheme code {code!r} is not one of DIAN's",
+        "Revise el impuesto con el proveedor antes de contabilizar.",
+        "Check the tax with the supplier before booking.",
+    ),
+    "CO-UNKNOWN-TAX-RATE": _entry(
+        "error",
+        "{name} a la tarifa {rate} % no existe en la ley ({known})",
+        "{name} at {rate} % is not a rate the law knows ({known})",
+        "Pida al proveedor una factura con la tarifa correcta.",
+        "Ask the supplier for an invoice with the right rate.",
+    ),
+    "CO-UNKNOWN-WITHHOLDING-RATE": _entry(
+        "warning",
+        "La retención {name} a {rate} % no es una tarifa conocida ({known})",
+        "The withholding {name} at {rate} % is not a known rate ({known})",
+        "Revise qué retención corresponde; la que se practica es la que usted calcula.",
+        "Check which withholding applies; the one applied is the one you compute.",
+    ),
+    "CO-BAD-NIT": _entry(
+        "error",
+        "El número de identificación {value!r} no es un NIT válido",
+        "The identification number {value!r} is not a valid NIT",
+        "Pida al proveedor una factura con el NIT correcto.",
+        "Ask the supplier for an invoice with the right NIT.",
+    ),
+    "CO-NIT-CHECK-DIGIT": _entry(
+        "error",
+        "El dígito de verificación del NIT {tax_id} es {expected}, no {printed}",
+        "The check digit of NIT {tax_id} is {expected}, not {printed}",
+        "Pida al proveedor una factura con el NIT y dígito correctos.",
+        "Ask the supplier for an invoice with the right NIT and check digit.",
+    ),
+    "CO-WITHHOLDING-DUE": _entry(
+        "info",
+        "Debe practicar {name} ({concept}, {rule}): {rate} % de {base} = {amount}",
+        "You must withhold {name} ({concept}, {rule}): {rate} % of {base} = {amount}",
+        "Regístrela al contabilizar la factura (se envía con ella a contabilidad).",
+        "Record it when booking the invoice (it is passed to booking with it).",
+    ),
+    "CO-WITHHOLDING-NOT-DUE": _entry(
+        "info",
+        "No se practica {name}: {why}",
+        "No {name} is withheld: {why}",
+        "Nada.",
+        "Nothing.",
+    ),
+    "CO-WITHHOLDING-DIFFERS": _entry(
+        "info",
+        "El proveedor imprimió {name} de {printed}, pero la que corresponde es {computed}",
+        "The supplier printed {name} of {printed}, but the one due is {computed}",
+        "Aplique la retención calculada; avise al proveedor si la diferencia le importa.",
+        "Apply the computed withholding; tell the supplier if the difference matters to them.",
+    ),
+    # ── Mexico ──
+    "MX-SUBTOTAL-MISMATCH": _entry(
+        "error",
+        "Los conceptos suman {computed}, pero el SubTotal impreso es {printed}",
+        "The concepts add up to {computed}, but the printed SubTotal is {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-DISCOUNT-MISMATCH": _entry(
+        "error",
+        "Los descuentos de los conceptos suman {computed}, pero el Descuento impreso es {printed}",
+        "The concepts' discounts add up to {computed}, but the printed Descuento is {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-LINE-AMOUNT": _entry(
+        "error",
+        "Cantidad {quantity} × valor unitario {unit_price} = {computed}, pero el Importe es "
+        "{printed}",
+        "Quantity {quantity} × unit value {unit_price} = {computed}, but the Importe is {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-TAX-AMOUNT": _entry(
+        "error",
+        "{name} {rate} sobre {base} es {computed}, pero el Importe es {printed}",
+        "{name} {rate} on {base} is {computed}, but the Importe is {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-LINE-TAXES-MISMATCH": _entry(
+        "error",
+        "{name} {rate} suma {computed} en los conceptos, pero {printed} en el comprobante",
+        "{name} {rate} adds up to {computed} in the concepts, but {printed} in the document",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-TAX-TOTAL-MISMATCH": _entry(
+        "error",
+        "Los impuestos del comprobante suman {computed}, pero {what} es {printed}",
+        "The document's taxes add up to {computed}, but {what} is {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-TOTAL-MISMATCH": _entry(
+        "error",
+        "El Total impreso es {printed}, pero SubTotal − Descuento + trasladados − retenidos "
+        "(+ locales) da {computed}",
+        "The printed Total is {printed}, but SubTotal − Descuento + transferred − withheld "
+        "(+ local) gives {computed}",
+        "No pague ni contabilice este CFDI; pida al proveedor que lo cancele y lo reemita.",
+        "Do not pay or book this CFDI; ask the supplier to cancel and reissue it.",
+    ),
+    "MX-NONZERO-AMOUNTS": _entry(
+        "error",
+        "Un CFDI de tipo {kind} debe llevar {what} en cero, y lleva {printed}",
+        "A CFDI of type {kind} must carry {what} as zero, and carries {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-UNKNOWN-TAX-CODE": _entry(
+        "warning",
+        "El impuesto {code!r} no es ISR (001), IVA (002) ni IEPS (003)",
+        "The tax {code!r} is not ISR (001), IVA (002) or IEPS (003)",
+        "Revise el impuesto con el proveedor antes de contabilizar.",
+        "Check the tax with the supplier before booking.",
+    ),
+    "MX-UNKNOWN-FACTOR": _entry(
+        "error",
+        "El TipoFactor {factor!r} no es Tasa, Cuota ni Exento",
+        "The TipoFactor {factor!r} is not Tasa, Cuota or Exento",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-EXEMPT-WITH-AMOUNT": _entry(
+        "error",
+        "{name} Exento no lleva tasa ni importe, y este lleva {printed}",
+        "{name} Exento carries no rate or amount, and this one carries {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-UNKNOWN-TAX-RATE": _entry(
+        "error",
+        "{name} {factor} {rate} no está en el catálogo c_TasaOCuota del SAT ({known})",
+        "{name} {factor} {rate} is not in SAT's c_TasaOCuota catalogue ({known})",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI con la tasa correcta.",
+        "Ask the supplier to cancel and reissue the CFDI with the right rate.",
+    ),
+    "MX-UNUSUAL-WITHHOLDING-RATE": _entry(
+        "warning",
+        "La retención de {name} a {rate} % no es una de las tasas que fija la ley ({known})",
+        "The {name} withholding at {rate} % is not one of the rates the law sets ({known})",
+        "Confirme con el proveedor por qué retiene esa tasa.",
+        "Confirm with the supplier why it withholds at that rate.",
+    ),
+    "MX-BAD-RFC": _entry(
+        "error",
+        "{value!r} no es un RFC válido",
+        "{value!r} is not a valid RFC",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI con el RFC correcto.",
+        "Ask the supplier to cancel and reissue the CFDI with the right RFC.",
+    ),
+    "MX-RFC-CHECK-DIGIT": _entry(
+        "warning",
+        "El dígito verificador del RFC {value} no cuadra (pasa con cerca del 1.5 % de los RFC "
+        "reales)",
+        "The check digit of RFC {value} does not verify (true of about 1.5 % of real RFCs)",
+        "Compare el RFC con la constancia de situación fiscal del proveedor.",
+        "Compare the RFC with the supplier's tax status certificate.",
+    ),
+    "MX-GENERIC-RECEIVER": _entry(
+        "warning",
+        "El CFDI está dirigido al RFC genérico {value}: no es deducible para la empresa",
+        "The CFDI is addressed to the generic RFC {value}: the company cannot deduct it",
+        "Pida al proveedor un CFDI a nombre de la empresa.",
+        "Ask the supplier for a CFDI made out to the company.",
+    ),
+    "MX-RECEIVER-MISMATCH": _entry(
+        "error",
+        "El {field} del receptor es {printed!r}, pero el de la empresa es {expected!r}: el "
+        "CFDI 4.0 no es deducible",
+        "The receiver's {field} is {printed!r}, but the company's is {expected!r}: the CFDI 4.0 "
+        "is not deductible",
+        "Pida al proveedor que cancele y reemita el CFDI con los datos de la constancia "
+        "fiscal de la empresa.",
+        "Ask the supplier to cancel and reissue the CFDI with the company's tax certificate data.",
+    ),
+}
+
+
+# Phrases that fill a message's placeholders, in both languages.
+PHRASES: dict[str, dict[Language, str]] = {
+    "autorretenedor": {
+        "es": "el proveedor es autorretenedor (O-15)",
+        "en": "the supplier withholds on itself (autorretenedor, O-15)",
+    },
+    "simple": {
+        "es": "el proveedor está en el régimen simple de tributación (O-47)",
+        "en": "the supplier is in the régimen simple de tributación (O-47)",
+    },
+    "below": {
+        "es": "la base {base} es menor que {uvt} UVT ({threshold} con la UVT de {year})",
+        "en": "the base {base} is below {uvt} UVT ({threshold} at the UVT of {year})",
+    },
+    "no_iva": {"es": "la factura no tiene IVA", "en": "the invoice carries no IVA"},
+    "not_iva_agent": {
+        "es": "la empresa no es gran contribuyente (O-13) ni agente de retención de IVA (O-23)",
+        "en": "the company is neither a gran contribuyente (O-13) nor an IVA withholding agent "
+        "(O-23)",
+    },
+    "iva_agents": {
+        "es": "el proveedor también es agente de retención de IVA (O-13/O-23)",
+        "en": "the supplier is an IVA withholding agent too (O-13/O-23)",
+    },
+    "no_ica_city": {
+        "es": "no hay tabla de ReteICA para la ciudad {city} de la empresa",
+        "en": "there is no ReteICA table for the company's city {city}",
+    },
+}
+
+
+def phrase(key: str, lang: Language, **values: object) -> str:
+    return PHRASES[key][lang].format(**values)
+
+
+def finding(code: str, path: str, lang: Language, /, **values: object) -> Finding:
+    """A finding of `code` at `path`, its message in `lang` with `values` filled in."""
+    entry = CATALOGUE[code]
+    return Finding(
+        code=code,
+        severity=entry.severity,
+        message=entry.message[lang].format(**values),
+        path=path,
+    )
+
+
+BEGIN, END = "<!-- catalogue: generated -->", "<!-- /catalogue -->"
+
+
+def markdown() -> str:
+    """The catalogue as the table docs/findings.md carries between its markers."""
+    rows = [
+        "| code | severity | message | what to do |",
+        "|---|---|---|---|",
+        *(
+            f"| `{code}` | {entry.severity} | {entry.message['en']} | {entry.action['en']} |"
+            for code, entry in CATALOGUE.items()
+        ),
+    ]
+    return "\n".join([BEGIN, *rows, END])
+
+
+def _rewrite(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    path.write_text(head + markdown() + tail, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    _rewrite(Path(sys.argv[1]))
