@@ -118,6 +118,20 @@ CATALOGUE: dict[str, Entry] = {
         "Pida al proveedor una factura corregida.",
         "Ask the supplier for a corrected invoice.",
     ),
+    "DOC-NO-LINES": _entry(
+        "error",
+        "El documento no tiene líneas (conceptos)",
+        "The document has no lines (concepts)",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
+    ),
+    "DOC-NEGATIVE-AMOUNT": _entry(
+        "error",
+        "El importe {value} es negativo; DIAN y SAT solo admiten importes positivos",
+        "The amount {value} is negative; DIAN and SAT only allow positive amounts",
+        "Pida al proveedor una factura corregida (una devolución va en una nota crédito).",
+        "Ask the supplier for a corrected invoice (a refund goes in a credit note).",
+    ),
     "DOC-MISSING-UUID": _entry(
         "error",
         "El documento no tiene {name}: no es una factura validada por la autoridad",
@@ -145,6 +159,13 @@ CATALOGUE: dict[str, Entry] = {
         "Test document ({why}) accepted because checks.accept_test_documents = true",
         "Nada en un entorno de pruebas; en producción deje accept_test_documents en false.",
         "Nothing in a test setup; in production keep accept_test_documents false.",
+    ),
+    "DOC-MISSING-DATE": _entry(
+        "error",
+        "Falta la fecha de emisión",
+        "The issue date is missing",
+        "Pida al proveedor una factura corregida.",
+        "Ask the supplier for a corrected invoice.",
     ),
     "DOC-BAD-DATE": _entry(
         "error",
@@ -289,6 +310,15 @@ CATALOGUE: dict[str, Entry] = {
         "Nada.",
         "Nothing.",
     ),
+    "CO-WITHHOLDING-NO-RATE": _entry(
+        "warning",
+        "La factura está en {currency} sin tasa de cambio: no se pueden calcular las retenciones "
+        "en pesos",
+        "The invoice is in {currency} with no exchange rate: its withholdings cannot be computed "
+        "in pesos",
+        "Calcule las retenciones a mano con la tasa de cambio del día de la factura.",
+        "Compute the withholdings by hand at the exchange rate of the invoice's date.",
+    ),
     "CO-WITHHOLDING-DIFFERS": _entry(
         "info",
         "El proveedor imprimió {name} de {printed}, pero la que corresponde es {computed}",
@@ -353,6 +383,13 @@ CATALOGUE: dict[str, Entry] = {
         "error",
         "Un CFDI de tipo {kind} debe llevar {what} en cero, y lleva {printed}",
         "A CFDI of type {kind} must carry {what} as zero, and carries {printed}",
+        "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
+        "Ask the supplier to cancel and reissue the CFDI.",
+    ),
+    "MX-TAXES-NOT-ALLOWED": _entry(
+        "error",
+        "Un CFDI de tipo {kind} no lleva impuestos, y este lleva {printed}",
+        "A CFDI of type {kind} carries no taxes, and this one carries {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
     ),

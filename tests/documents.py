@@ -62,6 +62,8 @@ def co_invoice(
     prepaid: str | None = None,
     root: str = "Invoice",
     references: Sequence[tuple[str, str]] = (),
+    currency: str = "COP",
+    exchange_rate: str | None = None,
     override: Mapping[str, str] | None = None,
 ) -> bytes:
     """An Invoice (or `root` CreditNote/DebitNote) from `items` (IVA per line);
@@ -196,9 +198,17 @@ def co_invoice(
         f'<cbc:UUID schemeName="CUFE-SHA384">{v["uuid"]}</cbc:UUID>'
         f"<cbc:IssueDate>{v['issue_date']}</cbc:IssueDate>"
         "<cbc:IssueTime>10:00:00-05:00</cbc:IssueTime>"
-        f"{type_code}<cbc:DocumentCurrencyCode>COP</cbc:DocumentCurrencyCode>{billing}"
+        f"{type_code}<cbc:DocumentCurrencyCode>{currency}</cbc:DocumentCurrencyCode>{billing}"
         + party("AccountingSupplierParty", "Proveedora de Prueba SAS")
         + party("AccountingCustomerParty", "Compradora de Prueba SAS")
+        + (
+            "<cac:PaymentExchangeRate><cbc:SourceCurrencyCode>"
+            f"{currency}</cbc:SourceCurrencyCode><cbc:TargetCurrencyCode>COP"
+            f"</cbc:TargetCurrencyCode><cbc:CalculationRate>{exchange_rate}</cbc:CalculationRate>"
+            "</cac:PaymentExchangeRate>"
+            if exchange_rate
+            else ""
+        )
         + tax_total
         + withholding_totals
         + f"<cac:{monetary}>"
@@ -248,7 +258,8 @@ def cfdi40(
         transferred[item.rate] = (base + computed["base"], amount + computed["tax"])
         mine = []
         for code, percent in item.withholdings:
-            value = (computed["base"] * Decimal(percent) / 100).quantize(CENT, ROUND_HALF_UP)
+            # Computed at the TasaOCuota printed (two thirds of 16 % is 0.106667).
+            value = (computed["base"] * Decimal(_tasa(percent))).quantize(CENT, ROUND_HALF_UP)
             withheld[code] = withheld.get(code, Decimal(0)) + value
             mine.append((code, percent, value))
         withheld_lines.append(mine)

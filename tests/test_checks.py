@@ -134,7 +134,7 @@ def test_example_cfdis_with_nonsense_values_are_rejected_for_each_of_them() -> N
     assert {
         ("MX-NONZERO-AMOUNTS", "totals.subtotal"),
         ("MX-NONZERO-AMOUNTS", "totals.total"),
-        ("MX-NONZERO-AMOUNTS", "taxes"),
+        ("MX-TAXES-NOT-ALLOWED", "taxes"),
         ("DOC-TEST-DOCUMENT", "certificate"),
     } <= example40
     # Unstamped: there is no UUID, so SAT never validated them.
@@ -305,26 +305,18 @@ def test_co_discounts_charges_and_prepaid_enter_the_payable_amount() -> None:
 
 
 def test_co_tax_amount_at_the_tolerance() -> None:
-    # 100000.00 × 19.00 % = 19000.00; allowed: 0.005 (tax) + 0.005 × 0.19 (base)
-    # + 0.005 % × 100000.00 (rate) = 5.00595: 19005.00 passes, 19006.00 fails.
-    one = [Item("Cemento", "2", "50000.00", "19")]
-    edge = {
-        "line0.tax": "19005.00",
-        "tax.19.amount": "19005.00",
-        "tax_total.01": "19005.00",
-        "total": "119005.00",
-    }
-    assert problems(checked(co_invoice(one, override=edge))) == set()
-    past = {
-        **edge,
-        "line0.tax": "19006.00",
-        "tax.19.amount": "19006.00",
-        "tax_total.01": "19006.00",
-        "total": "119006.00",
-    }
-    assert problems(checked(co_invoice(one, override=past))) == {
-        ("CO-TAX-AMOUNT", "lines[0].taxes[0].amount")
-    }
+    # 100.03 × 19.00 % = 19.0057; the rate is exact, so allowed: 0.005 (tax) + 0.005 × 0.19
+    # (base) = 0.00595: 19.00 and 19.01 pass, 18.99 and 19.02 do not.
+    one = [Item("Clavos", "1", "100.03", "19")]
+    for printed, clean in (("19.00", True), ("19.01", True), ("18.99", False), ("19.02", False)):
+        override = {
+            "line0.tax": printed,
+            "tax.19.amount": printed,
+            "tax_total.01": printed,
+            "total": moved("100.03", printed),
+        }
+        expected = set() if clean else {("CO-TAX-AMOUNT", "lines[0].taxes[0].amount")}
+        assert problems(checked(co_invoice(one, override=override))) == expected, printed
 
 
 def test_co_debit_and_credit_notes() -> None:
@@ -341,20 +333,24 @@ def test_co_debit_and_credit_notes() -> None:
 
 
 def test_mx_line_amount_uses_sats_limits() -> None:
-    # Cantidad 2.000 (±0.0005) × ValorUnitario 500.00 (±0.005) = 1000.00, allowed
-    # 0.005 + 0.0005 × 500 + 0.005 × 2 = 0.265: 1000.26 passes, 1000.27 fails.
+    # Cantidad 2.000 (±0.0005) × ValorUnitario 500.00 (±0.005): SAT's lower limit is
+    # trunc(1.9995 × 499.995) = 999.74, its upper roundup(2.0005 × 500.005) = 1000.27.
     item = [Item("Tornillos", "2.000", "500.00", "16")]
-    near = checked(cfdi40(item, override={"line0.amount": "1000.26"}))
-    past = checked(cfdi40(item, override={"line0.amount": "1000.27"}))
-    assert ("MX-LINE-AMOUNT", "lines[0].amount") not in found(near)
-    assert ("MX-LINE-AMOUNT", "lines[0].amount") in found(past)
+    for printed, clean in (
+        ("999.74", True),
+        ("1000.27", True),
+        ("999.73", False),
+        ("1000.28", False),
+    ):
+        result = found(checked(cfdi40(item, override={"line0.amount": printed})))
+        assert (("MX-LINE-AMOUNT", "lines[0].amount") not in result) is clean, printed
 
 
 def test_mx_tax_amount_uses_sats_limits() -> None:
     # Base 100.03 × 0.160000: SAT's limits are trunc(100.025 × 0.16) = 16.00 and
     # roundup(100.035 × 0.16) = 16.01; 16.02 is out.
     item = [Item("Clavos", "1", "100.03", "16")]
-    for printed, ok in (("16.00", True), ("16.01", True), ("16.02", False)):
+    for printed, ok in (("16.00", True), ("16.01", True), ("15.99", False), ("16.02", False)):
         overrides = {
             "line0.tax": printed,
             "tax.16.amount": printed,
@@ -389,9 +385,10 @@ def test_mx_payment_and_transfer_carry_zero_amounts() -> None:
     paid = pago.replace(b' Total="0"', b' Total="100.00"', 1)
     assert ("MX-NONZERO-AMOUNTS", "totals.total") in problems(checked(paid, SAMPLE_CONTEXT))
     transfer = cfdi40([Item("Mercancía", "1", "100.00", "16")], kind="T")
-    assert {("MX-NONZERO-AMOUNTS", "totals.subtotal"), ("MX-NONZERO-AMOUNTS", "taxes")} <= problems(
-        checked(transfer)
-    )
+    assert {
+        ("MX-NONZERO-AMOUNTS", "totals.subtotal"),
+        ("MX-TAXES-NOT-ALLOWED", "taxes"),
+    } <= problems(checked(transfer))
 
 
 # ── rates and codes ───────────────────────────────────────────────────────────────────────
@@ -687,3 +684,132 @@ def test_inspect_prints_findings_and_exits_1_on_an_error(tmp_path: Path) -> None
     payload = json.loads(result.stdout)
     assert [w["code"] for w in payload["withholdings_due"]] == ["06", "07"]
     assert payload["rules"].startswith("co ")
+
+
+# ── what a review found: odd values, currencies, companies on both sides ──────────────────
+
+ODD = ["1e5", "NaN", "", "١٠٠٠٠٠.٠٠", "1" * 30, "0." + "0" * 27 + "1", "12,50", "-"]
+
+
+@pytest.mark.parametrize("value", ODD)
+def test_an_odd_amount_is_a_finding_never_an_exception(value: str) -> None:
+    for key, path in (("total", "totals.total"), ("line0.amount", "lines[0].amount")):
+        result = checked(co_invoice(TWO, override={key: value}))
+        assert ("DOC-BAD-AMOUNT", path) in problems(result) or (
+            "DOC-MISSING-AMOUNT",
+            path,
+        ) in problems(result)
+    mx = checked(cfdi40(MX, override={"total": value}))
+    assert {("DOC-BAD-AMOUNT", "totals.total"), ("DOC-MISSING-AMOUNT", "totals.total")} & problems(
+        mx
+    )
+
+
+def test_a_real_invoice_with_its_iva_raised_is_caught() -> None:
+    # FV7 with IVA 3,255,500 instead of 3,254,700 everywhere, the totals made to agree: only
+    # base × 19 % can tell, and the rate is exact.
+    fv7 = sample("siigo-blindacces-FV7.xml")
+    raised = fv7.replace(b">3254700<", b">3255500<").replace(b"20384700.00", b"20385500.00")
+    assert raised.count(b"3255500") >= 3
+    result = problems(checked(raised, SAMPLE_CONTEXT))
+    assert ("CO-TAX-AMOUNT", "lines[0].taxes[0].amount") in result
+
+
+def test_sats_limits_accept_what_sat_accepts() -> None:
+    # Cantidad 14.16 × ValorUnitario 13.66 = 193.4256: SAT accepts from trunc(14.155 × 13.655)
+    # = 193.28; base 99.99 × 0.160000 = 15.9984: SAT accepts trunc(99.985 × 0.16) = 15.99.
+    item = [Item("Tela", "14.16", "13.66", "16")]
+    assert ("MX-LINE-AMOUNT", "lines[0].amount") not in found(
+        checked(cfdi40(item, override={"line0.amount": "193.28"}))
+    )
+    base = [Item("Hilo", "1", "99.99", "16")]
+    low = {
+        "line0.tax": "15.99",
+        "tax.16.amount": "15.99",
+        "transferred": "15.99",
+        "total": "115.98",
+    }
+    assert problems(checked(cfdi40(base, override=low))) == set()
+
+
+def test_a_document_tax_no_concept_carries_is_checked() -> None:
+    extra = (
+        b'<cfdi:Traslado Base="100.00" Impuesto="003" TipoFactor="Tasa" TasaOCuota="0.080000" '
+        b'Importe="50.00"/>'
+    )
+    data = cfdi40(MX, override={"transferred": "210.00", "total": "1210.00"})
+    data = data.replace(
+        b"</cfdi:Traslados></cfdi:Impuestos><cfdi:Complemento>",
+        extra + b"</cfdi:Traslados></cfdi:Impuestos><cfdi:Complemento>",
+    )
+    assert {
+        ("MX-TAX-AMOUNT", "taxes[1].amount"),  # 8 % of 100.00 is 8.00
+        ("MX-LINE-TAXES-MISMATCH", "taxes[1].amount"),  # no concept carries IEPS
+    } <= problems(checked(data))
+
+
+def test_line_tax_messages_name_the_rate_once() -> None:
+    result = checked(co_invoice(TWO, override={"tax.19.amount": "26038.03"}), lang="en")
+    [message] = [f.message for f in result.findings if f.code == "CO-LINE-TAXES-MISMATCH"]
+    assert message == "IVA 19 % adds up to 26037.03 in the lines, but 26038.03 in the document"
+
+
+def test_zero_groups_and_zero_discounts_may_be_left_out() -> None:
+    # A 0 % line with no 0 % subtotal in the document: nothing is missing.
+    zero = co_invoice([Item("Libro", "1", "100.00", "0")])
+    start, end = zero.index(b"<cac:TaxTotal>"), zero.index(b"</cac:TaxTotal>") + 15
+    without_group = zero[:start] + zero[end:]  # the document's TaxTotal; the line keeps its own
+    assert b"<cac:TaxTotal>" in without_group
+    assert problems(checked(without_group)) == set()
+    concept_zero = cfdi40([Item("Tornillos", "2", "500.00", "16", discount="0.00")])
+    no_doc_discount = concept_zero.replace(b' Descuento="0.00" Moneda', b" Moneda")
+    assert b'Descuento="0.00"' in no_doc_discount
+    assert problems(checked(no_doc_discount)) == set()
+
+
+def test_negative_amounts_missing_lines_and_missing_dates() -> None:
+    negative = checked(co_invoice(TWO, override={"line0.amount": "-100000.00"}))
+    assert ("DOC-NEGATIVE-AMOUNT", "lines[0].amount") in problems(negative)
+    no_lines = checked(co_invoice([]))
+    assert ("DOC-NO-LINES", "lines") in problems(no_lines)
+    undated = checked(cfdi40(MX).replace(b'Fecha="2026-11-02T10:00:00" ', b""))
+    assert ("DOC-MISSING-DATE", "issued_at") in problems(undated)
+
+
+def test_foreign_currency_withholdings_are_in_pesos() -> None:
+    buyer = company(tax_id=CUSTOMER_NIT)
+    usd = [Item("Software", "1", "5000.00", "19")]
+    converted = checked(co_invoice(usd, currency="USD", exchange_rate="4000.00"), companies=[buyer])
+    # 5,000 USD × 4,000 = 20,000,000 pesos: far above 10 UVT.
+    assert [(w.code, w.base, w.amount) for w in converted.withholdings_due if w.code == "06"] == [
+        ("06", "20000000.0000", "500000.00")
+    ]
+    unknown = checked(co_invoice(usd, currency="USD"), companies=[buyer])
+    assert problems(unknown) == {("CO-WITHHOLDING-NO-RATE", "exchange_rate")}
+    assert unknown.withholdings_due == []
+
+
+def test_intercompany_purchases_and_own_sales_to_the_public() -> None:
+    seller = company(slug="proveedora", tax_id=SUPPLIER_NIT, name="Proveedora de Prueba SAS")
+    buyer = company(tax_id=CUSTOMER_NIT)
+    large = [Item("Varilla", "1", "10000000.00", "19")]
+    result = checked(co_invoice(large), companies=[seller, buyer])
+    assert not [f for f in result.findings if f.code == "DOC-OWN-SALE"]
+    assert {w.code for w in result.withholdings_due} == {"06", "07"}
+    own = Company.model_validate({**MX_COMPANY, "tax_id": ISSUER_RFC, "slug": "emisora"})
+    public = cfdi40(MX, receiver=("XAXX010101000", "PUBLICO EN GENERAL", "616", "06600"))
+    sale = checked(public, companies=[own])
+    assert found(sale) == {("DOC-OWN-SALE", "issuer.tax_id")}
+
+
+def test_platform_withholding_rates_are_usual() -> None:
+    uber = [Item("Viaje", "1", "100.00", "16", withholdings=(("001", "2.1"),))]
+    assert problems(checked(cfdi40(uber))) == set()
+
+
+def test_support_documents_name_their_key_cuds() -> None:
+    data = co_invoice(TWO, override={"uuid": "x"}).replace(
+        b"<cbc:InvoiceTypeCode>01<", b"<cbc:InvoiceTypeCode>05<"
+    )
+    [bad] = [f for f in checked(data, lang="en").findings if f.code == "DOC-BAD-UUID"]
+    assert bad.message.startswith("CUDS 'x'")

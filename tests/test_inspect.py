@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from facturasd.checks import Context, check
 from facturasd.formats.reader import read
 from facturasd.formats.safexml import Limits
 from tests.support import PYTHON, REPO, daemon_env
@@ -295,9 +297,12 @@ def test_damaged_files_give_a_document_or_a_coded_finding(
     for where, junk in edits:
         at = int(where * len(damaged))
         damaged[at : at + len(junk)] = junk
+    context = Context(now=datetime(2026, 11, 28, tzinfo=UTC))
     for item in read(bytes(damaged), "damaged"):  # never raises
         assert item.document is not None or item.verdict == "rejected"
         assert all(f.code.startswith("FMT-") for f in item.findings)
+        checked = check(item, context)  # nor do the checks, whatever the reader returned
+        assert checked.findings[: len(item.findings)] == item.findings
 
 
 def test_a_damaged_xml_member_is_reported_not_skipped() -> None:

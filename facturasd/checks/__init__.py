@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import localcontext
 from typing import TYPE_CHECKING
 
 from facturasd.checks import arithmetic, document, identity, taxes, withholdings
@@ -16,12 +17,14 @@ from facturasd.checks.base import Findings
 from facturasd.checks.document import Seen
 from facturasd.checks.rules import Rules, load
 from facturasd.findings import Language
-from facturasd.formats.model import Inspection
+from facturasd.formats.model import Document, Inspection
 
 if TYPE_CHECKING:
     from facturasd.config import Company
 
 __all__ = ["Context", "Seen", "check"]
+
+PRECISION = 100
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,13 @@ def check(inspection: Inspection, context: Context) -> Inspection:
     doc = inspection.document
     if doc is None or inspection.format == "pdf":
         return inspection
+    # Printed numbers are at most 28 digits (formats.model.number): at this precision every
+    # sum and product of them is exact.
+    with localcontext(prec=PRECISION):
+        return _check(inspection, doc, context)
+
+
+def _check(inspection: Inspection, doc: Document, context: Context) -> Inspection:
     out = Findings(context.lang)
     rules = context.rules
     company = identity.check(doc, inspection.format, context.companies, rules, out)

@@ -5,23 +5,25 @@ with, so it is off by at most half a unit of its last decimal (0.005 for "10.00"
 "3254700"). Issuers round per line, then add the rounded lines; or add exact values, then round
 once. Either way, an identity the law states between printed amounts (lines add up to the
 subtotal; base × rate = tax) holds for the exact values, so between printed values it can be off
-by at most the sum of those half-units, each scaled by what multiplies it. That bound is the
-tolerance: anything within it is rounding, anything beyond it is an error. It needs no
-configuration, follows each document's own decimals, and grows with the number of lines, as
-per-line rounding does.
+by at most the sum of those half-units, each scaled by what multiplies it. Rates are exact (the
+law's 19.00 %, SAT's 0.160000). That bound is the tolerance: anything within it is rounding,
+anything beyond it is an error. It needs no configuration, follows each document's own
+decimals, and grows with the number of lines, as per-line rounding does.
+
+CFDI products follow SAT's own limits instead (Anexo 20): the lower one truncated, the upper one
+rounded up, to the printed amount's decimals. They are the same half-units, with one more unit
+of slack below, and they are what SAT's validation accepts.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from facturasd.findings import Language, finding
-from facturasd.formats.model import Document, Finding, Tax
+from facturasd.formats.model import Document, Finding, Tax, number
 
-_AMOUNT = re.compile(r"^[+-]?\d+(\.\d+)?$")
 LOCAL = "implocal"  # the code of MX local taxes (outside SAT's federal totals and catalogue)
 
 
@@ -43,10 +45,10 @@ class Findings:
             if required:
                 self._once("DOC-MISSING-AMOUNT", path)
             return None
-        number = plain_number(value)
-        if number is None:
+        parsed = number(value)
+        if parsed is None:
             self._once("DOC-BAD-AMOUNT", path, value=value)
-        return number
+        return parsed
 
     def terms(self, *items: tuple[str | None, str, int, bool]) -> list[Decimal] | None:
         """The signed amounts of printed (value, path, sign, required) items, absent optional
@@ -69,13 +71,6 @@ class Findings:
             self.add(code, path, **values)
 
 
-def plain_number(value: str | None) -> Decimal | None:
-    """`value` as a Decimal if it is a plain number ("-12.50"; no exponent, no separators)."""
-    if value is None or len(value) > 40 or not _AMOUNT.match(value):
-        return None
-    return Decimal(value)
-
-
 def half_unit(value: Decimal) -> Decimal:
     """Half a unit of the last decimal `value` is printed with: 0.005 for 10.00."""
     exponent = value.as_tuple().exponent
@@ -89,12 +84,27 @@ def balances(terms: Iterable[Decimal]) -> bool:
     return abs(sum(terms, Decimal(0))) <= sum((half_unit(t) for t in terms), Decimal(0))
 
 
-def product_agrees(printed: Decimal, a: Decimal, b: Decimal, scale: Decimal = Decimal(1)) -> bool:
-    """Whether a × b × scale is `printed` within the rounding of all three printed numbers
-    (scale is exact: 1/100 for a rate in percent)."""
-    ha, hb = half_unit(a), half_unit(b)
-    slack = half_unit(printed) + (ha * abs(b) + hb * abs(a) + ha * hb) * scale
-    return abs(a * b * scale - printed) <= slack
+def product_agrees(printed: Decimal, a: Decimal, rate: Decimal, scale: Decimal) -> bool:
+    """Whether a × rate × scale is `printed` within the rounding of `printed` and `a` (the
+    rate is exact; scale is 1/100 for a rate in percent)."""
+    slack = half_unit(printed) + half_unit(a) * abs(rate) * scale
+    return abs(a * rate * scale - printed) <= slack
+
+
+def within_sat_limits(
+    printed: Decimal, a: Decimal, b: Decimal, scale: Decimal, b_exact: bool
+) -> bool:
+    """SAT's limits for an amount computed as a × b × scale (Anexo 20): (a − ½u)(b − ½u)
+    truncated and (a + ½u)(b + ½u) rounded up, to `printed`'s decimals; ½u is half a unit of
+    each factor's last printed decimal (none for an exact TasaOCuota)."""
+    ha = half_unit(a)
+    hb = Decimal(0) if b_exact else half_unit(b)
+    exponent = printed.as_tuple().exponent
+    assert isinstance(exponent, int)
+    unit = Decimal(1).scaleb(exponent)
+    lower = ((abs(a) - ha) * (abs(b) - hb) * scale).quantize(unit, rounding=ROUND_DOWN)
+    upper = ((abs(a) + ha) * (abs(b) + hb) * scale).quantize(unit, rounding=ROUND_CEILING)
+    return lower <= abs(printed) <= upper
 
 
 def like(value: Decimal, printed: Decimal) -> str:

@@ -42,7 +42,7 @@ def check(
 
 def _key(doc: Document, out: Findings) -> None:
     if doc.country == "CO":
-        name = "CUFE" if doc.kind in ("invoice", None) else "CUDE"
+        name = {"invoice": "CUFE", "support_document": "CUDS"}.get(doc.kind or "", "CUDE")
         pattern, shape = _CUFE, "[0-9a-f]{96}"
     else:
         name, pattern, shape = "UUID", _UUID, "8-4-4-4-12 hex"
@@ -80,7 +80,7 @@ def _test_document(doc: Document, rules: Rules, out: Findings, accepted: bool) -
 
 def _issue_date(doc: Document, out: Findings, now: datetime, max_age: timedelta) -> None:
     if doc.issued_at is None:
-        out.add("DOC-BAD-DATE", "issued_at", value="")
+        out.add("DOC-MISSING-DATE", "issued_at")
         return
     try:
         issued = _date(doc.issued_at)

@@ -43,27 +43,31 @@ def check(
     rules: Rules,
     out: Findings,
 ) -> Company | None:
-    """Judge both tax ids; return the configured company the document is addressed to."""
+    """Judge both tax ids; return the configured company that bought what the document
+    sells (None: no companies, or none of them is the receiver)."""
     for role in ("issuer", "receiver"):
         party: Party = getattr(doc, role)
         if doc.country == "CO":
             _nit(party, role, out)
         else:
             _rfc(party, role, rules, out)
+    seller = _company(doc.country, doc.issuer, companies)
+    buyer = _company(doc.country, doc.receiver, companies)
     receiver_rfc = doc.receiver.tax_id or ""
-    if doc.country == "MX" and receiver_rfc in rules.mx.generic.rfcs:
+    if doc.country == "MX" and receiver_rfc in rules.mx.generic.rfcs and seller is None:
+        # Addressed to the public in general: not the company's to deduct. (A company's own
+        # sale to the public, a factura global, is fine.)
         out.add("MX-GENERIC-RECEIVER", "receiver.tax_id", value=receiver_rfc)
     if not companies:
         return None  # the shipped default: one implicit company, the receiver is not judged
-    seller = _company(doc.country, doc.issuer, companies)
-    buyer = _company(doc.country, doc.receiver, companies)
-    if seller is not None:
+    if buyer is None and seller is not None:
         out.add("DOC-OWN-SALE", "issuer.tax_id", tax_id=doc.issuer.tax_id, company=seller.slug)
     elif buyer is None:
         out.add("DOC-RECEIVER-NOT-COMPANY", "receiver.tax_id", tax_id=doc.receiver.tax_id or "—")
-    if buyer is not None and seller is None and fmt == "cfdi-4.0":
+    elif fmt == "cfdi-4.0":
+        # Bought by a company (from outside, or from another configured company).
         _cfdi40_receiver(doc.receiver, buyer, out)
-    return buyer if seller is None else None
+    return buyer
 
 
 def _nit(party: Party, role: str, out: Findings) -> None:

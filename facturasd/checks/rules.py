@@ -72,10 +72,14 @@ class Colombia(_Rule):
     ica: dict[str, IcaCity]
 
     @model_validator(mode="after")
-    def _ica_rates_name_concepts(self) -> Colombia:
+    def _ica_rates_cover_the_concepts(self) -> Colombia:
         for city, table in self.ica.items():
-            if unknown := set(table.rates) - set(self.concepts):
-                raise ValueError(f"ica.{city}.rates names unknown concepts {sorted(unknown)}")
+            if set(table.rates) != set(self.concepts):
+                raise ValueError(
+                    f"ica.{city}.rates must give a rate for each concept, exactly: "
+                    f"missing {sorted(set(self.concepts) - set(table.rates))}, "
+                    f"unknown {sorted(set(table.rates) - set(self.concepts))}"
+                )
         return self
 
     def uvt_for(self, year: int) -> tuple[int, Uvt]:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
-from facturasd.checks.base import Findings, fold, plain, plain_number
+from facturasd.checks.base import Findings, fold, plain
 from facturasd.checks.identity import tax_id
 from facturasd.checks.rules import Colombia
 from facturasd.findings import phrase
-from facturasd.formats.model import Document, WithholdingDue
+from facturasd.formats.model import Document, WithholdingDue, number
 
 if TYPE_CHECKING:
     from facturasd.config import Company
@@ -32,10 +32,13 @@ WITHHELD_KINDS = ("invoice", "support_document")
 
 @dataclass(frozen=True)
 class _Invoice:
+    """What the withholdings are computed from, in pesos."""
+
     base: Decimal  # before taxes: subtotal − discounts + charges
     iva: Decimal
     year: int
     supplier_codes: frozenset[str]
+    rate: Decimal | None  # pesos per unit of the invoice's currency (None: unknown)
 
 
 def due(doc: Document, company: Company, rules: Colombia, out: Findings) -> list[WithholdingDue]:
@@ -46,6 +49,9 @@ def due(doc: Document, company: Company, rules: Colombia, out: Findings) -> list
     invoice = _invoice(doc)
     if invoice is None:
         return []  # its amounts are unreadable: the arithmetic checks report them
+    if invoice.rate is None:
+        out.add("CO-WITHHOLDING-NO-RATE", "exchange_rate", currency=doc.currency)
+        return []
     concept_name, rule = choose_concept(doc, company)
     concept = rules.concepts[concept_name]
     uvt_year, uvt = rules.uvt_for(invoice.year)
@@ -148,20 +154,24 @@ def choose_concept(doc: Document, company: Company) -> tuple[str, str]:
 
 def _invoice(doc: Document) -> _Invoice | None:
     totals = doc.totals
-    subtotal = plain_number(totals.subtotal)
-    discount = plain_number(totals.discount or "0")
-    charges = plain_number(totals.charges or "0")
-    ivas = [plain_number(tax.amount) for tax in doc.taxes if tax.code == "01"]
+    subtotal = number(totals.subtotal)
+    discount = number(totals.discount or "0")
+    charges = number(totals.charges or "0")
+    ivas = [number(tax.amount) for tax in doc.taxes if tax.code == "01"]
     year = (doc.issued_at or "")[:4]
     if subtotal is None or discount is None or charges is None or None in ivas:
         return None
     if not year.isdigit():
         return None
+    # A foreign-currency invoice (exports, imports of services) prints CalculationRate.
+    rate = Decimal(1) if doc.currency in (None, "COP") else number(doc.exchange_rate)
+    pesos = rate if rate is not None else Decimal(1)
     return _Invoice(
-        base=subtotal - discount + charges,
-        iva=sum((i for i in ivas if i is not None), Decimal(0)),
+        base=(subtotal - discount + charges) * pesos,
+        iva=sum((i for i in ivas if i is not None), Decimal(0)) * pesos,
         year=int(year),
         supplier_codes=frozenset(doc.issuer.tax_level_codes),
+        rate=rate,
     )
 
 
@@ -171,7 +181,7 @@ def _compare_with_printed(doc: Document, computed: list[WithholdingDue], out: Fi
     due_by_code = {item.code: Decimal(item.amount) for item in computed}
     printed: dict[str, Decimal] = {}
     for tax in doc.withholdings:
-        if (amount := plain_number(tax.amount)) is not None:
+        if (amount := number(tax.amount)) is not None:
             printed[tax.code] = printed.get(tax.code, Decimal(0)) + amount
     for code in sorted(set(printed) | set(due_by_code)):
         mine, theirs = due_by_code.get(code, Decimal(0)), printed.get(code, Decimal(0))

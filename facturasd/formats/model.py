@@ -8,6 +8,8 @@ checks' business, not the parser's.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +30,17 @@ FormatName = Literal[
 ]
 Severity = Literal["error", "warning", "info"]
 Verdict = Literal["ok", "warnings", "rejected"]
+
+
+# A printed amount, rate or quantity: ASCII digits, an optional sign and decimal point; no
+# exponent, no separators, and small enough that sums and products stay exact at Decimal's
+# working precision (the checks raise it; see checks/__init__.py).
+_NUMBER = re.compile(r"^[+-]?[0-9]{1,18}(\.[0-9]{1,10})?$", re.ASCII)
+
+
+def number(text: str | None) -> Decimal | None:
+    """`text` as a Decimal if it is a plain printed number ("-12.50"), else None."""
+    return Decimal(text) if text is not None and _NUMBER.match(text) else None
 
 
 class _Model(BaseModel):

@@ -27,6 +27,7 @@ from facturasd.formats.model import (
     Reference,
     Tax,
     Totals,
+    number,
 )
 
 UBL = "urn:oasis:names:specification:ubl:schema:xsd:"
@@ -244,14 +245,14 @@ def _amounts_by_code(parent: etree._Element, element: str) -> dict[str, str]:
 
 def _sum(amounts: Iterable[str]) -> str | None:
     """Amounts added up in Decimal, keeping their decimals; one amount as printed; None if
-    there are none, or if one is not a number (the checks report the printed ones)."""
-    amounts = list(amounts)
-    if len(amounts) <= 1:
-        return amounts[0] if amounts else None
-    try:
-        return str(sum((Decimal(a) for a in amounts), Decimal(0)))
-    except ArithmeticError:
+    there are none, or if one is not a plain number (the checks report the printed ones)."""
+    printed = list(amounts)
+    if len(printed) <= 1:
+        return printed[0] if printed else None
+    numbers = [number(a) for a in printed]
+    if any(n is None for n in numbers):
         return None
+    return str(sum((n for n in numbers if n is not None), Decimal(0)))
 
 
 def _line(line: etree._Element, shape: _Shape) -> Line:
