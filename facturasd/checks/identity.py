@@ -96,15 +96,16 @@ def _rfc(party: Party, role: str, rules: Rules, out: Findings) -> None:
         out.add("DOC-MISSING-TAX-ID", f"{role}.tax_id")
         return
     try:
+        rfc.validate(value, validate_check_digits=True)
+        return
+    except ValidationError:
+        pass
+    try:
         rfc.validate(value, validate_check_digits=False)
     except ValidationError:
         out.add("MX-BAD-RFC", f"{role}.tax_id", value=value)
         return
-    if value in rules.mx.generic.rfcs:
-        return  # generic RFCs carry no real check digit
-    try:
-        rfc.validate(value, validate_check_digits=True)
-    except ValidationError:
+    if value not in rules.mx.generic.rfcs:  # generic RFCs carry no real check digit
         out.add("MX-RFC-CHECK-DIGIT", f"{role}.tax_id", value=value)
 
 
