@@ -272,6 +272,9 @@ class Inbox(_Section):
     stable_seconds: Duration = 2.0
     rescan_interval: Duration = Field(60.0, gt=0)
     force_polling: bool = False
+    # false: no watcher, the periodic scans alone find files (where change events cannot
+    # work at all; tests use it to drop files no event reports).
+    watch: bool = True
 
 
 class Formats(_Section):

@@ -23,6 +23,29 @@ class JobState(StrEnum):
     DEAD = "dead"
 
 
+class InvoiceState(StrEnum):
+    """Where an invoice is in the pipeline (SPEC §2.1); later stages add theirs."""
+
+    RECEIVED = "received"  # in the ledger, its file archived, waiting for parse and check
+    UNREADABLE = "unreadable"  # not an invoice, damaged or hostile: in rejected/
+    REJECTED = "rejected"  # read, with error findings: in rejected/
+    DUPLICATE = "duplicate"  # the same bytes or UUID as an earlier invoice: in duplicates/
+    NEEDS_REVIEW = "needs_review"  # a person decides: unknown company, PDF alone, own sale
+    CHECKED = "checked"  # passed the checks (warnings allowed): handed to the next stage
+    LINKED = "linked"  # a PDF alone, now the printed copy of the invoice it names
+    DISCARDED = "discarded"  # set aside by a person, with a reason
+
+
+class ComplianceStatus(StrEnum):
+    """The seed's status of an invoice with the tax authority."""
+
+    PENDING = "PENDING"
+    VALIDATED = "VALIDATED"
+    RETRY = "RETRY"
+    FAILED = "FAILED"
+    FALLBACK = "FALLBACK"
+
+
 # Jobs that still have work ahead of them; a dedupe key is unique among these.
 LIVE_JOB_STATES = (JobState.QUEUED, JobState.RUNNING)
 

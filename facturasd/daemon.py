@@ -19,13 +19,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from zoneinfo import ZoneInfo
 
 import anyio
 
 from facturasd.config import Config
 from facturasd.constants import BACKUP_DIR, DATABASE_FILE, LOCK_FILE, QueueName
 from facturasd.errors import AlreadyRunning
+from facturasd.inbox.watcher import Watcher
 from facturasd.monitoring.health import ComponentView, HealthChecker
+from facturasd.pipeline import Pipeline
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
 from facturasd.systemd import Notifier
@@ -113,6 +116,15 @@ class Supervisor:
                 await self.sleep(delay)
 
 
+def _create_folders(config: Config) -> None:
+    """The data folders, and each company's inbox/<slug>/ (where its people drop files)."""
+    paths = config.paths
+    for folder in (paths.inbox, paths.archive, paths.rejected, paths.duplicates, paths.reports):
+        folder.mkdir(parents=True, exist_ok=True)
+    for company in config.companies:
+        (paths.inbox / company.slug).mkdir(exist_ok=True)
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     """The one exception inside task-group wrappers, for a name a person can act on."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -195,9 +207,15 @@ class Daemon:
         if orphans := await queue.recover_orphans():
             log.warning("%d job(s) left running by the previous process handed back", orphans)
         queues = [q.value for q in QueueName]
+        await anyio.to_thread.run_sync(_create_folders, config)
+        zone = await anyio.to_thread.run_sync(ZoneInfo, config.daemon.timezone)
+        pipeline = Pipeline(config, db, queue, zone=zone)
+        if resumed := await pipeline.reconcile():
+            log.warning("%d file(s) whose ingest a crash interrupted: finished", resumed)
+        watcher = Watcher(config.paths.inbox, config.inbox, pipeline.ingest)
         pool = WorkerPool(
             queue,
-            self.handlers,
+            {**pipeline.handlers, **self.handlers},
             queues=queues,
             concurrency=config.workers.concurrency,
             lease=config.workers.lease,
@@ -210,11 +228,13 @@ class Daemon:
             queues=queues,
             state_dir=config.paths.state_dir,
             backlog_warn=config.alerts.queue_backlog,
+            inbox=watcher,
         )
         runner = await web_app.start(web_app.create_app(checker), config.http)
         try:
             components = [
                 Component("workers", pool.run),
+                Component("inbox", watcher.run),
                 Component("watchdog", lambda: self._watchdog(pool)),
                 *self.extra_components,
             ]

@@ -9,6 +9,7 @@ placeholders) and what the accountant should do about it. `.motivo.txt` files, r
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -208,6 +209,13 @@ CATALOGUE: dict[str, Entry] = {
         "The tax id (NIT or RFC) is missing",
         "Pida al proveedor una factura corregida.",
         "Ask the supplier for a corrected invoice.",
+    ),
+    "DOC-DUPLICATE-FILE": _entry(
+        "error",
+        "Archivo repetido: los mismos bytes ya se recibieron ({earlier})",
+        "Duplicate file: the same bytes were already received ({earlier})",
+        "Nada: el original ya está registrado; esta copia no se contabiliza.",
+        "Nothing: the original is already recorded; this copy is not booked.",
     ),
     "DOC-RECEIVER-NOT-COMPANY": _entry(
         "warning",
@@ -507,6 +515,33 @@ def finding(code: str, path: str, lang: Language, /, **values: object) -> Findin
         message=entry.message[lang].format(**values),
         path=path,
     )
+
+
+MOTIVO_WORDS: dict[Language, dict[str, str]] = {
+    "es": {"file": "Archivo", "received": "Recibido", "todo": "Qué hacer"},
+    "en": {"file": "File", "received": "Received", "todo": "What to do"},
+}
+
+
+def motivo(
+    titles: dict[Language, str],
+    file: str,
+    received: str,
+    findings: dict[Language, Sequence[Finding]],
+) -> str:
+    """A `.motivo.txt`: what was wrong and what to do, in Spanish, then in English. Info
+    findings are left out (they judge nothing)."""
+    parts = []
+    for lang in ("es", "en"):
+        words = MOTIVO_WORDS[lang]
+        lines = [titles[lang], f"{words['file']}: {file}", f"{words['received']}: {received}", ""]
+        for item in findings[lang]:
+            if item.severity == "info":
+                continue
+            lines.append(f"- [{item.severity}] {item.code} ({item.path}): {item.message}")
+            lines.append(f"  {words['todo']}: {CATALOGUE[item.code].action[lang]}")
+        parts.append("\n".join(lines))
+    return "\n\n----\n\n".join(parts) + "\n"
 
 
 BEGIN, END = "<!-- catalogue: generated -->", "<!-- /catalogue -->"

@@ -32,6 +32,9 @@ class StabilityTracker:
         if seen is None or (seen.size, seen.mtime_ns) != (size, mtime_ns):
             self._files[path] = Seen(size, mtime_ns, now)
 
+    def seen(self, path: Path) -> Seen | None:
+        return self._files.get(path)
+
     def forget(self, path: Path) -> None:
         self._files.pop(path, None)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,7 +27,14 @@ Status = Literal["pass", "warn", "fail"]
 _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
 _POINTS: dict[Status, float] = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
 
-WEIGHTS = {"database": 0.30, "workers": 0.25, "queues": 0.15, "supervisor": 0.15, "disk": 0.15}
+WEIGHTS = {
+    "database": 0.30,
+    "workers": 0.20,
+    "queues": 0.15,
+    "supervisor": 0.15,
+    "disk": 0.10,
+    "inbox": 0.10,
+}
 DB_PROBE_TIMEOUT = 3.0
 DB_SLOW_MS = 500.0
 QUEUE_OLDEST_WARN = 900.0
@@ -39,6 +46,12 @@ class Pool(Protocol):
     concurrency: int
     alive: int
     busy: int
+
+
+class InboxView(Protocol):
+    @property
+    def blocked(self) -> Mapping[Path, str]:
+        """Files that do not open for reading (path → why): they stay in the inbox."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class HealthChecker:
         queues: Sequence[str],
         state_dir: Path,
         backlog_warn: int,
+        inbox: InboxView | None = None,
         clock: Clock = utcnow,
     ):
         self.db = db
@@ -77,6 +91,7 @@ class HealthChecker:
         self.queues = list(queues)
         self.state_dir = state_dir
         self.backlog_warn = backlog_warn
+        self.inbox = inbox
         self._clock = clock
 
     async def report(self) -> dict[str, Any]:
@@ -87,6 +102,7 @@ class HealthChecker:
             "queues:depth": await self._queues(now),
             "supervisor:components": self._supervisor(now),
             "disk:free": [await self._disk(now)],
+            "inbox:unreadable": [self._inbox(now)],
         }
         ready = sum(item["observedValue"] for item in checks["queues:depth"])
         checks["workers:alive"].append(self._workers(now, ready))
@@ -187,6 +203,23 @@ class HealthChecker:
             }
             for view in self.components.views()
         ]
+
+    def _inbox(self, now: str) -> dict[str, Any]:
+        """Files left in the inbox because they do not open: someone must fix permissions.
+        Only their names: the inbox is the office's, its paths are not secrets."""
+        blocked = dict(self.inbox.blocked) if self.inbox is not None else {}
+        return {
+            "componentType": "component",
+            "status": "warn" if blocked else "pass",
+            "observedValue": len(blocked),
+            "observedUnit": "files",
+            "time": now,
+            **(
+                {"output": "; ".join(f"{p.name}: {why}" for p, why in sorted(blocked.items()))}
+                if blocked
+                else {}
+            ),
+        }
 
     async def _disk(self, now: str) -> dict[str, Any]:
         usage = await anyio.to_thread.run_sync(shutil.disk_usage, self.state_dir)

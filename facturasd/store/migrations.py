@@ -85,4 +85,61 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 2: the ledger as the inbox fills it. Version 1's two tables were never written by any
+    # release (nothing ingested files before this version), so they are replaced, not altered:
+    # one row per document received (a re-sent file is a row of its own, a `duplicate`, so
+    # sha256 is no longer unique), where its file is, and what the checks found.
+    """
+    DROP TABLE invoice_events;
+    DROP TABLE invoices;
+
+    CREATE TABLE invoices (
+        id              INTEGER PRIMARY KEY,
+        sha256          TEXT NOT NULL,
+        original_name   TEXT NOT NULL,
+        inbox_path      TEXT NOT NULL,
+        member          TEXT,
+        path            TEXT NOT NULL,
+        archived        INTEGER NOT NULL DEFAULT 0,
+        company         TEXT,
+        state           TEXT NOT NULL,
+        compliance      TEXT NOT NULL DEFAULT 'PENDING',
+        format          TEXT,
+        uuid            TEXT,
+        country         TEXT,
+        kind            TEXT,
+        number          TEXT,
+        issuer_tax_id   TEXT,
+        issuer_name     TEXT,
+        receiver_tax_id TEXT,
+        issued_at       TEXT,
+        currency        TEXT,
+        total           TEXT,
+        verdict         TEXT,
+        score           REAL,
+        inspection      TEXT,
+        related_to      INTEGER REFERENCES invoices(id),
+        received_at     REAL NOT NULL,
+        updated_at      REAL NOT NULL
+    );
+    CREATE INDEX invoices_sha256 ON invoices(sha256);
+    CREATE INDEX invoices_uuid ON invoices(uuid);
+    CREATE INDEX invoices_state ON invoices(state);
+    CREATE INDEX invoices_received ON invoices(received_at);
+    CREATE INDEX invoices_unarchived ON invoices(id) WHERE archived = 0;
+
+    CREATE TABLE invoice_events (
+        id         INTEGER PRIMARY KEY,
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        at         REAL NOT NULL,
+        state      TEXT,
+        actor      TEXT NOT NULL,
+        reason     TEXT NOT NULL
+    );
+    CREATE INDEX invoice_events_invoice ON invoice_events(invoice_id, at);
+    CREATE TRIGGER invoice_events_no_update BEFORE UPDATE ON invoice_events
+    BEGIN SELECT RAISE(ABORT, 'invoice_events is append-only'); END;
+    CREATE TRIGGER invoice_events_no_delete BEFORE DELETE ON invoice_events
+    BEGIN SELECT RAISE(ABORT, 'invoice_events is append-only'); END;
+    """,
 )

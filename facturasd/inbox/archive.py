@@ -1,0 +1,136 @@
+"""Where received files live, and how they move without ever being lost (SPEC §2.1).
+
+Every file leaves the inbox for `archive/YYYY/MM/DD/<sha256[:12]>-<name>` (the date of receipt
+in the configured time zone); `rejected/` and `duplicates/` keep the same layout. A move is a
+rename on one filesystem; across filesystems it is copy, fsync, rename, then unlink, so at every
+instant the file exists whole in one place at least. Moves are idempotent: a move whose source
+is gone and whose destination exists has already happened (a crash in between is resumed by
+doing it again). Blocking calls: run them in a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+from facturasd.config import Paths
+
+# Longest file name most filesystems take, in bytes.
+MAX_NAME_BYTES = 255
+MOTIVO_SUFFIX = ".motivo.txt"
+
+
+class Folder(StrEnum):
+    ARCHIVE = "archive"
+    REJECTED = "rejected"
+    DUPLICATES = "duplicates"
+
+
+@dataclass(frozen=True)
+class Folders:
+    inbox: Path
+    archive: Path
+    rejected: Path
+    duplicates: Path
+
+    @classmethod
+    def from_paths(cls, paths: Paths) -> Folders:
+        return cls(paths.inbox, paths.archive, paths.rejected, paths.duplicates)
+
+    def root(self, folder: Folder) -> Path:
+        return {
+            Folder.ARCHIVE: self.archive,
+            Folder.REJECTED: self.rejected,
+            Folder.DUPLICATES: self.duplicates,
+        }[folder]
+
+    def all(self) -> list[Path]:
+        return [self.inbox, self.archive, self.rejected, self.duplicates]
+
+    def placed(self, name: PurePosixPath, folder: Folder) -> Path:
+        return self.root(folder) / name
+
+    def relocated(self, path: Path, folder: Folder) -> Path:
+        """The same dated name as `path` (under any of the three roots) under `folder`."""
+        for root in (self.archive, self.rejected, self.duplicates):
+            if path.is_relative_to(root):
+                return self.root(folder) / path.relative_to(root)
+        raise ValueError(f"{path} is in none of the archive folders")
+
+
+def dated_name(received: datetime, sha256: str, name: str, tag: str = "") -> PurePosixPath:
+    """`YYYY/MM/DD/<sha256[:12]>[-tag]-<name>`, the name cut (keeping its extension) to fit
+    the filesystem's limit, and `.motivo.txt` after it."""
+    prefix = f"{sha256[:12]}-{tag + '-' if tag else ''}"
+    room = MAX_NAME_BYTES - len(prefix.encode()) - len(MOTIVO_SUFFIX.encode())
+    if len(name.encode()) > room:
+        stem, dot, ext = name.rpartition(".")
+        keep = f"{dot}{ext}" if dot and len(ext.encode()) < 16 else ""
+        cut = (stem if keep else name).encode()[: room - len(keep.encode())]
+        name = cut.decode(errors="ignore") + keep
+    return PurePosixPath(received.strftime("%Y/%m/%d")) / f"{prefix}{name}"
+
+
+def taken(folders: Folders, name: PurePosixPath) -> bool:
+    """Whether a file of this dated name is in any of the three folders already."""
+    return any(
+        (folders.root(folder) / name).exists() or (folders.root(folder) / name).is_symlink()
+        for folder in Folder
+    )
+
+
+def move(source: Path, dest: Path) -> None:
+    """Move `source` to `dest` (created folders included), never leaving a moment without a
+    whole copy. Idempotent: done already when `source` is gone and `dest` exists."""
+    if not source.exists() and dest.exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_across(source, dest)
+    _fsync_dir(dest.parent)
+    _fsync_dir(source.parent)
+
+
+def _copy_across(source: Path, dest: Path) -> None:
+    """Across filesystems: a whole, fsync'd copy under its final name, then the unlink."""
+    partial = dest.with_name(f".{dest.name}.part")
+    with source.open("rb") as reader, partial.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        os.fsync(writer.fileno())
+    os.rename(partial, dest)
+    _fsync_dir(dest.parent)
+    source.unlink()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """`text` in `path`, whole or not at all (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    with partial.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(partial, path)
+    _fsync_dir(path.parent)
+
+
+def motivo_path(path: Path) -> Path:
+    return path.with_name(path.name + MOTIVO_SUFFIX)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

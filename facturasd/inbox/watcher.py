@@ -1,0 +1,208 @@
+"""The inbox watcher: finds files, waits until each is complete, hands each on once.
+
+One long-lived watchfiles watcher on the inbox (recursive) reports changes as they happen; a
+scan at start-up and a full rescan every `inbox.rescan_interval` find what it cannot see
+(inotify drops events when its queue overflows and never sees writes made over NFS or SMB).
+A file is handed on when the stability tracker says its size and mtime have held still for
+`inbox.stable_seconds` and it opens for reading. One that does not open (permissions) stays,
+is reported in /health and in the log, and is tried again at each rescan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import anyio
+from watchfiles import Change, awatch
+
+from facturasd.config import Inbox
+from facturasd.inbox.stability import StabilityTracker
+
+log = logging.getLogger(__name__)
+
+TAKEN_SUFFIXES = (".xml", ".zip", ".pdf")
+IGNORED_SUFFIXES = (".part", ".crdownload", ".tmp")
+IGNORED_NAMES = ("thumbs.db", "desktop.ini")
+IGNORED_FOLDERS = ("__MACOSX",)
+# How often ready files are looked for, at most (a file is never taken before it is stable).
+TICK = 0.25
+RUST_TIMEOUT_MS = 500
+
+
+def wanted(relative: Path) -> bool:
+    """Whether a file at this inbox-relative path is a document to take."""
+    name = relative.name
+    if any(part.startswith(".") or part in IGNORED_FOLDERS for part in relative.parts):
+        return False
+    lowered = name.lower()
+    if name.endswith("~") or lowered in IGNORED_NAMES or lowered.endswith(IGNORED_SUFFIXES):
+        return False
+    return lowered.endswith(TAKEN_SUFFIXES)
+
+
+class Watcher:
+    def __init__(
+        self,
+        inbox: Path,
+        settings: Inbox,
+        take: Callable[[Path], Awaitable[None]],
+        *,
+        concurrency: int = 8,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.inbox = inbox
+        self.settings = settings
+        self._take = take
+        self._concurrency = concurrency
+        self._monotonic = monotonic
+        self.tracker = StabilityTracker(settings.stable_seconds)
+        # Handed on and not finished: never handed on twice.
+        self.queued: set[Path] = set()
+        # Files that do not open (permissions): path → why; shown in /health.
+        self.blocked: dict[Path, str] = {}
+        self._outside: set[Path] = set()
+        self._wake = anyio.Event()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            send, receive = anyio.create_memory_object_stream[Path](self._concurrency)
+            for _ in range(self._concurrency):
+                tg.start_soon(self._taker, receive.clone())
+            receive.close()
+            if self.settings.watch:
+                tg.start_soon(self._events)
+            tg.start_soon(self._rescans)
+            async with send:
+                await self._hand_on(send)
+
+    async def _events(self) -> None:
+        await anyio.Path(self.inbox).mkdir(parents=True, exist_ok=True)
+        async for changes in awatch(
+            self.inbox,
+            force_polling=self.settings.force_polling,
+            recursive=True,
+            debounce=50,
+            step=50,
+            # The watch runs in a thread that cancellation cannot interrupt: it returns this
+            # often so that stopping the daemon never waits on it for long.
+            rust_timeout=RUST_TIMEOUT_MS,
+        ):
+            for change, name in changes:
+                path = Path(name)
+                if change is Change.deleted:
+                    self.tracker.forget(path)
+                else:
+                    await self._observe(path)
+            self._wake.set()
+
+    async def _rescans(self) -> None:
+        while True:
+            found = await anyio.to_thread.run_sync(self._scan)
+            for path, size, mtime in found:
+                if path not in self.queued:
+                    self.tracker.observe(path, size, mtime, self._monotonic())
+            # Files that did not open are tried again now.
+            self.blocked = {p: why for p, why in self.blocked.items() if p.exists()}
+            self._wake.set()
+            await anyio.sleep(self.settings.rescan_interval)
+
+    def _scan(self) -> list[tuple[Path, int, int]]:
+        found = []
+        for path in self._walk():
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # gone meanwhile
+            found.append((path, stat.st_size, stat.st_mtime_ns))
+        return found
+
+    def _walk(self) -> Iterator[Path]:
+        for folder, dirs, files in os.walk(self.inbox, followlinks=False):
+            base = Path(folder)
+            dirs[:] = [d for d in dirs if not d.startswith(".") and d not in IGNORED_FOLDERS]
+            for name in files:
+                path = base / name
+                if self._acceptable(path):
+                    yield path
+
+    def _acceptable(self, path: Path) -> bool:
+        if not wanted(path.relative_to(self.inbox)):
+            return False
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(self.inbox.resolve()) and path not in self._outside:
+                self._outside.add(path)
+                log.warning("%s points outside the inbox (%s): not followed", path, target)
+            # Inside the inbox, its target is taken on its own.
+            return False
+        return True
+
+    async def _observe(self, path: Path) -> None:
+        if path in self.queued or not path.is_relative_to(self.inbox):
+            return
+        if not await anyio.to_thread.run_sync(self._acceptable, path):
+            return
+        try:
+            stat = await anyio.Path(path).stat()
+        except OSError:
+            self.tracker.forget(path)
+            return
+        self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
+
+    async def _hand_on(self, send: anyio.abc.ObjectSendStream[Path]) -> None:
+        """Hand on each file once its wait is over and it still looks the same and opens."""
+        while True:
+            for path in self.tracker.ready(self._monotonic()):
+                if await self._unchanged_and_readable(path):
+                    self.tracker.forget(path)
+                    self.queued.add(path)
+                    await send.send(path)
+            wait = self.tracker.next_due(self._monotonic())
+            with anyio.move_on_after(max(TICK, wait) if wait is not None else None):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def _unchanged_and_readable(self, path: Path) -> bool:
+        try:
+            stat = await anyio.Path(path).stat()
+        except OSError:
+            self.tracker.forget(path)
+            return False
+        before = self.tracker.seen(path)
+        if before is None or (stat.st_size, stat.st_mtime_ns) != (before.size, before.mtime_ns):
+            self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
+            return False
+        try:
+            await anyio.to_thread.run_sync(_open_for_reading, path)
+        except OSError as exc:
+            self.tracker.forget(path)  # the next rescan tries again
+            if path not in self.blocked:
+                log.warning("%s cannot be read (%s): left in the inbox", path, exc.strerror)
+            self.blocked[path] = exc.strerror or type(exc).__name__
+            return False
+        self.blocked.pop(path, None)
+        return True
+
+    async def _taker(self, receive: anyio.abc.ObjectReceiveStream[Path]) -> None:
+        async with receive:
+            async for path in receive:
+                try:
+                    await self._take(path)
+                except OSError as exc:
+                    # A file that vanished or turned unreadable after it was stable: the
+                    # ledger has it (or not) and the next rescan sees what is left.
+                    log.warning("%s could not be taken (%s)", path, exc.strerror or exc)
+                except Exception:
+                    # The database, say: the file stays in the inbox for the next rescan.
+                    log.exception("%s could not be taken; it stays in the inbox", path)
+                finally:
+                    self.queued.discard(path)
+
+
+def _open_for_reading(path: Path) -> None:
+    with path.open("rb") as handle:
+        handle.read(1)

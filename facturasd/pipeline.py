@@ -1,0 +1,470 @@
+"""The stages that move one received file along: ingest (inbox → ledger → archive) and
+parse-and-check (formats + checks → state, folder, findings), over the durable queue.
+
+Ingest commits the ledger row before the file leaves the inbox, then moves it, then marks it
+archived and queues the parse-and-check job in one commit: a crash anywhere in between is
+finished by `reconcile()` at the next start. Parse-and-check moves the file to the folder its
+state calls for, then commits the state with the job's completion; a crash in between runs the
+job again, which finds the file already moved. So every file is in the ledger once, in exactly
+one folder, whatever crashes (SPEC §2.1, §3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from facturasd.checks import Context, check
+from facturasd.clock import Clock, utcnow
+from facturasd.config import Company, Config
+from facturasd.constants import InvoiceState, QueueName
+from facturasd.errors import JobFailed
+from facturasd.findings import Language, finding, motivo
+from facturasd.formats.model import Finding, Inspection
+from facturasd.formats.reader import read, too_large
+from facturasd.hashing import sha256_file
+from facturasd.inbox.archive import (
+    Folder,
+    Folders,
+    dated_name,
+    motivo_path,
+    move,
+    taken,
+    write_atomically,
+)
+from facturasd.store import ledger
+from facturasd.store.db import Database
+from facturasd.store.ledger import Invoice
+from facturasd.store.queue import Effect, Job, Queue
+
+log = logging.getLogger(__name__)
+
+PROCESS = "process"  # the job kind of the parse-and-check stage
+# What a checked invoice is handed to, inside the commit that makes it `checked` (the authority
+# stage, when there is one); None: checked invoices rest in `checked`.
+NextStage = Callable[[aiosqlite.Connection, int], Awaitable[None]]
+
+FOLDER_OF = {
+    InvoiceState.UNREADABLE: Folder.REJECTED,
+    InvoiceState.REJECTED: Folder.REJECTED,
+    InvoiceState.DUPLICATE: Folder.DUPLICATES,
+}
+TITLES: dict[InvoiceState, dict[Language, str]] = {
+    InvoiceState.UNREADABLE: {
+        "es": "facturasd: el archivo no se pudo leer como factura",
+        "en": "facturasd: the file could not be read as an invoice",
+    },
+    InvoiceState.REJECTED: {
+        "es": "facturasd: factura rechazada por sus errores",
+        "en": "facturasd: invoice rejected for its errors",
+    },
+    InvoiceState.DUPLICATE: {
+        "es": "facturasd: documento repetido, no se contabiliza",
+        "en": "facturasd: duplicate document, not booked",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What parse-and-check made of one document of a file."""
+
+    inspection: Inspection
+    state: InvoiceState
+    reason: str
+    company: str | None
+    related_to: int | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        queue: Queue,
+        *,
+        zone: tzinfo,
+        clock: Clock = utcnow,
+        next_stage: NextStage | None = None,
+    ):
+        self.config = config
+        self.db = db
+        self.queue = queue
+        self.folders = Folders.from_paths(config.paths)
+        self.zone = zone  # the configured time zone: dates of receipt, folder names
+        self.lang: Language = config.reports.language
+        self.limits = config.formats.limits()
+        self._clock = clock
+        self._next_stage = next_stage
+
+    @property
+    def handlers(self) -> Mapping[str, Callable[[Job], Awaitable[Effect | None]]]:
+        return {PROCESS: self.process}
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    # ── ingest ────────────────────────────────────────────────────────────────────────────
+
+    async def ingest(self, path: Path) -> None:
+        """Take one stable file of the inbox: ledger row, then the move, then archived."""
+        inbox_path = path.relative_to(self.folders.inbox).as_posix()
+        sha256 = await anyio.to_thread.run_sync(sha256_file, path)
+        now = self._now()
+        invoice = await ledger.pending_ingest(self.db, sha256, inbox_path)
+        if invoice is None:  # else: recorded before a crash, never moved; finish it
+            invoice = await self._receive(path, inbox_path, sha256, now)
+        await self._archive(invoice, path)
+
+    async def _receive(self, path: Path, inbox_path: str, sha256: str, now: datetime) -> Invoice:
+        earlier = await ledger.first_with_bytes(self.db, sha256)
+        folder = Folder.DUPLICATES if earlier else Folder.ARCHIVE
+        name = await anyio.to_thread.run_sync(self._free_name, now, sha256, path.name)
+        company = self._company_of_folder(inbox_path)
+
+        async def record(conn: aiosqlite.Connection) -> int:
+            if earlier is not None:
+                return await ledger.insert(
+                    conn,
+                    sha256=sha256,
+                    original_name=path.name,
+                    inbox_path=inbox_path,
+                    path=str(self.folders.placed(name, folder)),
+                    state=InvoiceState.DUPLICATE,
+                    company=company,
+                    related_to=earlier.id,
+                    now=now.timestamp(),
+                    reason=f"the same bytes as invoice #{earlier.id}",
+                )
+            return await ledger.insert(
+                conn,
+                sha256=sha256,
+                original_name=path.name,
+                inbox_path=inbox_path,
+                path=str(self.folders.placed(name, folder)),
+                state=InvoiceState.RECEIVED,
+                company=company,
+                now=now.timestamp(),
+                reason=f"received as {inbox_path}",
+            )
+
+        return await self._invoice(await self.db.write(record))
+
+    def _free_name(self, now: datetime, sha256: str, name: str) -> PurePosixPath:
+        """The dated name, tagged when the same bytes and name arrived the same day."""
+        local = now.astimezone(self.zone)
+        candidate = dated_name(local, sha256, name)
+        tag = 1
+        while taken(self.folders, candidate):
+            tag += 1
+            candidate = dated_name(local, sha256, name, tag=str(tag))
+        return candidate
+
+    async def _archive(self, invoice: Invoice, source: Path) -> None:
+        dest = Path(invoice.path)
+        await anyio.to_thread.run_sync(move, source, dest)
+        if invoice.state is InvoiceState.DUPLICATE:
+            earlier = await self._invoice(invoice.related_to or 0)
+            text = motivo(
+                TITLES[InvoiceState.DUPLICATE],
+                invoice.original_name,
+                self._local(invoice.received_at),
+                {
+                    lang: [
+                        finding("DOC-DUPLICATE-FILE", "file", lang, earlier=self._named(earlier))
+                    ]
+                    for lang in ("es", "en")
+                },
+            )
+            await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
+        await self.db.write(lambda conn: self._mark_archived(conn, invoice))
+
+    async def _mark_archived(self, conn: aiosqlite.Connection, invoice: Invoice) -> None:
+        await ledger.update(
+            conn,
+            invoice.id,
+            self._now().timestamp(),
+            archived=1,
+            reason=f"moved to {invoice.path}",
+        )
+        if invoice.state is InvoiceState.RECEIVED:
+            await self.queue.add(
+                conn,
+                queue=QueueName.INVOICE_PROCESSING,
+                kind=PROCESS,
+                payload={"invoice": invoice.id},
+                dedupe_key=f"process:{invoice.id}",
+            )
+
+    async def reconcile(self) -> int:
+        """At start-up: finish every ingest a crash interrupted. Returns how many."""
+        pending = await ledger.unarchived(self.db)
+        for invoice in pending:
+            source = self.folders.inbox / invoice.inbox_path
+            dest = Path(invoice.path)
+            if await anyio.Path(source).is_file() and await anyio.Path(dest).exists():
+                # Copied across filesystems, not yet unlinked: the archive copy is whole.
+                await anyio.Path(source).unlink()
+            if await anyio.Path(source).is_file() or await anyio.Path(dest).exists():
+                await self._archive(invoice, source)
+            else:
+                await self.db.write(partial(self._vanished, invoice=invoice))
+        return len(pending)
+
+    async def _vanished(self, conn: aiosqlite.Connection, *, invoice: Invoice) -> None:
+        await ledger.update(
+            conn,
+            invoice.id,
+            self._now().timestamp(),
+            state=InvoiceState.UNREADABLE,
+            archived=1,
+            reason="removed from the inbox by someone before it could be archived",
+        )
+
+    # ── parse and check ───────────────────────────────────────────────────────────────────
+
+    async def process(self, job: Job) -> Effect | None:
+        invoice = await self._invoice(int(job.payload["invoice"]))
+        if invoice.state is not InvoiceState.RECEIVED:
+            return None  # done already (a job run again after its completion committed)
+        here = await anyio.to_thread.run_sync(self._locate, Path(invoice.path))
+        if here is None:
+            raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
+        checked, earlier = await self._inspect(here, invoice, self.lang)
+        outcomes = [await self._decide(invoice, found, earlier) for found in checked]
+        states = {outcome.state for outcome in outcomes}
+        folder = (
+            Folder.ARCHIVE
+            if states - set(FOLDER_OF)
+            else Folder.DUPLICATES
+            if states == {InvoiceState.DUPLICATE}
+            else Folder.REJECTED
+        )
+        dest = self.folders.relocated(Path(invoice.path), folder)
+        await anyio.to_thread.run_sync(move, here, dest)
+        if folder is not Folder.ARCHIVE:
+            # The reason, in both languages (the file is read again in the other: rare).
+            other: Language = "en" if self.lang == "es" else "es"
+            by_lang = {self.lang: checked, other: (await self._inspect(dest, invoice, other))[0]}
+            state = InvoiceState.DUPLICATE if folder is Folder.DUPLICATES else outcomes[0].state
+            text = motivo(
+                TITLES[state],
+                invoice.original_name,
+                self._local(invoice.received_at),
+                {lang: [f for i in found for f in i.findings] for lang, found in by_lang.items()},
+            )
+            await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
+
+        async def effect(conn: aiosqlite.Connection) -> None:
+            await self._record(conn, invoice, outcomes, dest)
+
+        return effect
+
+    def _locate(self, path: Path) -> Path | None:
+        """Where the file is now: where the ledger says, or already moved by a run that
+        crashed before it could commit."""
+        for candidate in [path, *(self.folders.relocated(path, f) for f in Folder)]:
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _read(self, path: Path, invoice: Invoice, lang: Language) -> list[Inspection]:
+        size = path.stat().st_size
+        if size > self.limits.max_file_bytes:
+            return [too_large(invoice.original_name, size, invoice.sha256, self.limits, lang)]
+        with path.open("rb") as handle:
+            data = handle.read(self.limits.max_file_bytes + 1)
+        return read(data, invoice.original_name, self.limits, lang)
+
+    async def _inspect(
+        self, path: Path, invoice: Invoice, lang: Language
+    ) -> tuple[list[Inspection], dict[str, Invoice]]:
+        """Read the file and run the checks on each document. The ledger answers "seen
+        before?" (an earlier invoice with the UUID that still counts), fetched ahead because
+        the checks are pure."""
+        inspections = await anyio.to_thread.run_sync(self._read, path, invoice, lang)
+        uuids = {i.document.uuid for i in inspections if i.document and i.document.uuid}
+        earlier = await self._earlier(uuids, invoice.id)
+        context = Context(
+            now=self._now(),
+            companies=self.config.companies,
+            accept_test_documents=self.config.checks.accept_test_documents,
+            max_age=timedelta(seconds=self.config.checks.max_age),
+            seen=lambda uuid: self._named(earlier[uuid]) if uuid in earlier else None,
+            lang=lang,
+        )
+        checked = await anyio.to_thread.run_sync(
+            lambda: [check(inspection, context) for inspection in inspections]
+        )
+        return checked, earlier
+
+    async def _earlier(self, uuids: set[str], other_than: int) -> dict[str, Invoice]:
+        found: dict[str, Invoice] = {}
+        for uuid in uuids:
+            earlier = await ledger.first_with_uuid(
+                self.db, uuid, other_than=other_than, states=ledger.COUNTED
+            )
+            if earlier is not None:
+                found[uuid] = earlier
+        return found
+
+    async def _decide(
+        self, invoice: Invoice, inspection: Inspection, earlier: Mapping[str, Invoice]
+    ) -> Outcome:
+        codes = {f.code for f in inspection.findings}
+        doc = inspection.document
+        company = invoice.company or self._company_of(inspection)
+        if doc is None:
+            return Outcome(inspection, InvoiceState.UNREADABLE, _first_problem(inspection), None)
+        if "DOC-DUPLICATE" in codes and doc.uuid is not None and doc.uuid in earlier:
+            first = earlier[doc.uuid]
+            reason = f"the same UUID as invoice #{first.id}"
+            return Outcome(inspection, InvoiceState.DUPLICATE, reason, company, first.id)
+        if inspection.verdict == "rejected":
+            return Outcome(inspection, InvoiceState.REJECTED, _first_problem(inspection), company)
+        if inspection.format == "pdf":
+            printed_of = (
+                await ledger.first_with_uuid(
+                    self.db, doc.uuid, other_than=invoice.id, states=ledger.COUNTED
+                )
+                if doc.uuid
+                else None
+            )
+            if printed_of is not None:
+                reason = f"the printed copy of invoice #{printed_of.id}"
+                return Outcome(inspection, InvoiceState.LINKED, reason, company, printed_of.id)
+            return Outcome(inspection, InvoiceState.NEEDS_REVIEW, "a PDF without its XML", company)
+        if "DOC-OWN-SALE" in codes:
+            return Outcome(
+                inspection, InvoiceState.NEEDS_REVIEW, "a sale of the company's own", company
+            )
+        if self.config.companies and company is None:
+            reason = "no company: not in a company's inbox folder, receiver not a company"
+            return Outcome(inspection, InvoiceState.NEEDS_REVIEW, reason, None)
+        return Outcome(inspection, InvoiceState.CHECKED, _verdict_reason(inspection), company)
+
+    async def _record(
+        self, conn: aiosqlite.Connection, invoice: Invoice, outcomes: Sequence[Outcome], dest: Path
+    ) -> None:
+        """The states, columns and events of every document of the file, in one commit."""
+        now = self._now().timestamp()
+        for n, outcome in enumerate(outcomes):
+            columns: dict[str, Any] = {
+                **ledger.inspected_columns(outcome.inspection),
+                "company": outcome.company,
+                "related_to": outcome.related_to,
+                "path": str(dest),
+            }
+            if n == 0:
+                invoice_id = invoice.id
+                await ledger.update(
+                    conn, invoice_id, now, state=outcome.state, reason=outcome.reason, **columns
+                )
+            else:  # more documents in the same file (a ZIP of several): a row each
+                invoice_id = await ledger.insert(
+                    conn,
+                    sha256=invoice.sha256,
+                    original_name=invoice.original_name,
+                    inbox_path=invoice.inbox_path,
+                    path=str(dest),
+                    state=outcome.state,
+                    archived=True,
+                    now=now,
+                    reason=outcome.reason,
+                )
+                await ledger.update(conn, invoice_id, now, reason="read", **columns)
+            await self._consequences(conn, invoice_id, outcome, now)
+
+    async def _consequences(
+        self, conn: aiosqlite.Connection, invoice_id: int, outcome: Outcome, now: float
+    ) -> None:
+        doc = outcome.inspection.document
+        if doc is None or doc.uuid is None or outcome.state in FOLDER_OF:
+            return
+        if outcome.inspection.format != "pdf":
+            # The corrected invoice supersedes the rejected ones with its UUID; its printed
+            # copies that came alone are linked to it.
+            for old in await ledger.with_uuid(
+                conn, doc.uuid, other_than=invoice_id, states=ledger.SUPERSEDABLE
+            ):
+                await ledger.update(
+                    conn,
+                    old.id,
+                    now,
+                    state=InvoiceState.DISCARDED,
+                    related_to=invoice_id,
+                    reason=f"superseded by invoice #{invoice_id}",
+                )
+            for pdf in await ledger.with_uuid(
+                conn, doc.uuid, other_than=invoice_id, states=(InvoiceState.NEEDS_REVIEW,)
+            ):
+                if pdf.format == "pdf":
+                    await ledger.update(
+                        conn,
+                        pdf.id,
+                        now,
+                        state=InvoiceState.LINKED,
+                        related_to=invoice_id,
+                        reason=f"the printed copy of invoice #{invoice_id}",
+                    )
+        if outcome.state is InvoiceState.CHECKED and self._next_stage is not None:
+            await self._next_stage(conn, invoice_id)
+
+    # ── helpers ───────────────────────────────────────────────────────────────────────────
+
+    async def _invoice(self, invoice_id: int) -> Invoice:
+        invoice = await ledger.get(self.db, invoice_id)
+        if invoice is None:
+            raise JobFailed(f"invoice #{invoice_id} is not in the ledger")
+        return invoice
+
+    def _company_of_folder(self, inbox_path: str) -> str | None:
+        """With companies configured, `inbox/<slug>/…` belongs to that company."""
+        top = PurePosixPath(inbox_path).parts[0] if "/" in inbox_path else None
+        return next((c.slug for c in self.config.companies if c.slug == top), None)
+
+    def _company_of(self, inspection: Inspection) -> str | None:
+        """Else the receiver's tax id decides (the checks matched it)."""
+        doc = inspection.document
+        if doc is None or not self.config.companies:
+            return None
+        return _receiving_company(self.config.companies, doc.country, doc.receiver.tax_id)
+
+    def _local(self, timestamp: float) -> str:
+        return datetime.fromtimestamp(timestamp, self.zone).strftime("%Y-%m-%d %H:%M")
+
+    def _named(self, invoice: Invoice) -> str:
+        return f"{invoice.describe()}, {self._local(invoice.received_at)}"
+
+
+def _receiving_company(
+    companies: Sequence[Company], country: str, tax_id: str | None
+) -> str | None:
+    from facturasd.checks.identity import tax_id as normalized
+
+    if tax_id is None:
+        return None
+    wanted = normalized(tax_id)
+    return next(
+        (c.slug for c in companies if c.country == country and normalized(c.tax_id) == wanted),
+        None,
+    )
+
+
+def _first_problem(inspection: Inspection) -> str:
+    problems: list[Finding] = [f for f in inspection.findings if f.severity == "error"]
+    first = (problems or inspection.findings)[0]
+    return f"{first.code} at {first.path}"
+
+
+def _verdict_reason(inspection: Inspection) -> str:
+    warnings = [f.code for f in inspection.findings if f.severity == "warning"]
+    return f"checked with warnings: {', '.join(warnings)}" if warnings else "checked: no findings"

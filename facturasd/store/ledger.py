@@ -1,0 +1,293 @@
+"""The compliance ledger: one row per document received, and the history of each.
+
+Every change of state is an event (time, state, who, why) in the append-only `invoice_events`.
+Functions taking a `conn` run inside a caller's write transaction (a job's completion, an
+ingest), so a state and its event, or a state and the next stage's job, commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from facturasd.constants import ComplianceStatus, InvoiceState
+from facturasd.formats.model import Inspection
+from facturasd.store.db import Database
+
+SYSTEM = "facturasd"
+# States whose UUID no longer counts: a corrected invoice with the same UUID supersedes them.
+SUPERSEDABLE = (InvoiceState.REJECTED, InvoiceState.UNREADABLE)
+# States whose UUID makes a later document with it a duplicate.
+COUNTED = tuple(
+    s
+    for s in InvoiceState
+    if s not in (*SUPERSEDABLE, InvoiceState.RECEIVED, InvoiceState.DISCARDED)
+)
+
+_SUMMARY = (
+    "id, sha256, original_name, inbox_path, member, path, archived, company, state, "
+    "compliance, format, uuid, country, kind, number, issuer_tax_id, issuer_name, "
+    "receiver_tax_id, issued_at, currency, total, verdict, score, related_to, received_at, "
+    "updated_at"
+)
+
+
+@dataclass(frozen=True)
+class Invoice:
+    id: int
+    sha256: str
+    original_name: str
+    inbox_path: str
+    member: str | None
+    path: str
+    archived: bool
+    company: str | None
+    state: InvoiceState
+    compliance: str
+    format: str | None
+    uuid: str | None
+    country: str | None
+    kind: str | None
+    number: str | None
+    issuer_tax_id: str | None
+    issuer_name: str | None
+    receiver_tax_id: str | None
+    issued_at: str | None
+    currency: str | None
+    total: str | None
+    verdict: str | None
+    score: float | None
+    related_to: int | None
+    received_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Invoice:
+        fields = {key: row[key] for key in row.keys() if key in cls.__dataclass_fields__}  # noqa: SIM118
+        fields["state"] = InvoiceState(fields["state"])
+        fields["archived"] = bool(fields["archived"])
+        return cls(**fields)
+
+    def describe(self) -> str:
+        """How a message names this invoice: number, id, file and date of receipt."""
+        label = self.number or self.uuid or self.original_name
+        return f"#{self.id} {label} ({self.original_name})"
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    state: str | None
+    actor: str
+    reason: str
+
+
+async def insert(
+    conn: aiosqlite.Connection,
+    *,
+    sha256: str,
+    original_name: str,
+    inbox_path: str,
+    path: str,
+    state: InvoiceState,
+    now: float,
+    company: str | None = None,
+    member: str | None = None,
+    related_to: int | None = None,
+    archived: bool = False,
+    reason: str,
+) -> int:
+    cursor = await conn.execute(
+        "INSERT INTO invoices (sha256, original_name, inbox_path, member, path, archived, "
+        "company, state, compliance, related_to, received_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            sha256,
+            original_name,
+            inbox_path,
+            member,
+            path,
+            int(archived),
+            company,
+            state,
+            ComplianceStatus.PENDING,
+            related_to,
+            now,
+            now,
+        ),
+    )
+    invoice_id = cursor.lastrowid
+    assert invoice_id is not None
+    await event(conn, invoice_id, now, state, SYSTEM, reason)
+    return invoice_id
+
+
+async def event(
+    conn: aiosqlite.Connection,
+    invoice_id: int,
+    now: float,
+    state: InvoiceState | None,
+    actor: str,
+    reason: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO invoice_events (invoice_id, at, state, actor, reason) VALUES (?, ?, ?, ?, ?)",
+        (invoice_id, now, state, actor, reason),
+    )
+
+
+async def update(
+    conn: aiosqlite.Connection,
+    invoice_id: int,
+    now: float,
+    *,
+    actor: str = SYSTEM,
+    reason: str,
+    state: InvoiceState | None = None,
+    **columns: Any,
+) -> None:
+    """Set `columns` (and `state`), and record why as an event."""
+    if state is not None:
+        columns["state"] = state
+    columns["updated_at"] = now
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    await conn.execute(
+        f"UPDATE invoices SET {assignments} WHERE id = ?", (*columns.values(), invoice_id)
+    )
+    await event(conn, invoice_id, now, state, actor, reason)
+
+
+def inspected_columns(inspection: Inspection) -> dict[str, Any]:
+    """The ledger's columns for what the formats layer and the checks made of a document."""
+    doc = inspection.document
+    columns: dict[str, Any] = {
+        "format": inspection.format,
+        "verdict": inspection.verdict,
+        "score": inspection.score,
+        "inspection": inspection.model_dump_json(),
+        "member": inspection.member,
+    }
+    if doc is not None:
+        columns.update(
+            uuid=doc.uuid,
+            country=doc.country,
+            kind=doc.kind,
+            number=doc.number,
+            issuer_tax_id=doc.issuer.tax_id,
+            issuer_name=doc.issuer.name,
+            receiver_tax_id=doc.receiver.tax_id,
+            issued_at=doc.issued_at,
+            currency=doc.currency,
+            total=doc.totals.total,
+        )
+    return columns
+
+
+async def get(db: Database, invoice_id: int) -> Invoice | None:
+    row = await db.fetchone(f"SELECT {_SUMMARY} FROM invoices WHERE id = ?", (invoice_id,))
+    return Invoice.from_row(row) if row else None
+
+
+async def unarchived(db: Database) -> list[Invoice]:
+    """Files whose move out of the inbox did not finish (a crash in between)."""
+    rows = await db.fetchall(f"SELECT {_SUMMARY} FROM invoices WHERE archived = 0")
+    return [Invoice.from_row(row) for row in rows]
+
+
+async def pending_ingest(db: Database, sha256: str, inbox_path: str) -> Invoice | None:
+    """This very file, recorded but not yet moved out of the inbox."""
+    row = await db.fetchone(
+        f"SELECT {_SUMMARY} FROM invoices WHERE archived = 0 AND sha256 = ? AND inbox_path = ?",
+        (sha256, inbox_path),
+    )
+    return Invoice.from_row(row) if row else None
+
+
+async def first_with_bytes(db: Database, sha256: str) -> Invoice | None:
+    """The earliest archived file with these bytes."""
+    row = await db.fetchone(
+        f"SELECT {_SUMMARY} FROM invoices WHERE sha256 = ? AND archived = 1 AND member IS NULL "
+        "ORDER BY id LIMIT 1",
+        (sha256,),
+    )
+    return Invoice.from_row(row) if row else None
+
+
+async def first_with_uuid(
+    db: Database, uuid: str, *, other_than: int, states: Sequence[InvoiceState]
+) -> Invoice | None:
+    """The earliest invoice (an XML, not a PDF alone) with this UUID in one of `states`."""
+    placeholders = ", ".join("?" for _ in states)
+    row = await db.fetchone(
+        f"SELECT {_SUMMARY} FROM invoices WHERE uuid = ? AND id != ? AND format != 'pdf' "
+        f"AND state IN ({placeholders}) ORDER BY id LIMIT 1",
+        (uuid, other_than, *states),
+    )
+    return Invoice.from_row(row) if row else None
+
+
+async def with_uuid(
+    conn: aiosqlite.Connection, uuid: str, *, other_than: int, states: Sequence[InvoiceState]
+) -> list[Invoice]:
+    placeholders = ", ".join("?" for _ in states)
+    rows = await conn.execute_fetchall(
+        f"SELECT {_SUMMARY} FROM invoices WHERE uuid = ? AND id != ? "
+        f"AND state IN ({placeholders}) ORDER BY id",
+        (uuid, other_than, *states),
+    )
+    return [Invoice.from_row(row) for row in rows]
+
+
+async def events(db: Database, invoice_id: int) -> list[Event]:
+    rows = await db.fetchall(
+        "SELECT at, state, actor, reason FROM invoice_events WHERE invoice_id = ? ORDER BY id",
+        (invoice_id,),
+    )
+    return [Event(row["at"], row["state"], row["actor"], row["reason"]) for row in rows]
+
+
+async def inspection(db: Database, invoice_id: int) -> dict[str, Any] | None:
+    row = await db.fetchone("SELECT inspection FROM invoices WHERE id = ?", (invoice_id,))
+    if row is None or row["inspection"] is None:
+        return None
+    found: dict[str, Any] = json.loads(row["inspection"])
+    return found
+
+
+async def search(
+    db: Database,
+    *,
+    states: Sequence[str] = (),
+    since: float | None = None,
+    issued_since: str | None = None,
+    company: str | None = None,
+    limit: int | None = None,
+) -> list[Invoice]:
+    where: list[str] = ["1 = 1"]
+    params: list[object] = []
+    if states:
+        where.append(f"state IN ({', '.join('?' for _ in states)})")
+        params += list(states)
+    if since is not None:
+        where.append("received_at >= ?")
+        params.append(since)
+    if issued_since is not None:
+        where.append("issued_at >= ?")
+        params.append(issued_since)
+    if company is not None:
+        where.append("company = ?")
+        params.append(company)
+    sql = f"SELECT {_SUMMARY} FROM invoices WHERE {' AND '.join(where)} ORDER BY id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [Invoice.from_row(row) for row in await db.fetchall(sql, params)]
+
+
+async def counts(db: Database) -> dict[str, int]:
+    rows = await db.fetchall("SELECT state, count(*) AS n FROM invoices GROUP BY state")
+    return {row["state"]: row["n"] for row in rows}
