@@ -535,7 +535,8 @@ def motivo(
     for lang in ("es", "en"):
         words = MOTIVO_WORDS[lang]
         lines = [titles[lang], f"{words['file']}: {file}", f"{words['received']}: {received}", ""]
-        for item in findings[lang]:
+        order = {"error": 0, "warning": 1}
+        for item in sorted(findings[lang], key=lambda f: order.get(f.severity, 2)):
             if item.severity == "info":
                 continue
             lines.append(f"- [{item.severity}] {item.code} ({item.path}): {item.message}")

@@ -104,6 +104,8 @@ class Pipeline:
         self.limits = config.formats.limits()
         self._clock = clock
         self._next_stage = next_stage
+        self._deciding = anyio.Lock()
+        self._reserved: set[str] = set()
 
     @property
     def handlers(self) -> Mapping[str, Callable[[Job], Awaitable[Effect | None]]]:
@@ -118,11 +120,18 @@ class Pipeline:
         """Take one stable file of the inbox: ledger row, then the move, then archived."""
         inbox_path = path.relative_to(self.folders.inbox).as_posix()
         sha256 = await anyio.to_thread.run_sync(sha256_file, path)
-        now = self._now()
-        invoice = await ledger.pending_ingest(self.db, sha256, inbox_path)
-        if invoice is None:  # else: recorded before a crash, never moved; finish it
-            invoice = await self._receive(path, inbox_path, sha256, now)
-        await self._archive(invoice, path)
+        # Files are taken concurrently; deciding what one is (a duplicate of another being
+        # taken?) and the name it gets is done one at a time, names reserved until moved.
+        async with self._deciding:
+            now = self._now()
+            invoice = await ledger.pending_ingest(self.db, sha256, inbox_path)
+            if invoice is None:  # else: recorded before a crash, never moved; finish it
+                invoice = await self._receive(path, inbox_path, sha256, now)
+            self._reserved.add(invoice.path)
+        try:
+            await self._archive(invoice, path)
+        finally:
+            self._reserved.discard(invoice.path)
 
     async def _receive(self, path: Path, inbox_path: str, sha256: str, now: datetime) -> Invoice:
         earlier = await ledger.first_with_bytes(self.db, sha256)
@@ -163,7 +172,9 @@ class Pipeline:
         local = now.astimezone(self.zone)
         candidate = dated_name(local, sha256, name)
         tag = 1
-        while taken(self.folders, candidate):
+        while taken(self.folders, candidate) or any(
+            reserved.endswith(f"/{candidate}") for reserved in self._reserved
+        ):
             tag += 1
             candidate = dated_name(local, sha256, name, tag=str(tag))
         return candidate

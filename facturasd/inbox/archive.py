@@ -86,30 +86,46 @@ def taken(folders: Folders, name: PurePosixPath) -> bool:
 
 def move(source: Path, dest: Path) -> None:
     """Move `source` to `dest` (created folders included), never leaving a moment without a
-    whole copy. Idempotent: done already when `source` is gone and `dest` exists."""
-    if not source.exists() and dest.exists():
+    whole copy, and never over another file (FileExistsError). Idempotent: done already when
+    `source` is gone and `dest` exists."""
+    if source == dest or (not source.exists() and dest.exists()):
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(source, dest)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        _copy_across(source, dest)
+    _place(source, dest)
     _fsync_dir(dest.parent)
+    source.unlink()
     _fsync_dir(source.parent)
 
 
-def _copy_across(source: Path, dest: Path) -> None:
-    """Across filesystems: a whole, fsync'd copy under its final name, then the unlink."""
+def _place(source: Path, dest: Path) -> None:
+    """`dest` made a whole copy of `source` (a second link to it on one filesystem), failing
+    if `dest` exists. Until `source` is unlinked both names exist: a crash there leaves the
+    same bytes twice, never none."""
+    try:
+        os.link(source, dest)
+        return
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "will not replace", str(dest)) from None
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+    # Across filesystems (or where hard links are not allowed): a whole, fsync'd copy under a
+    # temporary name, then its final one.
     partial = dest.with_name(f".{dest.name}.part")
     with source.open("rb") as reader, partial.open("wb") as writer:
         shutil.copyfileobj(reader, writer, 1 << 20)
         writer.flush()
         os.fsync(writer.fileno())
-    os.rename(partial, dest)
-    _fsync_dir(dest.parent)
-    source.unlink()
+    try:
+        os.link(partial, dest)
+        partial.unlink()
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            partial.unlink()
+            raise FileExistsError(errno.EEXIST, "will not replace", str(dest)) from None
+        if dest.exists():
+            raise
+        os.rename(partial, dest)  # no hard links here at all
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -209,10 +209,9 @@ async def pending_ingest(db: Database, sha256: str, inbox_path: str) -> Invoice 
 
 
 async def first_with_bytes(db: Database, sha256: str) -> Invoice | None:
-    """The earliest archived file with these bytes."""
+    """The earliest file received with these bytes."""
     row = await db.fetchone(
-        f"SELECT {_SUMMARY} FROM invoices WHERE sha256 = ? AND archived = 1 AND member IS NULL "
-        "ORDER BY id LIMIT 1",
+        f"SELECT {_SUMMARY} FROM invoices WHERE sha256 = ? AND member IS NULL ORDER BY id LIMIT 1",
         (sha256,),
     )
     return Invoice.from_row(row) if row else None
