@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import anyio
 
@@ -21,8 +26,11 @@ from facturasd.config import (
     flatten,
     load_config,
 )
-from facturasd.constants import DATABASE_FILE, JobState
-from facturasd.errors import AlreadyRunning, ConfigError, StoreError
+from facturasd.constants import DATABASE_FILE, InvoiceState, JobState
+from facturasd.errors import AlreadyRunning, ConfigError, ReviewRefused, StoreError
+
+if TYPE_CHECKING:
+    from facturasd.store.db import Database
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -61,6 +69,34 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument(
         "--retry", type=int, metavar="ID", nargs="+", help="run these dead jobs again"
     )
+    reprocess = command("reprocess", "parse and check invoices again (e.g. after a rules change)")
+    reprocess.add_argument("ids", type=int, nargs="+", metavar="ID")
+    reprocess.add_argument("--reason", default="asked from the command line")
+    invoices = command("invoices", "the ledger: list, show, and resolve what needs review")
+    actions = invoices.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="invoices, oldest first")
+    listing.add_argument("--state", action="append", choices=[s.value for s in InvoiceState])
+    listing.add_argument("--since", type=date.fromisoformat, help="received on or after")
+    listing.add_argument("--issued-since", type=date.fromisoformat, help="issued on or after")
+    listing.add_argument("--company")
+    listing.add_argument("--limit", type=int)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    show = actions.add_parser("show", help="one invoice: document, findings, history, files")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true", help="print JSON")
+    assign = actions.add_parser("assign", help="give an invoice to a company")
+    assign.add_argument("id", type=int)
+    assign.add_argument("--company", required=True)
+    assign.add_argument("--reason", default="assigned from the command line")
+    accept = actions.add_parser("accept", help="accept an invoice in review, warnings and all")
+    accept.add_argument("id", type=int)
+    accept.add_argument("--reason", required=True)
+    discard = actions.add_parser("discard", help="set an invoice aside")
+    discard.add_argument("id", type=int)
+    discard.add_argument("--reason", required=True)
+    for sub in (listing, show, assign, accept, discard):
+        # Also after the action; given before it, it is not overwritten here.
+        sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -76,12 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(config, args.json)
         if args.command == "backup":
             return _backup(config, args.dest)
+        if args.command in ("invoices", "reprocess"):
+            return _invoices(config, args)
         return _jobs(config, args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    except (AlreadyRunning, StoreError) as exc:
+    except (AlreadyRunning, StoreError, ReviewRefused) as exc:
         print(f"facturasd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
@@ -182,15 +220,10 @@ def _backup(config: Config, dest: Path) -> int:
 
 
 def _jobs(config: Config, args: argparse.Namespace) -> int:
-    from facturasd.store.db import Database
     from facturasd.store.queue import Queue
 
     async def work() -> list[dict[str, object]]:
-        path = config.paths.state_dir / DATABASE_FILE
-        if not path.is_file():
-            raise StoreError(f"{path}: no database here (is paths.state_dir right?)")
-        db = await Database.open(path, upgrade=False)
-        try:
+        async with _database(config) as db:
             queue = Queue(db, config.queues)
             if args.retry:
                 found = [await queue.requeue(job_id) for job_id in args.retry]
@@ -209,8 +242,6 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
                 }
                 for j in found
             ]
-        finally:
-            await db.close()
 
     rows = anyio.run(work)
     if args.json:
@@ -223,3 +254,118 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
                 f"{row['attempts']}/{row['max_attempts']}{error}"
             )
     return EXIT_OK
+
+
+@asynccontextmanager
+async def _database(config: Config) -> AsyncIterator[Database]:
+    """The daemon's database, opened beside it (never migrated from a command)."""
+    from facturasd.store.db import Database
+
+    path = config.paths.state_dir / DATABASE_FILE
+    if not path.is_file():
+        raise StoreError(f"{path}: no database here (is paths.state_dir right?)")
+    db = await Database.open(path, upgrade=False)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def _invoices(config: Config, args: argparse.Namespace) -> int:
+    from facturasd.review import Review
+    from facturasd.store import ledger
+
+    zone = ZoneInfo(config.daemon.timezone)
+    action = "reprocess" if args.command == "reprocess" else args.action
+
+    async def work() -> object:
+        async with _database(config) as db:
+            review = Review(config, db, getpass.getuser())
+            if action == "reprocess":
+                for invoice_id in args.ids:
+                    await review.reprocess(invoice_id, args.reason)
+                return f"queued again: {', '.join(f'#{i}' for i in args.ids)}"
+            if action == "assign":
+                state = await review.assign(args.id, args.company, args.reason)
+                return f"#{args.id} assigned to {args.company}: {state}"
+            if action == "accept":
+                await review.accept(args.id, args.reason)
+                return f"#{args.id} accepted: checked"
+            if action == "discard":
+                await review.discard(args.id, args.reason)
+                return f"#{args.id} discarded"
+            if action == "show":
+                invoice = await ledger.get(db, args.id)
+                if invoice is None:
+                    raise ReviewRefused(f"there is no invoice #{args.id}")
+                return {
+                    **_invoice_row(invoice, zone),
+                    "history": [
+                        {**asdict(e), "at": _local(e.at, zone)}
+                        for e in await ledger.events(db, args.id)
+                    ],
+                    "inspection": await ledger.inspection(db, args.id),
+                }
+            since = _start_of(args.since, zone) if args.since else None
+            found = await ledger.search(
+                db,
+                states=args.state or (),
+                since=since,
+                issued_since=args.issued_since.isoformat() if args.issued_since else None,
+                company=args.company,
+                limit=args.limit,
+            )
+            return [_invoice_row(invoice, zone) for invoice in found]
+
+    result = anyio.run(work)
+    if isinstance(result, str):
+        print(result)
+    elif getattr(args, "json", False):
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    elif isinstance(result, list):
+        for row in result:
+            print(
+                f"{row['id']:>6} {row['state']:<12} {row['received_at']}  "
+                f"{row['number'] or '—':<12} {row['uuid'] or '—'}  {row['original_name']}"
+            )
+    else:
+        assert isinstance(result, dict)
+        print(_show(result))
+    return EXIT_OK
+
+
+def _invoice_row(invoice: Any, zone: ZoneInfo) -> dict[str, Any]:
+    row = asdict(invoice)
+    row["state"] = str(invoice.state)
+    row["received_at"] = _local(invoice.received_at, zone)
+    row["updated_at"] = _local(invoice.updated_at, zone)
+    return row
+
+
+def _local(timestamp: float, zone: ZoneInfo) -> str:
+    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
+
+
+def _start_of(day: date, zone: ZoneInfo) -> float:
+    return datetime.combine(day, datetime.min.time(), zone).timestamp()
+
+
+def _show(found: dict[str, Any]) -> str:
+    lines = [
+        f"#{found['id']} {found['state']} ({found['compliance']})  {found['original_name']}",
+        f"  file: {found['path']}",
+        f"  received {found['received_at']} as {found['inbox_path']}",
+        f"  {found['format'] or '—'} {found['kind'] or ''} {found['number'] or ''} "
+        f"uuid {found['uuid'] or '—'} total {found['total'] or '—'} {found['currency'] or ''}",
+        f"  issuer {found['issuer_tax_id'] or '—'} {found['issuer_name'] or ''}; receiver "
+        f"{found['receiver_tax_id'] or '—'}; company {found['company'] or '—'}",
+    ]
+    inspection = found.get("inspection") or {}
+    lines += [
+        f"  [{f['severity']}] {f['code']}: {f['message']} ({f['path']})"
+        for f in inspection.get("findings", [])
+    ]
+    lines += [
+        f"  {e['at']} {e['state'] or '':<12} {e['actor']}: {e['reason']}" for e in found["history"]
+    ]
+    return "\n".join(line.rstrip() for line in lines)

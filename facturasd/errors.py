@@ -9,6 +9,7 @@
     ├── RetryLater             a job handler asks to run again later (not a failure)
     ├── JobFailed              a job handler says retrying cannot help
     ├── RulesError             a tax rules file in checks/rules/ does not fit its shape
+    ├── ReviewRefused          a review action (assign, accept…) that does not apply
     └── FormatError            a received file cannot be read as a document (has a `code`)
         ├── NotXml             FMT-NOT-XML
         ├── UnsafeXml          FMT-UNSAFE-XML
@@ -43,6 +44,10 @@ class ConfigError(FacturasdError):
 class RulesError(FacturasdError):
     """A tax rules file shipped in facturasd/checks/rules/ is damaged (a packaging or editing
     mistake, never the user's data)."""
+
+
+class ReviewRefused(FacturasdError):
+    """A person's action on an invoice that cannot apply (no such invoice, wrong state)."""
 
 
 class StoreError(FacturasdError):

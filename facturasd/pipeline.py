@@ -141,7 +141,7 @@ class Pipeline:
 
         async def record(conn: aiosqlite.Connection) -> int:
             if earlier is not None:
-                return await ledger.insert(
+                duplicate = await ledger.insert(
                     conn,
                     sha256=sha256,
                     original_name=path.name,
@@ -153,6 +153,8 @@ class Pipeline:
                     now=now.timestamp(),
                     reason=f"the same bytes as invoice #{earlier.id}",
                 )
+                await ledger.copy_document(conn, earlier.id, duplicate)
+                return duplicate
             return await ledger.insert(
                 conn,
                 sha256=sha256,

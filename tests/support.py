@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -78,11 +78,19 @@ class NotifySocket:
 class DaemonProcess:
     """`facturasd run` as a real subprocess, its stderr kept in a file."""
 
-    def __init__(self, config: Path, env: dict[str, str], *args: str, log_dir: Path):
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str],
+        *args: str,
+        log_dir: Path,
+        wrapper: Sequence[str] = (),
+    ):
+        """`wrapper`: a command that runs the daemon (e.g. setpriv, to drop capabilities)."""
         self.log = log_dir / f"daemon-{time.monotonic_ns()}.log"
         with self.log.open("wb") as err:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "facturasd", "run", "--config", str(config), *args],
+                [*wrapper, PYTHON, "-m", "facturasd", "run", "--config", str(config), *args],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 env=env,

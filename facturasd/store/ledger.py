@@ -162,6 +162,21 @@ async def update(
     await event(conn, invoice_id, now, state, actor, reason)
 
 
+_DOCUMENT = (
+    "format, uuid, country, kind, number, issuer_tax_id, issuer_name, receiver_tax_id, "
+    "issued_at, currency, total"
+)
+
+
+async def copy_document(conn: aiosqlite.Connection, source: int, dest: int) -> None:
+    """What `source` says of its document, onto `dest` (a copy of the same bytes)."""
+    await conn.execute(
+        f"UPDATE invoices SET ({_DOCUMENT}) = (SELECT {_DOCUMENT} FROM invoices WHERE id = ?) "
+        "WHERE id = ?",
+        (source, dest),
+    )
+
+
 def inspected_columns(inspection: Inspection) -> dict[str, Any]:
     """The ledger's columns for what the formats layer and the checks made of a document."""
     doc = inspection.document

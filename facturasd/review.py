@@ -1,0 +1,110 @@
+"""What a person does to an invoice from the CLI: reprocess, assign, accept, discard.
+
+Each is one write transaction on the ledger, recorded as an event with who did it and why. They
+run beside the daemon on the same SQLite file (WAL: the daemon keeps working; a write waits for
+the other's commit). Reprocessing queues the parse-and-check job again: the daemon takes it now,
+or at its next start.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from facturasd.clock import Clock, utcnow
+from facturasd.config import Config
+from facturasd.constants import InvoiceState, QueueName
+from facturasd.errors import ReviewRefused
+from facturasd.pipeline import PROCESS
+from facturasd.store import ledger
+from facturasd.store.db import Database
+from facturasd.store.queue import Queue
+
+# Findings that keep an invoice in review whoever it is assigned to.
+STILL_IN_REVIEW = ("FMT-PDF-WITHOUT-XML", "DOC-OWN-SALE")
+
+
+class Review:
+    def __init__(self, config: Config, db: Database, actor: str, *, clock: Clock = utcnow):
+        self.config = config
+        self.db = db
+        self.queue = Queue(db, config.queues)
+        self.actor = actor
+        self._clock = clock
+
+    async def _get(self, invoice_id: int) -> ledger.Invoice:
+        invoice = await ledger.get(self.db, invoice_id)
+        if invoice is None:
+            raise ReviewRefused(f"there is no invoice #{invoice_id}")
+        return invoice
+
+    async def reprocess(self, invoice_id: int, reason: str) -> None:
+        """Parse and check again (after a rules change, a fixed configuration…)."""
+        invoice = await self._get(invoice_id)
+        if not invoice.archived:
+            raise ReviewRefused(f"invoice #{invoice_id} is still being received; try again")
+
+        async def again(conn: aiosqlite.Connection) -> None:
+            await ledger.update(
+                conn,
+                invoice_id,
+                self._clock().timestamp(),
+                actor=self.actor,
+                reason=f"reprocess: {reason}",
+                state=InvoiceState.RECEIVED,
+            )
+            await self.queue.add(
+                conn,
+                queue=QueueName.INVOICE_PROCESSING,
+                kind=PROCESS,
+                payload={"invoice": invoice_id},
+                dedupe_key=f"process:{invoice_id}",
+            )
+
+        await self.db.write(again)
+
+    async def assign(self, invoice_id: int, company: str, reason: str) -> InvoiceState:
+        """Give the invoice to a company; one in review only for want of a company is then
+        checked."""
+        if company not in {c.slug for c in self.config.companies}:
+            known = ", ".join(c.slug for c in self.config.companies) or "none configured"
+            raise ReviewRefused(f"no company {company!r} (companies: {known})")
+        invoice = await self._get(invoice_id)
+        state = invoice.state
+        if state is InvoiceState.NEEDS_REVIEW:
+            found = await ledger.inspection(self.db, invoice_id) or {}
+            codes = {f["code"] for f in found.get("findings", [])}
+            if not codes & set(STILL_IN_REVIEW):
+                state = InvoiceState.CHECKED
+        await self._set(invoice_id, f"assigned to {company}: {reason}", state, company=company)
+        return state
+
+    async def accept(self, invoice_id: int, reason: str) -> None:
+        """Accept an invoice in review, warnings and all."""
+        invoice = await self._get(invoice_id)
+        if invoice.state is not InvoiceState.NEEDS_REVIEW:
+            raise ReviewRefused(
+                f"invoice #{invoice_id} is {invoice.state}; only one in needs_review is accepted"
+            )
+        await self._set(invoice_id, f"accepted: {reason}", InvoiceState.CHECKED)
+
+    async def discard(self, invoice_id: int, reason: str) -> None:
+        invoice = await self._get(invoice_id)
+        if invoice.state is InvoiceState.DISCARDED:
+            raise ReviewRefused(f"invoice #{invoice_id} is discarded already")
+        await self._set(invoice_id, f"discarded: {reason}", InvoiceState.DISCARDED)
+
+    async def _set(
+        self, invoice_id: int, reason: str, state: InvoiceState, **columns: object
+    ) -> None:
+        async def record(conn: aiosqlite.Connection) -> None:
+            await ledger.update(
+                conn,
+                invoice_id,
+                self._clock().timestamp(),
+                actor=self.actor,
+                reason=reason,
+                state=state,
+                **columns,
+            )
+
+        await self.db.write(record)
