@@ -1,3 +1,5 @@
 from facturasd.cli import main
 
-raise SystemExit(main())
+# Guarded: worker processes import this module again under another name.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ one folder, whatever crashes (SPEC §2.1, §3).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -22,21 +23,23 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from facturasd.checks import Context, check
+from facturasd.checks import Context, check, duplicate
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Company, Config
 from facturasd.constants import InvoiceState, QueueName
-from facturasd.errors import JobFailed
+from facturasd.errors import JobFailed, RetryLater
 from facturasd.findings import Language, finding, motivo
 from facturasd.formats.model import Finding, Inspection
 from facturasd.formats.reader import read, too_large
-from facturasd.hashing import sha256_file
+from facturasd.formats.safexml import Limits
+from facturasd.hashing import hash_file
 from facturasd.inbox.archive import (
     Folder,
     Folders,
     dated_name,
     motivo_path,
     move,
+    same_file,
     taken,
     write_atomically,
 )
@@ -104,8 +107,9 @@ class Pipeline:
         self.limits = config.formats.limits()
         self._clock = clock
         self._next_stage = next_stage
-        self._deciding = anyio.Lock()
-        self._reserved: set[str] = set()
+        # Dated names chosen and not yet moved into (taken from threads).
+        self._naming = threading.Lock()
+        self._reserved: set[PurePosixPath] = set()
 
     @property
     def handlers(self) -> Mapping[str, Callable[[Job], Awaitable[Effect | None]]]:
@@ -119,66 +123,91 @@ class Pipeline:
     async def ingest(self, path: Path) -> None:
         """Take one stable file of the inbox: ledger row, then the move, then archived."""
         inbox_path = path.relative_to(self.folders.inbox).as_posix()
-        sha256 = await anyio.to_thread.run_sync(sha256_file, path)
-        # Files are taken concurrently; deciding what one is (a duplicate of another being
-        # taken?) and the name it gets is done one at a time, names reserved until moved.
-        async with self._deciding:
-            now = self._now()
-            invoice = await ledger.pending_ingest(self.db, sha256, inbox_path)
-            if invoice is None:  # else: recorded before a crash, never moved; finish it
-                invoice = await self._receive(path, inbox_path, sha256, now)
-            self._reserved.add(invoice.path)
+        sha256 = await hash_file(path)
+        now = self._now()
+        # Files are taken concurrently: each reserves a name free in every folder until it is
+        # moved, and whether it repeats another's bytes is decided in its ledger transaction
+        # (transactions are serial), so two copies taken at once are one and a duplicate.
+        name = await anyio.to_thread.run_sync(self._reserve_name, now, sha256, path.name)
         try:
-            await self._archive(invoice, path)
-        finally:
-            self._reserved.discard(invoice.path)
-
-    async def _receive(self, path: Path, inbox_path: str, sha256: str, now: datetime) -> Invoice:
-        earlier = await ledger.first_with_bytes(self.db, sha256)
-        folder = Folder.DUPLICATES if earlier else Folder.ARCHIVE
-        name = await anyio.to_thread.run_sync(self._free_name, now, sha256, path.name)
-        company = self._company_of_folder(inbox_path)
-
-        async def record(conn: aiosqlite.Connection) -> int:
-            if earlier is not None:
-                duplicate = await ledger.insert(
-                    conn,
-                    sha256=sha256,
-                    original_name=path.name,
+            invoice = await self.db.write(
+                partial(
+                    self._receive,
+                    path=path,
                     inbox_path=inbox_path,
-                    path=str(self.folders.placed(name, folder)),
-                    state=InvoiceState.DUPLICATE,
-                    company=company,
-                    related_to=earlier.id,
-                    now=now.timestamp(),
-                    reason=f"the same bytes as invoice #{earlier.id}",
+                    sha256=sha256,
+                    now=now,
+                    name=name,
                 )
-                await ledger.copy_document(conn, earlier.id, duplicate)
-                return duplicate
-            return await ledger.insert(
+            )
+            try:
+                await self._archive(invoice, path)
+            except FileNotFoundError:
+                # Moved or deleted by someone while it was being taken: the row is closed
+                # now, and the file, wherever it went in the inbox, is taken anew.
+                if not await anyio.Path(invoice.path).exists():
+                    await self.db.write(partial(self._vanished, invoice=invoice))
+                raise
+        finally:
+            with self._naming:
+                self._reserved.discard(name)
+
+    async def _receive(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        path: Path,
+        inbox_path: str,
+        sha256: str,
+        now: datetime,
+        name: PurePosixPath,
+    ) -> Invoice:
+        pending = await ledger.pending_ingest(conn, sha256, inbox_path)
+        if pending is not None:
+            return pending  # recorded before a crash, never moved: finish it
+        earlier = await ledger.first_with_bytes(conn, sha256)
+        company = self._company_of_folder(inbox_path)
+        if earlier is not None:
+            invoice_id = await ledger.insert(
                 conn,
                 sha256=sha256,
                 original_name=path.name,
                 inbox_path=inbox_path,
-                path=str(self.folders.placed(name, folder)),
+                path=str(self.folders.placed(name, Folder.DUPLICATES)),
+                state=InvoiceState.DUPLICATE,
+                company=company,
+                related_to=earlier.id,
+                now=now.timestamp(),
+                reason=f"the same bytes as invoice #{earlier.id}",
+            )
+            await ledger.copy_document(conn, earlier.id, invoice_id)
+        else:
+            invoice_id = await ledger.insert(
+                conn,
+                sha256=sha256,
+                original_name=path.name,
+                inbox_path=inbox_path,
+                path=str(self.folders.placed(name, Folder.ARCHIVE)),
                 state=InvoiceState.RECEIVED,
                 company=company,
                 now=now.timestamp(),
                 reason=f"received as {inbox_path}",
             )
+        found = await ledger.get(conn, invoice_id)
+        assert found is not None
+        return found
 
-        return await self._invoice(await self.db.write(record))
-
-    def _free_name(self, now: datetime, sha256: str, name: str) -> PurePosixPath:
-        """The dated name, tagged when the same bytes and name arrived the same day."""
+    def _reserve_name(self, now: datetime, sha256: str, name: str) -> PurePosixPath:
+        """The dated name, tagged when the same bytes and name arrived the same day; free in
+        every folder and reserved until released."""
         local = now.astimezone(self.zone)
-        candidate = dated_name(local, sha256, name)
-        tag = 1
-        while taken(self.folders, candidate) or any(
-            reserved.endswith(f"/{candidate}") for reserved in self._reserved
-        ):
-            tag += 1
-            candidate = dated_name(local, sha256, name, tag=str(tag))
+        with self._naming:
+            candidate = dated_name(local, sha256, name)
+            tag = 1
+            while candidate in self._reserved or taken(self.folders, candidate):
+                tag += 1
+                candidate = dated_name(local, sha256, name, tag=str(tag))
+            self._reserved.add(candidate)
         return candidate
 
     async def _archive(self, invoice: Invoice, source: Path) -> None:
@@ -218,28 +247,39 @@ class Pipeline:
             )
 
     async def reconcile(self) -> int:
-        """At start-up: finish every ingest a crash interrupted. Returns how many."""
+        """At start-up: finish every ingest a crash interrupted. Returns how many. One that
+        cannot be finished (permissions) is logged and left for the next start."""
         pending = await ledger.unarchived(self.db)
         for invoice in pending:
-            source = self.folders.inbox / invoice.inbox_path
-            dest = Path(invoice.path)
-            if await anyio.Path(source).is_file() and await anyio.Path(dest).exists():
-                # Copied across filesystems, not yet unlinked: the archive copy is whole.
-                await anyio.Path(source).unlink()
-            if await anyio.Path(source).is_file() or await anyio.Path(dest).exists():
-                await self._archive(invoice, source)
-            else:
-                await self.db.write(partial(self._vanished, invoice=invoice))
+            try:
+                await self._resume(invoice)
+            except OSError as exc:
+                log.error("invoice #%d: its ingest cannot be finished: %s", invoice.id, exc)
         return len(pending)
+
+    async def _resume(self, invoice: Invoice) -> None:
+        source = self.folders.inbox / invoice.inbox_path
+        dest = Path(invoice.path)
+        in_inbox = await anyio.Path(source).is_file()
+        if in_inbox and await anyio.Path(dest).exists():
+            if await anyio.to_thread.run_sync(same_file, source, dest):
+                await anyio.Path(source).unlink()  # placed before the crash, not yet unlinked
+            in_inbox = False  # else: another file since dropped under that name: the
+            # watcher takes it as new
+        if in_inbox or await anyio.Path(dest).exists():
+            await self._archive(invoice, source)
+        else:
+            await self.db.write(partial(self._vanished, invoice=invoice))
 
     async def _vanished(self, conn: aiosqlite.Connection, *, invoice: Invoice) -> None:
         await ledger.update(
             conn,
             invoice.id,
             self._now().timestamp(),
-            state=InvoiceState.UNREADABLE,
+            state=InvoiceState.DISCARDED,
             archived=1,
-            reason="removed from the inbox by someone before it could be archived",
+            path=ledger.NO_FILE,
+            reason="moved or removed from the inbox by someone before it could be archived",
         )
 
     # ── parse and check ───────────────────────────────────────────────────────────────────
@@ -251,25 +291,24 @@ class Pipeline:
         here = await anyio.to_thread.run_sync(self._locate, Path(invoice.path))
         if here is None:
             raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
-        checked, earlier = await self._inspect(here, invoice, self.lang)
-        outcomes = [await self._decide(invoice, found, earlier) for found in checked]
+        checked = await self._inspect(here, invoice, self.lang)
+        outcomes = [await self._decide(invoice, found) for found in checked]
         states = {outcome.state for outcome in outcomes}
-        folder = (
-            Folder.ARCHIVE
-            if states - set(FOLDER_OF)
-            else Folder.DUPLICATES
-            if states == {InvoiceState.DUPLICATE}
-            else Folder.REJECTED
-        )
+        if states - set(FOLDER_OF):
+            folder, title = Folder.ARCHIVE, None
+        elif states == {InvoiceState.DUPLICATE}:
+            folder, title = Folder.DUPLICATES, TITLES[InvoiceState.DUPLICATE]
+        else:
+            problem = InvoiceState.REJECTED if InvoiceState.REJECTED in states else None
+            folder, title = Folder.REJECTED, TITLES[problem or InvoiceState.UNREADABLE]
         dest = self.folders.relocated(Path(invoice.path), folder)
         await anyio.to_thread.run_sync(move, here, dest)
-        if folder is not Folder.ARCHIVE:
+        if title is not None:
             # The reason, in both languages (the file is read again in the other: rare).
             other: Language = "en" if self.lang == "es" else "es"
-            by_lang = {self.lang: checked, other: (await self._inspect(dest, invoice, other))[0]}
-            state = InvoiceState.DUPLICATE if folder is Folder.DUPLICATES else outcomes[0].state
+            by_lang = {self.lang: checked, other: await self._inspect(dest, invoice, other)}
             text = motivo(
-                TITLES[state],
+                title,
                 invoice.original_name,
                 self._local(invoice.received_at),
                 {lang: [f for i in found for f in i.findings] for lang, found in by_lang.items()},
@@ -289,71 +328,57 @@ class Pipeline:
                 return candidate
         return None
 
-    def _read(self, path: Path, invoice: Invoice, lang: Language) -> list[Inspection]:
-        size = path.stat().st_size
-        if size > self.limits.max_file_bytes:
-            return [too_large(invoice.original_name, size, invoice.sha256, self.limits, lang)]
-        with path.open("rb") as handle:
-            data = handle.read(self.limits.max_file_bytes + 1)
-        return read(data, invoice.original_name, self.limits, lang)
-
-    async def _inspect(
-        self, path: Path, invoice: Invoice, lang: Language
-    ) -> tuple[list[Inspection], dict[str, Invoice]]:
-        """Read the file and run the checks on each document. The ledger answers "seen
-        before?" (an earlier invoice with the UUID that still counts), fetched ahead because
-        the checks are pure."""
-        inspections = await anyio.to_thread.run_sync(self._read, path, invoice, lang)
-        uuids = {i.document.uuid for i in inspections if i.document and i.document.uuid}
-        earlier = await self._earlier(uuids, invoice.id)
-        context = Context(
-            now=self._now(),
-            companies=self.config.companies,
-            accept_test_documents=self.config.checks.accept_test_documents,
-            max_age=timedelta(seconds=self.config.checks.max_age),
-            seen=lambda uuid: self._named(earlier[uuid]) if uuid in earlier else None,
-            lang=lang,
+    async def _inspect(self, path: Path, invoice: Invoice, lang: Language) -> list[Inspection]:
+        """Read the file and run the checks on each document, in a worker process (parsing is
+        CPU work: here it would starve the event loop and the database's threads). Whether a
+        document repeats a standing invoice's UUID is the ledger's to say, asked afterwards."""
+        checks = self.config.checks
+        inspections = await anyio.to_process.run_sync(
+            inspect_file,
+            str(path),
+            invoice.original_name,
+            invoice.sha256,
+            self.limits,
+            lang,
+            self._now(),
+            list(self.config.companies),
+            checks.accept_test_documents,
+            checks.max_age,
         )
-        checked = await anyio.to_thread.run_sync(
-            lambda: [check(inspection, context) for inspection in inspections]
-        )
-        return checked, earlier
-
-    async def _earlier(self, uuids: set[str], other_than: int) -> dict[str, Invoice]:
-        found: dict[str, Invoice] = {}
-        for uuid in uuids:
-            earlier = await ledger.first_with_uuid(
-                self.db, uuid, other_than=other_than, states=ledger.COUNTED
-            )
-            if earlier is not None:
-                found[uuid] = earlier
+        found = []
+        for inspection in inspections:
+            uuid = inspection.document.uuid if inspection.document else None
+            first = await self._standing(self.db, uuid, invoice.id)
+            if first is not None and inspection.format != "pdf":
+                inspection = duplicate(inspection, self._named(first), lang)
+            found.append(inspection)
         return found
 
-    async def _decide(
-        self, invoice: Invoice, inspection: Inspection, earlier: Mapping[str, Invoice]
-    ) -> Outcome:
+    async def _standing(
+        self, source: Database | aiosqlite.Connection, uuid: str | None, invoice_id: int
+    ) -> Invoice | None:
+        """The invoice that stands with this UUID, other than this one: the first one
+        recorded. Duplicates, printed copies, rejected and discarded ones do not stand."""
+        if uuid is None:
+            return None
+        return await ledger.standing_with_uuid(source, uuid, other_than=invoice_id)
+
+    async def _decide(self, invoice: Invoice, inspection: Inspection) -> Outcome:
         codes = {f.code for f in inspection.findings}
         doc = inspection.document
         company = invoice.company or self._company_of(inspection)
         if doc is None:
             return Outcome(inspection, InvoiceState.UNREADABLE, _first_problem(inspection), None)
-        if "DOC-DUPLICATE" in codes and doc.uuid is not None and doc.uuid in earlier:
-            first = earlier[doc.uuid]
+        first = await self._standing(self.db, doc.uuid, invoice.id)
+        if "DOC-DUPLICATE" in codes and first is not None:
             reason = f"the same UUID as invoice #{first.id}"
             return Outcome(inspection, InvoiceState.DUPLICATE, reason, company, first.id)
         if inspection.verdict == "rejected":
             return Outcome(inspection, InvoiceState.REJECTED, _first_problem(inspection), company)
         if inspection.format == "pdf":
-            printed_of = (
-                await ledger.first_with_uuid(
-                    self.db, doc.uuid, other_than=invoice.id, states=ledger.COUNTED
-                )
-                if doc.uuid
-                else None
-            )
-            if printed_of is not None:
-                reason = f"the printed copy of invoice #{printed_of.id}"
-                return Outcome(inspection, InvoiceState.LINKED, reason, company, printed_of.id)
+            if first is not None:
+                reason = f"the printed copy of invoice #{first.id}"
+                return Outcome(inspection, InvoiceState.LINKED, reason, company, first.id)
             return Outcome(inspection, InvoiceState.NEEDS_REVIEW, "a PDF without its XML", company)
         if "DOC-OWN-SALE" in codes:
             return Outcome(
@@ -369,6 +394,8 @@ class Pipeline:
     ) -> None:
         """The states, columns and events of every document of the file, in one commit."""
         now = self._now().timestamp()
+        for outcome in outcomes:
+            await self._still_true(conn, invoice, outcome)
         for n, outcome in enumerate(outcomes):
             columns: dict[str, Any] = {
                 **ledger.inspected_columns(outcome.inspection),
@@ -378,9 +405,20 @@ class Pipeline:
             }
             if n == 0:
                 invoice_id = invoice.id
-                await ledger.update(
-                    conn, invoice_id, now, state=outcome.state, reason=outcome.reason, **columns
+                recorded = await ledger.update(
+                    conn,
+                    invoice_id,
+                    now,
+                    state=outcome.state,
+                    expect=InvoiceState.RECEIVED,
+                    reason=outcome.reason,
+                    **columns,
                 )
+                if not recorded:  # a person acted on it meanwhile: theirs stands
+                    await ledger.update(
+                        conn, invoice_id, now, path=str(dest), reason=f"file in {dest}"
+                    )
+                    return
             else:  # more documents in the same file (a ZIP of several): a row each
                 invoice_id = await ledger.insert(
                     conn,
@@ -395,6 +433,18 @@ class Pipeline:
                 )
                 await ledger.update(conn, invoice_id, now, reason="read", **columns)
             await self._consequences(conn, invoice_id, outcome, now)
+
+    async def _still_true(
+        self, conn: aiosqlite.Connection, invoice: Invoice, outcome: Outcome
+    ) -> None:
+        """Another document with the same UUID may have been recorded since this one was
+        decided (two workers at once): then decide again."""
+        doc = outcome.inspection.document
+        if doc is None or outcome.state in FOLDER_OF:
+            return
+        first = await self._standing(conn, doc.uuid, invoice.id)
+        if first is not None and first.id != outcome.related_to:
+            raise RetryLater(f"invoice #{first.id} has the same UUID, recorded meanwhile", 0)
 
     async def _consequences(
         self, conn: aiosqlite.Connection, invoice_id: int, outcome: Outcome, now: float
@@ -481,3 +531,31 @@ def _first_problem(inspection: Inspection) -> str:
 def _verdict_reason(inspection: Inspection) -> str:
     warnings = [f.code for f in inspection.findings if f.severity == "warning"]
     return f"checked with warnings: {', '.join(warnings)}" if warnings else "checked: no findings"
+
+
+def inspect_file(
+    path: str,
+    name: str,
+    sha256: str,
+    limits: Limits,
+    lang: Language,
+    now: datetime,
+    companies: list[Company],
+    accept_test_documents: bool,
+    max_age: float,
+) -> list[Inspection]:
+    """Read and check one received file: what a worker process runs for `Pipeline`."""
+    file = Path(path)
+    size = file.stat().st_size
+    if size > limits.max_file_bytes:
+        return [too_large(name, size, sha256, limits, lang)]
+    with file.open("rb") as handle:
+        data = handle.read(limits.max_file_bytes + 1)
+    context = Context(
+        now=now,
+        companies=companies,
+        accept_test_documents=accept_test_documents,
+        max_age=timedelta(seconds=max_age),
+        lang=lang,
+    )
+    return [check(inspection, context) for inspection in read(data, name, limits, lang)]

@@ -8,6 +8,8 @@ or at its next start.
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiosqlite
 
 from facturasd.clock import Clock, utcnow
@@ -40,18 +42,20 @@ class Review:
     async def reprocess(self, invoice_id: int, reason: str) -> None:
         """Parse and check again (after a rules change, a fixed configuration…)."""
         invoice = await self._get(invoice_id)
-        if not invoice.archived:
-            raise ReviewRefused(f"invoice #{invoice_id} is still being received; try again")
+        if not invoice.archived or invoice.state is InvoiceState.RECEIVED:
+            raise ReviewRefused(f"invoice #{invoice_id} is being read right now; try again")
 
         async def again(conn: aiosqlite.Connection) -> None:
-            await ledger.update(
+            if not await ledger.update(
                 conn,
                 invoice_id,
                 self._clock().timestamp(),
                 actor=self.actor,
                 reason=f"reprocess: {reason}",
                 state=InvoiceState.RECEIVED,
-            )
+                expect=invoice.state,
+            ):
+                raise ReviewRefused(f"invoice #{invoice_id} changed meanwhile; look again")
             await self.queue.add(
                 conn,
                 queue=QueueName.INVOICE_PROCESSING,
@@ -75,7 +79,7 @@ class Review:
             codes = {f["code"] for f in found.get("findings", [])}
             if not codes & set(STILL_IN_REVIEW):
                 state = InvoiceState.CHECKED
-        await self._set(invoice_id, f"assigned to {company}: {reason}", state, company=company)
+        await self._set(invoice, f"assigned to {company}: {reason}", state, company=company)
         return state
 
     async def accept(self, invoice_id: int, reason: str) -> None:
@@ -85,26 +89,36 @@ class Review:
             raise ReviewRefused(
                 f"invoice #{invoice_id} is {invoice.state}; only one in needs_review is accepted"
             )
-        await self._set(invoice_id, f"accepted: {reason}", InvoiceState.CHECKED)
+        if invoice.format == "pdf":
+            raise ReviewRefused(
+                f"invoice #{invoice_id} is a PDF alone: the XML is the invoice; drop it in the "
+                "inbox and the PDF is linked to it"
+            )
+        await self._set(invoice, f"accepted: {reason}", InvoiceState.CHECKED)
 
     async def discard(self, invoice_id: int, reason: str) -> None:
         invoice = await self._get(invoice_id)
         if invoice.state is InvoiceState.DISCARDED:
             raise ReviewRefused(f"invoice #{invoice_id} is discarded already")
-        await self._set(invoice_id, f"discarded: {reason}", InvoiceState.DISCARDED)
+        await self._set(invoice, f"discarded: {reason}", InvoiceState.DISCARDED)
 
     async def _set(
-        self, invoice_id: int, reason: str, state: InvoiceState, **columns: object
+        self, invoice: ledger.Invoice, reason: str, state: InvoiceState, **columns: Any
     ) -> None:
-        async def record(conn: aiosqlite.Connection) -> None:
-            await ledger.update(
+        """The change, only if the invoice is still as it was read (the daemon may have moved
+        it on meanwhile)."""
+
+        async def record(conn: aiosqlite.Connection) -> bool:
+            return await ledger.update(
                 conn,
-                invoice_id,
+                invoice.id,
                 self._clock().timestamp(),
                 actor=self.actor,
                 reason=reason,
                 state=state,
+                expect=invoice.state,
                 **columns,
             )
 
-        await self.db.write(record)
+        if not await self.db.write(record):
+            raise ReviewRefused(f"invoice #{invoice.id} changed meanwhile; look again")

@@ -137,6 +137,10 @@ class WorkerPool:
             await self._settle(job, outcome)
         except LeaseLost as exc:
             log.warning("%s; its result is dropped", exc)
+        except RetryLater as exc:
+            # The effect found the world changed since the handler looked: run again.
+            await self.queue.release(job, self._clock() + timedelta(seconds=exc.delay), str(exc))
+            log.info("job %d (%s) runs again: %s", job.id, job.kind, exc)
         except Exception as exc:
             # The handler's effect raised, or the outcome could not be written: a failed
             # attempt. If even that cannot be written, the lease runs out and the job reruns.

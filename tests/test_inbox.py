@@ -325,7 +325,7 @@ def test_symlinks_out_of_the_inbox_are_not_followed(office: Office, tmp_path: Pa
     assert [name for _, _, name in office.settled(1)] == ["normal.xml"]
     assert outside.exists() and (office.inbox / "enlace.xml").is_symlink()
     assert office.daemon is not None
-    assert office.daemon.stderr().count("points outside the inbox") == 1
+    assert office.daemon.stderr().count("leads outside the inbox") == 1
 
 
 def test_a_file_that_does_not_open_stays_and_shows_in_health(tmp_path: Path) -> None:

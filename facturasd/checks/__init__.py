@@ -6,7 +6,7 @@ Context; nothing here reads a file, a database or the configuration.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import localcontext
@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING
 
 from facturasd.checks import arithmetic, document, identity, taxes, withholdings
 from facturasd.checks.base import Findings
-from facturasd.checks.document import Seen
 from facturasd.checks.rules import Rules, load
-from facturasd.findings import Language
+from facturasd.findings import Language, finding
 from facturasd.formats.model import Document, Inspection
 
 if TYPE_CHECKING:
     from facturasd.config import Company
 
-__all__ = ["Context", "Seen", "check"]
+__all__ = ["Context", "Seen", "check", "duplicate"]
+
+# "Seen before?": the description of an earlier document with this UUID, or None.
+Seen = Callable[[str], str | None]
 
 PRECISION = 100
 
@@ -48,7 +50,19 @@ def check(inspection: Inspection, context: Context) -> Inspection:
     # Printed numbers are at most 28 digits (formats.model.number): at this precision every
     # sum and product of them is exact.
     with localcontext(prec=PRECISION):
-        return _check(inspection, doc, context)
+        checked = _check(inspection, doc, context)
+    if context.seen is not None and doc.uuid and (earlier := context.seen(doc.uuid)):
+        return duplicate(checked, earlier, context.lang)
+    return checked
+
+
+def duplicate(inspection: Inspection, earlier: str, lang: Language) -> Inspection:
+    """`inspection`, whose UUID an earlier document already has (`earlier` names it), with
+    the DOC-DUPLICATE finding and graded again. For a caller that asks its ledger after the
+    checks ran (the daemon, which runs them in worker processes)."""
+    assert inspection.document is not None and inspection.document.uuid is not None
+    found = finding("DOC-DUPLICATE", "uuid", lang, uuid=inspection.document.uuid, earlier=earlier)
+    return inspection.rejudged(findings=[*inspection.findings, found])
 
 
 def _check(inspection: Inspection, doc: Document, context: Context) -> Inspection:
@@ -62,7 +76,6 @@ def _check(inspection: Inspection, doc: Document, context: Context) -> Inspectio
         now=context.now,
         max_age=context.max_age,
         accept_test_documents=context.accept_test_documents,
-        seen=context.seen,
     )
     arithmetic.check(doc, out)
     taxes.check(doc, inspection.format, rules, out)

@@ -1,18 +1,14 @@
-"""Document sanity: the authority's key (CUFE/CUDE/UUID), test documents, dates, references and
-duplicates. The clock and the ledger come in from outside (`now`, `seen`): this stays pure."""
+"""Document sanity: the authority's key (CUFE/CUDE/UUID), test documents, dates, references.
+The clock comes in from outside (`now`): this stays pure."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 
 from facturasd.checks.base import Findings
 from facturasd.checks.rules import Rules
 from facturasd.formats.model import Document
-
-# "Seen before?": the description of an earlier document with this UUID, or None.
-Seen = Callable[[str], str | None]
 
 _CUFE = re.compile(r"^[0-9a-f]{96}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -29,15 +25,12 @@ def check(
     now: datetime,
     max_age: timedelta,
     accept_test_documents: bool,
-    seen: Seen | None,
 ) -> None:
     _key(doc, out)
     _test_document(doc, rules, out, accept_test_documents)
     _issue_date(doc, out, now, max_age)
     if doc.kind == "credit_note" and not doc.references:
         out.add("DOC-NOTE-WITHOUT-REFERENCE", "references")
-    if seen is not None and doc.uuid and (earlier := seen(doc.uuid)) is not None:
-        out.add("DOC-DUPLICATE", "uuid", uuid=doc.uuid, earlier=earlier)
 
 
 def _key(doc: Document, out: Findings) -> None:

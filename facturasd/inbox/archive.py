@@ -49,9 +49,6 @@ class Folders:
             Folder.DUPLICATES: self.duplicates,
         }[folder]
 
-    def all(self) -> list[Path]:
-        return [self.inbox, self.archive, self.rejected, self.duplicates]
-
     def placed(self, name: PurePosixPath, folder: Folder) -> Path:
         return self.root(folder) / name
 
@@ -67,7 +64,8 @@ def dated_name(received: datetime, sha256: str, name: str, tag: str = "") -> Pur
     """`YYYY/MM/DD/<sha256[:12]>[-tag]-<name>`, the name cut (keeping its extension) to fit
     the filesystem's limit, and `.motivo.txt` after it."""
     prefix = f"{sha256[:12]}-{tag + '-' if tag else ''}"
-    room = MAX_NAME_BYTES - len(prefix.encode()) - len(MOTIVO_SUFFIX.encode())
+    # Room for the reason beside it, written under a temporary name first (.<name>.part).
+    room = MAX_NAME_BYTES - len(prefix.encode()) - len(MOTIVO_SUFFIX.encode()) - len("..part")
     if len(name.encode()) > room:
         stem, dot, ext = name.rpartition(".")
         keep = f"{dot}{ext}" if dot and len(ext.encode()) < 16 else ""
@@ -91,7 +89,8 @@ def move(source: Path, dest: Path) -> None:
     if source == dest or (not source.exists() and dest.exists()):
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _place(source, dest)
+    if not (dest.exists() and same_file(source, dest)):  # else: placed before a crash
+        _place(source, dest)
     _fsync_dir(dest.parent)
     source.unlink()
     _fsync_dir(source.parent)
@@ -126,6 +125,19 @@ def _place(source: Path, dest: Path) -> None:
         if dest.exists():
             raise
         os.rename(partial, dest)  # no hard links here at all
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same file under two names (a hard link), or a whole copy of it (same bytes)."""
+    if os.path.samefile(a, b):
+        return True
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as first, b.open("rb") as second:
+        while chunk := first.read(1 << 20):
+            if chunk != second.read(len(chunk)):
+                return False
+    return True
 
 
 def write_atomically(path: Path, text: str) -> None:

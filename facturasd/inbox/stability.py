@@ -23,9 +23,6 @@ class StabilityTracker:
         self.stable_seconds = stable_seconds
         self._files: dict[Path, Seen] = {}
 
-    def __len__(self) -> int:
-        return len(self._files)
-
     def observe(self, path: Path, size: int, mtime_ns: int, now: float) -> None:
         """What the file looks like at `now`; a change restarts its wait."""
         seen = self._files.get(path)

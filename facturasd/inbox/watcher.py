@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -65,6 +65,7 @@ class Watcher:
         # Files that do not open (permissions): path → why; shown in /health.
         self.blocked: dict[Path, str] = {}
         self._outside: set[Path] = set()
+        self._real_inbox = Path(os.path.realpath(inbox))
         self._wake = anyio.Event()
 
     async def run(self) -> None:
@@ -101,55 +102,71 @@ class Watcher:
 
     async def _rescans(self) -> None:
         while True:
-            found = await anyio.to_thread.run_sync(self._scan)
+            found, unreadable = await anyio.to_thread.run_sync(self._scan)
             for path, size, mtime in found:
                 if path not in self.queued:
                     self.tracker.observe(path, size, mtime, self._monotonic())
-            # Files that did not open are tried again now.
-            self.blocked = {p: why for p, why in self.blocked.items() if p.exists()}
+            # Files that did not open are tried again now; folders that cannot be listed
+            # are reported until they can.
+            present = {path for path, _, _ in found}
+            self.blocked = {
+                **{p: why for p, why in self.blocked.items() if p in present},
+                **unreadable,
+            }
             self._wake.set()
             await anyio.sleep(self.settings.rescan_interval)
 
-    def _scan(self) -> list[tuple[Path, int, int]]:
-        found = []
-        for path in self._walk():
-            try:
-                stat = path.stat()
-            except OSError:
-                continue  # gone meanwhile
-            found.append((path, stat.st_size, stat.st_mtime_ns))
-        return found
+    def _scan(self) -> tuple[list[tuple[Path, int, int]], dict[Path, str]]:
+        """Every file to take, and the folders or files that cannot even be looked at."""
+        found, unreadable = [], {}
 
-    def _walk(self) -> Iterator[Path]:
-        for folder, dirs, files in os.walk(self.inbox, followlinks=False):
+        def refused(exc: OSError) -> None:
+            unreadable[Path(exc.filename or self.inbox)] = exc.strerror or type(exc).__name__
+
+        for folder, dirs, files in os.walk(self.inbox, onerror=refused, followlinks=False):
             base = Path(folder)
             dirs[:] = [d for d in dirs if not d.startswith(".") and d not in IGNORED_FOLDERS]
             for name in files:
                 path = base / name
-                if self._acceptable(path):
-                    yield path
+                try:
+                    if not self._acceptable(path):
+                        continue
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue  # gone meanwhile
+                except OSError as exc:
+                    unreadable[path] = exc.strerror or type(exc).__name__
+                    continue
+                found.append((path, stat.st_size, stat.st_mtime_ns))
+        return found, unreadable
 
     def _acceptable(self, path: Path) -> bool:
+        """A document to take: a wanted name, a regular file, really inside the inbox (not
+        through a symbolic link, of the file or of a folder on its way)."""
         if not wanted(path.relative_to(self.inbox)):
             return False
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(self.inbox.resolve()) and path not in self._outside:
-                self._outside.add(path)
-                log.warning("%s points outside the inbox (%s): not followed", path, target)
-            # Inside the inbox, its target is taken on its own.
-            return False
-        return True
+        relative = path.relative_to(self.inbox)
+        real = Path(os.path.realpath(path))
+        if real == self._real_inbox / relative:
+            return True
+        if not real.is_relative_to(self._real_inbox) and path not in self._outside:
+            self._outside.add(path)
+            log.warning("%s leads outside the inbox (%s): not followed", path, real)
+        return False  # a link inside the inbox: its target is taken on its own
 
     async def _observe(self, path: Path) -> None:
         if path in self.queued or not path.is_relative_to(self.inbox):
             return
-        if not await anyio.to_thread.run_sync(self._acceptable, path):
-            return
         try:
+            if not await anyio.to_thread.run_sync(self._acceptable, path):
+                return
             stat = await anyio.Path(path).stat()
-        except OSError:
+        except FileNotFoundError:
             self.tracker.forget(path)
+            return
+        except OSError as exc:
+            self.tracker.forget(path)
+            self.blocked[path] = exc.strerror or type(exc).__name__
             return
         self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
 
@@ -192,10 +209,15 @@ class Watcher:
             async for path in receive:
                 try:
                     await self._take(path)
+                    self.blocked.pop(path, None)
+                except FileNotFoundError:
+                    # Moved or removed by someone while it was being taken: wherever it went
+                    # in the inbox, it is taken from there.
+                    log.info("%s went away while it was being taken", path)
                 except OSError as exc:
-                    # A file that vanished or turned unreadable after it was stable: the
-                    # ledger has it (or not) and the next rescan sees what is left.
+                    # It cannot be moved out of the inbox (permissions): reported until then.
                     log.warning("%s could not be taken (%s)", path, exc.strerror or exc)
+                    self.blocked[path] = exc.strerror or type(exc).__name__
                 except Exception:
                     # The database, say: the file stays in the inbox for the next rescan.
                     log.exception("%s could not be taken; it stays in the inbox", path)

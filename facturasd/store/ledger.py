@@ -22,12 +22,22 @@ from facturasd.store.db import Database
 SYSTEM = "facturasd"
 # States whose UUID no longer counts: a corrected invoice with the same UUID supersedes them.
 SUPERSEDABLE = (InvoiceState.REJECTED, InvoiceState.UNREADABLE)
-# States whose UUID makes a later document with it a duplicate.
+# States whose UUID makes a later document with it a duplicate: an invoice that stands (not
+# one waiting to be read, set aside, superseded, or itself a duplicate or a printed copy).
 COUNTED = tuple(
     s
     for s in InvoiceState
-    if s not in (*SUPERSEDABLE, InvoiceState.RECEIVED, InvoiceState.DISCARDED)
+    if s
+    not in (
+        *SUPERSEDABLE,
+        InvoiceState.RECEIVED,
+        InvoiceState.DISCARDED,
+        InvoiceState.DUPLICATE,
+        InvoiceState.LINKED,
+    )
 )
+# The path of a row whose file left the inbox some other way before it could be archived.
+NO_FILE = ""
 
 _SUMMARY = (
     "id, sha256, original_name, inbox_path, member, path, archived, company, state, "
@@ -149,17 +159,27 @@ async def update(
     actor: str = SYSTEM,
     reason: str,
     state: InvoiceState | None = None,
+    expect: InvoiceState | None = None,
     **columns: Any,
-) -> None:
-    """Set `columns` (and `state`), and record why as an event."""
+) -> bool:
+    """Set `columns` (and `state`), and record why as an event. With `expect`, only if the
+    invoice is still in that state (someone else may have acted on it meanwhile): returns
+    whether it was."""
     if state is not None:
         columns["state"] = state
     columns["updated_at"] = now
     assignments = ", ".join(f"{name} = ?" for name in columns)
-    await conn.execute(
-        f"UPDATE invoices SET {assignments} WHERE id = ?", (*columns.values(), invoice_id)
+    condition: str = "id = ?"
+    params: list[object] = [invoice_id]
+    if expect is not None:
+        condition, params = "id = ? AND state = ?", [invoice_id, str(expect)]
+    cursor = await conn.execute(
+        f"UPDATE invoices SET {assignments} WHERE {condition}", (*columns.values(), *params)
     )
+    if cursor.rowcount != 1:
+        return False
     await event(conn, invoice_id, now, state, actor, reason)
+    return True
 
 
 _DOCUMENT = (
@@ -203,9 +223,18 @@ def inspected_columns(inspection: Inspection) -> dict[str, Any]:
     return columns
 
 
-async def get(db: Database, invoice_id: int) -> Invoice | None:
-    row = await db.fetchone(f"SELECT {_SUMMARY} FROM invoices WHERE id = ?", (invoice_id,))
+async def _one(
+    source: Database | aiosqlite.Connection, sql: str, params: tuple[Any, ...]
+) -> Invoice | None:
+    if isinstance(source, Database):
+        row = await source.fetchone(sql, params)
+    else:
+        row = next(iter(await source.execute_fetchall(sql, params)), None)
     return Invoice.from_row(row) if row else None
+
+
+async def get(source: Database | aiosqlite.Connection, invoice_id: int) -> Invoice | None:
+    return await _one(source, f"SELECT {_SUMMARY} FROM invoices WHERE id = ?", (invoice_id,))
 
 
 async def unarchived(db: Database) -> list[Invoice]:
@@ -214,35 +243,39 @@ async def unarchived(db: Database) -> list[Invoice]:
     return [Invoice.from_row(row) for row in rows]
 
 
-async def pending_ingest(db: Database, sha256: str, inbox_path: str) -> Invoice | None:
+async def pending_ingest(
+    conn: aiosqlite.Connection, sha256: str, inbox_path: str
+) -> Invoice | None:
     """This very file, recorded but not yet moved out of the inbox."""
-    row = await db.fetchone(
+    return await _one(
+        conn,
         f"SELECT {_SUMMARY} FROM invoices WHERE archived = 0 AND sha256 = ? AND inbox_path = ?",
         (sha256, inbox_path),
     )
-    return Invoice.from_row(row) if row else None
 
 
-async def first_with_bytes(db: Database, sha256: str) -> Invoice | None:
-    """The earliest file received with these bytes."""
-    row = await db.fetchone(
-        f"SELECT {_SUMMARY} FROM invoices WHERE sha256 = ? AND member IS NULL ORDER BY id LIMIT 1",
-        (sha256,),
+async def first_with_bytes(conn: aiosqlite.Connection, sha256: str) -> Invoice | None:
+    """The earliest file received with these bytes (the first row of a file: a ZIP of
+    several documents has more), whose file is in the archive folders."""
+    return await _one(
+        conn,
+        f"SELECT {_SUMMARY} FROM invoices WHERE sha256 = ? AND path != ? ORDER BY id LIMIT 1",
+        (sha256, NO_FILE),
     )
-    return Invoice.from_row(row) if row else None
 
 
-async def first_with_uuid(
-    db: Database, uuid: str, *, other_than: int, states: Sequence[InvoiceState]
+async def standing_with_uuid(
+    source: Database | aiosqlite.Connection, uuid: str, *, other_than: int
 ) -> Invoice | None:
-    """The earliest invoice (an XML, not a PDF alone) with this UUID in one of `states`."""
-    placeholders = ", ".join("?" for _ in states)
-    row = await db.fetchone(
+    """The earliest standing invoice (an XML, not a PDF alone; a state in COUNTED) with this
+    UUID, other than `other_than`."""
+    placeholders = ", ".join("?" for _ in COUNTED)
+    return await _one(
+        source,
         f"SELECT {_SUMMARY} FROM invoices WHERE uuid = ? AND id != ? AND format != 'pdf' "
         f"AND state IN ({placeholders}) ORDER BY id LIMIT 1",
-        (uuid, other_than, *states),
+        (uuid, other_than, *COUNTED),
     )
-    return Invoice.from_row(row) if row else None
 
 
 async def with_uuid(
@@ -300,8 +333,3 @@ async def search(
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [Invoice.from_row(row) for row in await db.fetchall(sql, params)]
-
-
-async def counts(db: Database) -> dict[str, int]:
-    rows = await db.fetchall("SELECT state, count(*) AS n FROM invoices GROUP BY state")
-    return {row["state"]: row["n"] for row in rows}
