@@ -122,13 +122,13 @@ class Pipeline:
 
     async def ingest(self, path: Path) -> None:
         """Take one stable file of the inbox: ledger row, then the move, then archived."""
-        inbox_path = path.relative_to(self.folders.inbox).as_posix()
+        inbox_path = _text(path.relative_to(self.folders.inbox).as_posix())
         sha256 = await hash_file(path)
         now = self._now()
         # Files are taken concurrently: each reserves a name free in every folder until it is
         # moved, and whether it repeats another's bytes is decided in its ledger transaction
         # (transactions are serial), so two copies taken at once are one and a duplicate.
-        name = await anyio.to_thread.run_sync(self._reserve_name, now, sha256, path.name)
+        name = await anyio.to_thread.run_sync(self._reserve_name, now, sha256, _text(path.name))
         try:
             invoice = await self.db.write(
                 partial(
@@ -171,7 +171,7 @@ class Pipeline:
             invoice_id = await ledger.insert(
                 conn,
                 sha256=sha256,
-                original_name=path.name,
+                original_name=_text(path.name),
                 inbox_path=inbox_path,
                 path=str(self.folders.placed(name, Folder.DUPLICATES)),
                 state=InvoiceState.DUPLICATE,
@@ -185,7 +185,7 @@ class Pipeline:
             invoice_id = await ledger.insert(
                 conn,
                 sha256=sha256,
-                original_name=path.name,
+                original_name=_text(path.name),
                 inbox_path=inbox_path,
                 path=str(self.folders.placed(name, Folder.ARCHIVE)),
                 state=InvoiceState.RECEIVED,
@@ -559,3 +559,9 @@ def inspect_file(
         lang=lang,
     )
     return [check(inspection, context) for inspection in read(data, name, limits, lang)]
+
+
+def _text(name: str) -> str:
+    """A file name as text the ledger and the archive can hold: bytes that are not UTF-8
+    (names written by an old Windows or a Latin-1 mail client) become `\\xf1` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -101,6 +101,12 @@ def test_a_move_never_replaces_a_file(tmp_path: Path) -> None:
     move(source, dest)
     move(source, dest)  # done already: nothing to do
     assert dest.read_text() == "one" and not source.exists()
+    # Placed before a crash (a second name of the same file): only the unlink is left.
+    source.write_text("three")
+    other = tmp_path / "out" / "b.xml"
+    os.link(source, other)
+    move(source, other)
+    assert other.read_text() == "three" and not source.exists()
 
 
 def test_a_move_across_filesystems_copies_whole(tmp_path: Path) -> None:
@@ -229,10 +235,19 @@ def test_names_people_use_and_same_names_in_two_folders(office: Office) -> None:
     ]
     for n, name in enumerate(names):
         drop(office.inbox, name, invoice(n))
-    rows = office.settled(len(names))
-    assert sorted(name for _, _, name in rows) == sorted(PurePosixPath(n).name for n in names)
-    assert {state for _, state, _ in rows} == {"checked"}
-    assert len(office.files("archive")) == len(names)
+    # A name that is not UTF-8 (a Latin-1 client), and a long one rejected with its reason.
+    latin1 = os.fsdecode(b"Compa\xf1ia.xml")
+    drop(office.inbox, latin1, invoice(9))
+    drop(office.inbox, "y" * 245 + ".xml", b"not an invoice")
+    rows = office.settled(len(names) + 2)
+    taken = sorted(name for _, _, name in rows)
+    assert taken == sorted(
+        [*(PurePosixPath(n).name for n in names), "Compa\\xf1ia.xml", "y" * 245 + ".xml"]
+    )
+    assert [state for _, state, name in rows if name.startswith("y")] == ["unreadable"]
+    assert {state for _, state, name in rows if not name.startswith("y")} == {"checked"}
+    assert len(office.files("archive")) == len(names) + 1
+    assert any(p.name.endswith(".motivo.txt") for p in office.files("rejected"))
     assert not [p for p in office.inbox.rglob("*") if p.is_file()]
 
 
@@ -315,17 +330,29 @@ def test_files_dropped_while_down_and_files_no_event_reports(tmp_path: Path) -> 
         office.kill()
 
 
-def test_symlinks_out_of_the_inbox_are_not_followed(office: Office, tmp_path: Path) -> None:
+def test_symlinks_out_of_the_inbox_are_not_followed(tmp_path: Path) -> None:
+    office = Office(tmp_path)
+    office.inbox.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "otra.xml").write_bytes(invoice(4))
+    (office.inbox / "carpeta").symlink_to(elsewhere)  # a linked folder, there at start-up
     outside = tmp_path / "secreto.xml"
     outside.write_bytes(invoice(5))
     (office.inbox / "enlace.xml").symlink_to(outside)
-    drop(office.inbox, "normal.xml", invoice(6))
-    office.settled(1)
-    time.sleep(1.5)  # a rescan has passed
-    assert [name for _, _, name in office.settled(1)] == ["normal.xml"]
-    assert outside.exists() and (office.inbox / "enlace.xml").is_symlink()
-    assert office.daemon is not None
-    assert office.daemon.stderr().count("leads outside the inbox") == 1
+    office.start()
+    try:
+        drop(office.inbox, "normal.xml", invoice(6))
+        office.settled(1)
+        (elsewhere / "nueva.xml").write_bytes(invoice(7))
+        time.sleep(2.5)  # rescans have passed
+        assert [name for _, _, name in office.settled(1)] == ["normal.xml"]
+        assert outside.exists() and (elsewhere / "otra.xml").exists()
+        assert (elsewhere / "nueva.xml").exists()
+        assert office.daemon is not None
+        assert office.daemon.stderr().count("enlace.xml leads outside the inbox") == 1
+    finally:
+        office.kill()
 
 
 def test_a_file_that_does_not_open_stays_and_shows_in_health(tmp_path: Path) -> None:
@@ -339,8 +366,18 @@ def test_a_file_that_does_not_open_stays_and_shows_in_health(tmp_path: Path) -> 
     try:
         locked = drop(office.inbox, "sin permiso.xml", invoice(1))
         locked.chmod(0)
+        closed = office.inbox / "cerrada"
+        drop(closed, "dentro.xml", invoice(3))
+        closed.chmod(0)  # a folder that cannot be listed: the rest of the inbox goes on
         drop(office.inbox, "legible.xml", invoice(2))
         office.settled(1)
+
+        def names_folder() -> bool:
+            check = get_health(office.port).json()["checks"]["inbox:unreadable"][0]
+            return "cerrada" in check.get("output", "")
+
+        wait_until(names_folder, 30, "/health names the folder")
+        closed.chmod(0o755)
 
         def warned() -> bool:
             check = get_health(office.port).json()["checks"]["inbox:unreadable"][0]
@@ -349,8 +386,8 @@ def test_a_file_that_does_not_open_stays_and_shows_in_health(tmp_path: Path) -> 
         wait_until(warned, 30, "/health names the file")
         assert locked.exists()
         locked.chmod(0o644)  # fixed: the next rescan takes it
-        rows = office.settled(2, timeout=30)
-        assert {name for _, _, name in rows} == {"sin permiso.xml", "legible.xml"}
+        rows = office.settled(3, timeout=30)
+        assert {name for _, _, name in rows} == {"sin permiso.xml", "legible.xml", "dentro.xml"}
         wait_until(lambda: not warned(), 30, "/health clear again")
     finally:
         office.kill()
@@ -478,3 +515,63 @@ def test_copied_samples_end_where_a_person_expects(office: Office) -> None:
     assert rows["siigo-blindacces-FV7.xml"] == "checked"
     assert rows["cfdi-expresiones__cfdi40-real.xml"] == "checked"  # a warning only
     assert rows["satcfdi__cfdv40-min.xml"] == "rejected"  # unstamped test example
+
+
+def test_the_same_invoice_as_xml_zip_and_pdf_at_once(office: Office) -> None:
+    """Taken by different workers at the same moment: one stands, the rest follow it."""
+    data = invoice(11)
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("fe.xml", data)
+    printed = text_pdf(["Factura electrónica de venta FE1001", f"CUFE: {cufe(11)}"])
+    staging = office.root / "staging"
+    staging.mkdir()
+    for name, content in (("a.xml", data), ("b.zip", package.getvalue()), ("c.pdf", printed)):
+        (staging / name).write_bytes(content)
+    for path in staging.iterdir():
+        path.rename(office.inbox / path.name)
+    rows = {name: state for _, state, name in office.settled(3)}
+    assert sorted(rows.values()) == ["checked", "duplicate", "linked"]
+    assert rows["c.pdf"] == "linked"
+
+
+def test_reprocessing_an_original_keeps_it_the_original(office: Office) -> None:
+    drop(office.inbox, "original.xml", invoice(12))
+    office.settled(1)
+    drop(office.inbox, "copia.xml", invoice(12))
+    rows = {name: (id_, state) for id_, state, name in office.settled(2)}
+    assert rows["copia.xml"][1] == "duplicate"
+    assert office.cli("reprocess", str(rows["original.xml"][0])).returncode == 0
+    wait_until(
+        lambda: (
+            office.rows("SELECT state FROM invoices ORDER BY id") == [("checked",), ("duplicate",)]
+        ),
+        30,
+        "reprocessed",
+    )
+    assert len(office.files("archive")) == 1
+
+
+def test_worker_processes_die_with_the_daemon(tmp_path: Path) -> None:
+    office = Office(tmp_path)
+    office.start()
+    drop(office.inbox, "f.xml", invoice(13))
+    office.settled(1)  # parsed in a worker process
+    assert office.daemon is not None
+    pid = office.daemon.proc.pid
+    children = {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    }
+    assert children, "the parse ran in a worker process"
+    office.daemon.proc.kill()
+    office.daemon.proc.wait(30)
+    office.daemon = None
+    wait_until(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 30, "workers gone")
+    office.start()  # nothing holds the lock or the port
+    try:
+        drop(office.inbox, "g.xml", invoice(14))
+        assert len(office.settled(2)) == 2
+    finally:
+        office.kill()

@@ -65,10 +65,12 @@ class Watcher:
         # Files that do not open (permissions): path → why; shown in /health.
         self.blocked: dict[Path, str] = {}
         self._outside: set[Path] = set()
-        self._real_inbox = Path(os.path.realpath(inbox))
+        self._real_inbox = inbox  # resolved when it runs (a blocking call)
         self._wake = anyio.Event()
 
     async def run(self) -> None:
+        await anyio.Path(self.inbox).mkdir(parents=True, exist_ok=True)
+        self._real_inbox = Path(await anyio.to_thread.run_sync(os.path.realpath, self.inbox))
         async with anyio.create_task_group() as tg:
             send, receive = anyio.create_memory_object_stream[Path](self._concurrency)
             for _ in range(self._concurrency):
@@ -81,7 +83,6 @@ class Watcher:
                 await self._hand_on(send)
 
     async def _events(self) -> None:
-        await anyio.Path(self.inbox).mkdir(parents=True, exist_ok=True)
         async for changes in awatch(
             self.inbox,
             force_polling=self.settings.force_polling,
