@@ -162,13 +162,12 @@ class Pipeline:
         now: datetime,
         name: PurePosixPath,
     ) -> Invoice:
-        pending = await ledger.pending_ingest(conn, sha256, inbox_path)
-        if pending is not None:
-            return pending  # recorded before a crash, never moved: finish it
-        earlier = await ledger.first_with_bytes(conn, sha256)
+        earlier, pending = await ledger.with_bytes(conn, sha256, inbox_path)
+        if earlier is not None and pending:
+            return earlier  # recorded before a crash, never moved: finish it
         company = self._company_of_folder(inbox_path)
         if earlier is not None:
-            invoice_id = await ledger.insert(
+            duplicate = await ledger.insert(
                 conn,
                 sha256=sha256,
                 original_name=_text(path.name),
@@ -180,22 +179,19 @@ class Pipeline:
                 now=now.timestamp(),
                 reason=f"the same bytes as invoice #{earlier.id}",
             )
-            await ledger.copy_document(conn, earlier.id, invoice_id)
-        else:
-            invoice_id = await ledger.insert(
-                conn,
-                sha256=sha256,
-                original_name=_text(path.name),
-                inbox_path=inbox_path,
-                path=str(self.folders.placed(name, Folder.ARCHIVE)),
-                state=InvoiceState.RECEIVED,
-                company=company,
-                now=now.timestamp(),
-                reason=f"received as {inbox_path}",
-            )
-        found = await ledger.get(conn, invoice_id)
-        assert found is not None
-        return found
+            await ledger.copy_document(conn, earlier.id, duplicate.id)
+            return duplicate
+        return await ledger.insert(
+            conn,
+            sha256=sha256,
+            original_name=_text(path.name),
+            inbox_path=inbox_path,
+            path=str(self.folders.placed(name, Folder.ARCHIVE)),
+            state=InvoiceState.RECEIVED,
+            company=company,
+            now=now.timestamp(),
+            reason=f"received as {inbox_path}",
+        )
 
     def _reserve_name(self, now: datetime, sha256: str, name: str) -> PurePosixPath:
         """The dated name, tagged when the same bytes and name arrived the same day; free in
@@ -420,7 +416,7 @@ class Pipeline:
                     )
                     return
             else:  # more documents in the same file (a ZIP of several): a row each
-                invoice_id = await ledger.insert(
+                added = await ledger.insert(
                     conn,
                     sha256=invoice.sha256,
                     original_name=invoice.original_name,
@@ -431,6 +427,7 @@ class Pipeline:
                     now=now,
                     reason=outcome.reason,
                 )
+                invoice_id = added.id
                 await ledger.update(conn, invoice_id, now, reason="read", **columns)
             await self._consequences(conn, invoice_id, outcome, now)
 
@@ -455,24 +452,25 @@ class Pipeline:
         if outcome.inspection.format != "pdf":
             # The corrected invoice supersedes the rejected ones with its UUID; its printed
             # copies that came alone are linked to it.
-            for old in await ledger.with_uuid(
-                conn, doc.uuid, other_than=invoice_id, states=ledger.SUPERSEDABLE
+            for other in await ledger.with_uuid(
+                conn,
+                doc.uuid,
+                other_than=invoice_id,
+                states=(*ledger.SUPERSEDABLE, InvoiceState.NEEDS_REVIEW),
             ):
-                await ledger.update(
-                    conn,
-                    old.id,
-                    now,
-                    state=InvoiceState.DISCARDED,
-                    related_to=invoice_id,
-                    reason=f"superseded by invoice #{invoice_id}",
-                )
-            for pdf in await ledger.with_uuid(
-                conn, doc.uuid, other_than=invoice_id, states=(InvoiceState.NEEDS_REVIEW,)
-            ):
-                if pdf.format == "pdf":
+                if other.state in ledger.SUPERSEDABLE:
                     await ledger.update(
                         conn,
-                        pdf.id,
+                        other.id,
+                        now,
+                        state=InvoiceState.DISCARDED,
+                        related_to=invoice_id,
+                        reason=f"superseded by invoice #{invoice_id}",
+                    )
+                elif other.format == "pdf":
+                    await ledger.update(
+                        conn,
+                        other.id,
                         now,
                         state=InvoiceState.LINKED,
                         related_to=invoice_id,

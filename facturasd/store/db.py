@@ -227,39 +227,46 @@ class Database:
         return entry.result  # type: ignore[return-value]
 
     async def _commit(self, batch: list[_Pending[Any]]) -> None:
-        conn = self._writer
-        # Each call is a round trip to SQLite's thread; a lone operation needs no savepoint,
-        # since rolling back the transaction undoes exactly that operation.
-        isolate = len(batch) > 1
+        """The batch in one transaction. Should one operation raise, the transaction is
+        rolled back and each operation runs again in its own, so the others still commit and
+        only that one fails. (Optimistic: a savepoint per operation would cost two more round
+        trips to SQLite's thread each, on every batch.)"""
         token = _inside_write.set(True)
         try:
-            with anyio.fail_after(BATCH_TIMEOUT):
-                await conn.execute("BEGIN IMMEDIATE")
+            if not await self._transaction(batch) and len(batch) > 1:
                 for entry in batch:
-                    if isolate:
-                        await conn.execute("SAVEPOINT op")
-                    try:
-                        entry.result = await entry.op(conn)
-                    except Exception as exc:
-                        entry.error = exc
-                        if not isolate:
-                            raise
-                        await conn.execute("ROLLBACK TO op")
-                    if isolate:
-                        await conn.execute("RELEASE op")
-                await conn.execute("COMMIT")
-            self.stats.commits += 1
-            self.stats.operations += len(batch)
-        except Exception as exc:
-            # Mark the batch failed first: nothing in it was committed, whatever happens next.
-            for entry in batch:
-                entry.result, entry.error = None, entry.error or exc
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+                    await self._transaction([entry])
         finally:
             _inside_write.reset(token)
             for entry in batch:
                 entry.done.set()
+
+    async def _transaction(self, entries: list[_Pending[Any]]) -> bool:
+        """Runs `entries` in one transaction; False if one raised (all rolled back, each
+        marked with the error: its own, or the one that undid it)."""
+        conn = self._writer
+        for entry in entries:
+            entry.result, entry.error = None, None
+        try:
+            with anyio.fail_after(BATCH_TIMEOUT):
+                await conn.execute("BEGIN IMMEDIATE")
+                for entry in entries:
+                    try:
+                        entry.result = await entry.op(conn)
+                    except Exception as exc:
+                        entry.error = exc
+                        raise
+                await conn.execute("COMMIT")
+            self.stats.commits += 1
+            self.stats.operations += len(entries)
+            return True
+        except Exception as exc:
+            # Nothing of the transaction was committed, whatever happens next.
+            for entry in entries:
+                entry.result, entry.error = None, entry.error or exc
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            return False
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._reader.execute(sql, tuple(params)) as cursor:

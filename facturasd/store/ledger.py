@@ -111,11 +111,11 @@ async def insert(
     related_to: int | None = None,
     archived: bool = False,
     reason: str,
-) -> int:
-    cursor = await conn.execute(
+) -> Invoice:
+    rows = await conn.execute_fetchall(
         "INSERT INTO invoices (sha256, original_name, inbox_path, member, path, archived, "
         "company, state, compliance, related_to, received_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
         (
             sha256,
             original_name,
@@ -131,10 +131,9 @@ async def insert(
             now,
         ),
     )
-    invoice_id = cursor.lastrowid
-    assert invoice_id is not None
-    await event(conn, invoice_id, now, state, SYSTEM, reason)
-    return invoice_id
+    invoice = Invoice.from_row(next(iter(rows)))
+    await event(conn, invoice.id, now, state, SYSTEM, reason)
+    return invoice
 
 
 async def event(
@@ -243,25 +242,19 @@ async def unarchived(db: Database) -> list[Invoice]:
     return [Invoice.from_row(row) for row in rows]
 
 
-async def pending_ingest(
+async def with_bytes(
     conn: aiosqlite.Connection, sha256: str, inbox_path: str
-) -> Invoice | None:
-    """This very file, recorded but not yet moved out of the inbox."""
-    return await _one(
-        conn,
-        f"SELECT {_SUMMARY} FROM invoices WHERE archived = 0 AND sha256 = ? AND inbox_path = ?",
-        (sha256, inbox_path),
+) -> tuple[Invoice | None, bool]:
+    """(invoice, pending): this very file, recorded but not yet moved out of the inbox
+    (pending); else the earliest file received with these bytes (the first row of a file: a
+    ZIP of several documents has more) whose file is in the archive folders; else None."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_SUMMARY}, (archived = 0 AND inbox_path = ?) AS pending FROM invoices "
+        "WHERE sha256 = ? AND path != ? ORDER BY pending DESC, id LIMIT 1",
+        (inbox_path, sha256, NO_FILE),
     )
-
-
-async def first_with_bytes(conn: aiosqlite.Connection, sha256: str) -> Invoice | None:
-    """The earliest file received with these bytes (the first row of a file: a ZIP of
-    several documents has more), whose file is in the archive folders."""
-    return await _one(
-        conn,
-        f"SELECT {_SUMMARY} FROM invoices WHERE sha256 = ? AND path != ? ORDER BY id LIMIT 1",
-        (sha256, NO_FILE),
-    )
+    row = next(iter(rows), None)
+    return (Invoice.from_row(row), bool(row["pending"])) if row else (None, False)
 
 
 async def standing_with_uuid(
