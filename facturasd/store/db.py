@@ -233,7 +233,8 @@ class Database:
         trips to SQLite's thread each, on every batch.)"""
         token = _inside_write.set(True)
         try:
-            if not await self._transaction(batch) and len(batch) > 1:
+            failed = await self._transaction(batch)
+            if failed is not None and len(batch) > 1:
                 for entry in batch:
                     await self._transaction([entry])
         finally:
@@ -241,9 +242,11 @@ class Database:
             for entry in batch:
                 entry.done.set()
 
-    async def _transaction(self, entries: list[_Pending[Any]]) -> bool:
-        """Runs `entries` in one transaction; False if one raised (all rolled back, each
-        marked with the error: its own, or the one that undid it)."""
+    async def _transaction(self, entries: list[_Pending[Any]]) -> _Pending[Any] | None:
+        """Runs `entries` in one transaction. If one of them raised, all are rolled back and
+        marked with the error (its own, or the one that undid theirs) and it is returned; an
+        error of the transaction itself (the database locked, the disk full) marks them all
+        and returns None: running them one by one would only meet it again."""
         conn = self._writer
         for entry in entries:
             entry.result, entry.error = None, None
@@ -259,14 +262,15 @@ class Database:
                 await conn.execute("COMMIT")
             self.stats.commits += 1
             self.stats.operations += len(entries)
-            return True
+            return None
         except Exception as exc:
+            culprit = next((e for e in entries if e.error is not None), None)
             # Nothing of the transaction was committed, whatever happens next.
             for entry in entries:
                 entry.result, entry.error = None, entry.error or exc
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
-            return False
+            return culprit
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._reader.execute(sql, tuple(params)) as cursor:
