@@ -24,6 +24,7 @@ import aiosqlite
 import anyio
 
 from facturasd.checks import Context, check, duplicate
+from facturasd.checks.identity import company_for
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Company, Config
 from facturasd.constants import InvoiceState, QueueName
@@ -165,33 +166,23 @@ class Pipeline:
         earlier, pending = await ledger.with_bytes(conn, sha256, inbox_path)
         if earlier is not None and pending:
             return earlier  # recorded before a crash, never moved: finish it
-        company = self._company_of_folder(inbox_path)
-        if earlier is not None:
-            duplicate = await ledger.insert(
-                conn,
-                sha256=sha256,
-                original_name=_text(path.name),
-                inbox_path=inbox_path,
-                path=str(self.folders.placed(name, Folder.DUPLICATES)),
-                state=InvoiceState.DUPLICATE,
-                company=company,
-                related_to=earlier.id,
-                now=now.timestamp(),
-                reason=f"the same bytes as invoice #{earlier.id}",
-            )
-            await ledger.copy_document(conn, earlier.id, duplicate.id)
-            return duplicate
-        return await ledger.insert(
+        invoice = await ledger.insert(
             conn,
             sha256=sha256,
             original_name=_text(path.name),
             inbox_path=inbox_path,
-            path=str(self.folders.placed(name, Folder.ARCHIVE)),
-            state=InvoiceState.RECEIVED,
-            company=company,
+            path=str(self.folders.placed(name, Folder.DUPLICATES if earlier else Folder.ARCHIVE)),
+            state=InvoiceState.DUPLICATE if earlier else InvoiceState.RECEIVED,
+            company=self._company_of_folder(inbox_path),
+            related_to=earlier.id if earlier else None,
             now=now.timestamp(),
-            reason=f"received as {inbox_path}",
+            reason=f"the same bytes as invoice #{earlier.id}"
+            if earlier
+            else f"received as {inbox_path}",
         )
+        if earlier is not None:
+            await ledger.copy_document(conn, earlier.id, invoice.id)
+        return invoice
 
     def _reserve_name(self, now: datetime, sha256: str, name: str) -> PurePosixPath:
         """The dated name, tagged when the same bytes and name arrived the same day; free in
@@ -497,27 +488,14 @@ class Pipeline:
         doc = inspection.document
         if doc is None or not self.config.companies:
             return None
-        return _receiving_company(self.config.companies, doc.country, doc.receiver.tax_id)
+        company = company_for(doc.country, doc.receiver, self.config.companies)
+        return company.slug if company else None
 
     def _local(self, timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, self.zone).strftime("%Y-%m-%d %H:%M")
 
     def _named(self, invoice: Invoice) -> str:
         return f"{invoice.describe()}, {self._local(invoice.received_at)}"
-
-
-def _receiving_company(
-    companies: Sequence[Company], country: str, tax_id: str | None
-) -> str | None:
-    from facturasd.checks.identity import tax_id as normalized
-
-    if tax_id is None:
-        return None
-    wanted = normalized(tax_id)
-    return next(
-        (c.slug for c in companies if c.country == country and normalized(c.tax_id) == wanted),
-        None,
-    )
 
 
 def _first_problem(inspection: Inspection) -> str:

@@ -51,8 +51,8 @@ def check(
             _nit(party, role, out)
         else:
             _rfc(party, role, rules, out)
-    seller = _company(doc.country, doc.issuer, companies)
-    buyer = _company(doc.country, doc.receiver, companies)
+    seller = company_for(doc.country, doc.issuer, companies)
+    buyer = company_for(doc.country, doc.receiver, companies)
     receiver_rfc = doc.receiver.tax_id or ""
     if doc.country == "MX" and receiver_rfc in rules.mx.generic.rfcs and seller is None:
         # Addressed to the public in general: not the company's to deduct. (A company's own
@@ -109,7 +109,8 @@ def _rfc(party: Party, role: str, rules: Rules, out: Findings) -> None:
         out.add("MX-RFC-CHECK-DIGIT", f"{role}.tax_id", value=value)
 
 
-def _company(country: str, party: Party, companies: Sequence[Company]) -> Company | None:
+def company_for(country: str, party: Party, companies: Sequence[Company]) -> Company | None:
+    """The configured company this party is (by country and tax id), if any."""
     if party.tax_id is None:
         return None
     wanted = tax_id(party.tax_id)
