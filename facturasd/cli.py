@@ -10,7 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -130,9 +130,8 @@ def _inspect(args: argparse.Namespace) -> int:
     cannot tell a duplicate."""
     from facturasd.checks import Context, check
     from facturasd.clock import utcnow
-    from facturasd.formats.reader import read, too_large
+    from facturasd.formats.reader import read_file
     from facturasd.formats.summary import render
-    from facturasd.hashing import sha256_file
 
     try:
         path = find_config_file(args.config, os.environ)
@@ -143,26 +142,15 @@ def _inspect(args: argparse.Namespace) -> int:
     else:
         config = load_config(path, os.environ)
     limits = config.formats.limits()
-    context = Context(
-        now=utcnow(),
-        companies=config.companies,
-        accept_test_documents=config.checks.accept_test_documents,
-        max_age=timedelta(seconds=config.checks.max_age),
-        lang=args.lang,
-    )
+    context = Context.configured(config.checks, config.companies, utcnow(), args.lang)
     inspections = []
     for file in args.files:
         try:
-            size = file.stat().st_size
-            if size > limits.max_file_bytes:  # refused unread: a huge file never fills memory
-                inspections.append(too_large(str(file), size, sha256_file(file), limits, args.lang))
-                continue
-            with file.open("rb") as handle:  # a file that grows meanwhile is cut at the limit
-                data = handle.read(limits.max_file_bytes + 1)
+            found = read_file(file, str(file), limits, args.lang)
         except OSError as exc:
             print(f"facturasd: {file}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        inspections += [check(i, context) for i in read(data, str(file), limits, args.lang)]
+        inspections += [check(i, context) for i in found]
     if args.json:
         payload = [i.model_dump(mode="json") for i in inspections]
         print(

@@ -9,7 +9,7 @@ placeholders) and what the accountant should do about it. `.motivo.txt` files, r
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -527,7 +527,7 @@ def motivo(
     titles: dict[Language, str],
     file: str,
     received: str,
-    findings: dict[Language, Sequence[Finding]],
+    findings: Mapping[Language, Sequence[Finding]],
 ) -> str:
     """A `.motivo.txt`: what was wrong and what to do, in Spanish, then in English. Info
     findings are left out (they judge nothing)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import IO
 
 import anyio
 
@@ -11,11 +12,21 @@ CHUNK = 1024 * 1024
 STEP_CHUNKS = 8
 
 
+def _feed(handle: IO[bytes], digest: hashlib._Hash) -> bool:
+    """A few MiB of `handle` into `digest`; False at the end of the file."""
+    for _ in range(STEP_CHUNKS):
+        chunk = handle.read(CHUNK)
+        if not chunk:
+            return False
+        digest.update(chunk)
+    return True
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
+        while _feed(handle, digest):
+            pass
     return digest.hexdigest()
 
 
@@ -25,16 +36,7 @@ async def hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     handle = await anyio.to_thread.run_sync(path.open, "rb")
     try:
-
-        def step() -> bool:
-            for _ in range(STEP_CHUNKS):
-                chunk = handle.read(CHUNK)
-                if not chunk:
-                    return False
-                digest.update(chunk)
-            return True
-
-        while await anyio.to_thread.run_sync(step):
+        while await anyio.to_thread.run_sync(_feed, handle, digest):
             pass
     finally:
         await anyio.to_thread.run_sync(handle.close)

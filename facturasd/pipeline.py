@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,12 +26,12 @@ import anyio
 from facturasd.checks import Context, check, duplicate
 from facturasd.checks.identity import company_for
 from facturasd.clock import Clock, utcnow
-from facturasd.config import Company, Config
+from facturasd.config import Checks, Company, Config
 from facturasd.constants import InvoiceState, QueueName
 from facturasd.errors import JobFailed, RetryLater
 from facturasd.findings import Language, finding, motivo
 from facturasd.formats.model import Finding, Inspection
-from facturasd.formats.reader import read, too_large
+from facturasd.formats.reader import read_file
 from facturasd.formats.safexml import Limits
 from facturasd.hashing import hash_file
 from facturasd.inbox.archive import (
@@ -48,6 +48,7 @@ from facturasd.store import ledger
 from facturasd.store.db import Database
 from facturasd.store.ledger import Invoice
 from facturasd.store.queue import Effect, Job, Queue
+from facturasd.workers import Handler
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Pipeline:
         self._reserved: set[PurePosixPath] = set()
 
     @property
-    def handlers(self) -> Mapping[str, Callable[[Job], Awaitable[Effect | None]]]:
+    def handlers(self) -> Mapping[str, Handler]:
         return {PROCESS: self.process}
 
     def _now(self) -> datetime:
@@ -129,12 +130,13 @@ class Pipeline:
         # Files are taken concurrently: each reserves a name free in every folder until it is
         # moved, and whether it repeats another's bytes is decided in its ledger transaction
         # (transactions are serial), so two copies taken at once are one and a duplicate.
-        name = await anyio.to_thread.run_sync(self._reserve_name, now, sha256, _text(path.name))
+        original_name = _text(path.name)
+        name = await anyio.to_thread.run_sync(self._reserve_name, now, sha256, original_name)
         try:
             invoice = await self.db.write(
                 partial(
                     self._receive,
-                    path=path,
+                    original_name=original_name,
                     inbox_path=inbox_path,
                     sha256=sha256,
                     now=now,
@@ -157,7 +159,7 @@ class Pipeline:
         self,
         conn: aiosqlite.Connection,
         *,
-        path: Path,
+        original_name: str,
         inbox_path: str,
         sha256: str,
         now: datetime,
@@ -169,7 +171,7 @@ class Pipeline:
         invoice = await ledger.insert(
             conn,
             sha256=sha256,
-            original_name=_text(path.name),
+            original_name=original_name,
             inbox_path=inbox_path,
             path=str(self.folders.placed(name, Folder.DUPLICATES if earlier else Folder.ARCHIVE)),
             state=InvoiceState.DUPLICATE if earlier else InvoiceState.RECEIVED,
@@ -279,7 +281,7 @@ class Pipeline:
         if here is None:
             raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
         checked = await self._inspect(here, invoice, self.lang)
-        outcomes = [await self._decide(invoice, found) for found in checked]
+        outcomes = [self._decide(invoice, found, first) for found, first in checked]
         states = {outcome.state for outcome in outcomes}
         if states - set(FOLDER_OF):
             folder, title = Folder.ARCHIVE, None
@@ -294,11 +296,14 @@ class Pipeline:
             # The reason, in both languages (the file is read again in the other: rare).
             other: Language = "en" if self.lang == "es" else "es"
             by_lang = {self.lang: checked, other: await self._inspect(dest, invoice, other)}
+            findings = {
+                lang: [f for i, _ in found for f in i.findings] for lang, found in by_lang.items()
+            }
             text = motivo(
                 title,
                 invoice.original_name,
                 self._local(invoice.received_at),
-                {lang: [f for i in found for f in i.findings] for lang, found in by_lang.items()},
+                findings,
             )
             await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
 
@@ -315,11 +320,13 @@ class Pipeline:
                 return candidate
         return None
 
-    async def _inspect(self, path: Path, invoice: Invoice, lang: Language) -> list[Inspection]:
+    async def _inspect(
+        self, path: Path, invoice: Invoice, lang: Language
+    ) -> list[tuple[Inspection, Invoice | None]]:
         """Read the file and run the checks on each document, in a worker process (parsing is
-        CPU work: here it would starve the event loop and the database's threads). Whether a
-        document repeats a standing invoice's UUID is the ledger's to say, asked afterwards."""
-        checks = self.config.checks
+        CPU work: here it would starve the event loop and the database's threads). Each comes
+        with the invoice that stands with its UUID, if any: the ledger's to say, asked
+        afterwards (a document repeating it is a duplicate)."""
         inspections = await anyio.to_process.run_sync(
             inspect_file,
             str(path),
@@ -328,9 +335,8 @@ class Pipeline:
             self.limits,
             lang,
             self._now(),
+            self.config.checks,
             list(self.config.companies),
-            checks.accept_test_documents,
-            checks.max_age,
         )
         found = []
         for inspection in inspections:
@@ -338,7 +344,7 @@ class Pipeline:
             first = await self._standing(self.db, uuid, invoice.id)
             if first is not None and inspection.format != "pdf":
                 inspection = duplicate(inspection, self._named(first), lang)
-            found.append(inspection)
+            found.append((inspection, first))
         return found
 
     async def _standing(
@@ -350,13 +356,13 @@ class Pipeline:
             return None
         return await ledger.standing_with_uuid(source, uuid, other_than=invoice_id)
 
-    async def _decide(self, invoice: Invoice, inspection: Inspection) -> Outcome:
+    def _decide(self, invoice: Invoice, inspection: Inspection, first: Invoice | None) -> Outcome:
+        """The state of one document, given `first`, the invoice standing with its UUID."""
         codes = {f.code for f in inspection.findings}
         doc = inspection.document
         company = invoice.company or self._company_of(inspection)
         if doc is None:
             return Outcome(inspection, InvoiceState.UNREADABLE, _first_problem(inspection), None)
-        first = await self._standing(self.db, doc.uuid, invoice.id)
         if "DOC-DUPLICATE" in codes and first is not None:
             reason = f"the same UUID as invoice #{first.id}"
             return Outcome(inspection, InvoiceState.DUPLICATE, reason, company, first.id)
@@ -516,25 +522,13 @@ def inspect_file(
     limits: Limits,
     lang: Language,
     now: datetime,
+    settings: Checks,
     companies: list[Company],
-    accept_test_documents: bool,
-    max_age: float,
 ) -> list[Inspection]:
     """Read and check one received file: what a worker process runs for `Pipeline`."""
-    file = Path(path)
-    size = file.stat().st_size
-    if size > limits.max_file_bytes:
-        return [too_large(name, size, sha256, limits, lang)]
-    with file.open("rb") as handle:
-        data = handle.read(limits.max_file_bytes + 1)
-    context = Context(
-        now=now,
-        companies=companies,
-        accept_test_documents=accept_test_documents,
-        max_age=timedelta(seconds=max_age),
-        lang=lang,
-    )
-    return [check(inspection, context) for inspection in read(data, name, limits, lang)]
+    context = Context.configured(settings, companies, now, lang)
+    found = read_file(Path(path), name, limits, lang, sha256=sha256)
+    return [check(inspection, context) for inspection in found]
 
 
 def _text(name: str) -> str:

@@ -19,7 +19,7 @@ from facturasd.findings import Language, finding
 from facturasd.formats.model import Document, Inspection
 
 if TYPE_CHECKING:
-    from facturasd.config import Company
+    from facturasd.config import Checks, Company
 
 __all__ = ["Context", "Seen", "check", "duplicate"]
 
@@ -38,6 +38,19 @@ class Context:
     seen: Seen | None = None
     lang: Language = "es"
     rules: Rules = field(default_factory=load)
+
+    @classmethod
+    def configured(
+        cls, settings: Checks, companies: Sequence[Company], now: datetime, lang: Language
+    ) -> Context:
+        """The context the configuration's `[checks]` and `[[companies]]` describe."""
+        return cls(
+            now=now,
+            companies=companies,
+            accept_test_documents=settings.accept_test_documents,
+            max_age=timedelta(seconds=settings.max_age),
+            lang=lang,
+        )
 
 
 def check(inspection: Inspection, context: Context) -> Inspection:

@@ -1,15 +1,16 @@
 """Bytes of a received file in, one Inspection per document out: the formats layer's front door.
 
-Pure: no file system, no clock, no configuration. A file that cannot be read becomes an
-Inspection with one error finding (its code, a message in Spanish or English, path `file`),
-never an exception; in a ZIP, each member succeeds or fails on its own.
+`read` is pure: no file system, no clock, no configuration. A file that cannot be read becomes
+an Inspection with one error finding (its code, a message in Spanish or English, path `file`),
+never an exception; in a ZIP, each member succeeds or fails on its own. `read_file` opens a file
+for it, refusing one over the size limit unread.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lxml import etree
@@ -19,6 +20,7 @@ from facturasd.findings import Language, finding
 from facturasd.formats import cfdi, container, pdf, ubl
 from facturasd.formats.model import Finding, Inspection
 from facturasd.formats.safexml import Limits, parse
+from facturasd.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def read(
     limits = limits or Limits()
     origin = _Origin(file, hashlib.sha256(data).hexdigest())
     if len(data) > limits.max_file_bytes:
-        return [too_large(file, len(data), origin.sha256, limits, lang)]
+        return [_too_large(file, len(data), origin.sha256, limits, lang)]
     try:
         if pdf.is_pdf(data):
             return _pdf(origin, data, limits, lang)
@@ -80,7 +82,21 @@ def read(
     ]
 
 
-def too_large(
+def read_file(
+    path: Path, name: str, limits: Limits, lang: Language = "es", sha256: str | None = None
+) -> list[Inspection]:
+    """`read` on a file's bytes. A file over `limits.max_file_bytes` is refused from its size
+    (hashed as a stream unless `sha256` is given), never read into memory; one that grows
+    meanwhile is cut at the limit. OSError if it cannot be opened."""
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        return [_too_large(name, size, sha256 or sha256_file(path), limits, lang)]
+    with path.open("rb") as handle:
+        data = handle.read(limits.max_file_bytes + 1)
+    return read(data, name, limits, lang)
+
+
+def _too_large(
     file: str, size: int, sha256: str, limits: Limits, lang: Language = "es"
 ) -> Inspection:
     """The Inspection of a file refused for its size alone, without reading it."""
