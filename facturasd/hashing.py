@@ -32,12 +32,26 @@ def sha256_file(path: Path) -> str:
 
 async def hash_file(path: Path) -> str:
     """`sha256_file` off the event loop, a few MiB per trip to a thread, so a daemon asked to
-    stop is not held up by a huge file."""
+    stop is not held up by a huge file (and a file of a few MiB costs one trip)."""
     digest = hashlib.sha256()
-    handle = await anyio.to_thread.run_sync(path.open, "rb")
-    try:
-        while await anyio.to_thread.run_sync(_feed, handle, digest):
-            pass
-    finally:
-        await anyio.to_thread.run_sync(handle.close)
+    handle = await anyio.to_thread.run_sync(_open_and_feed, path, digest)
+    if handle is not None:
+        try:
+            while await anyio.to_thread.run_sync(_feed, handle, digest):
+                pass
+        finally:
+            handle.close()
     return digest.hexdigest()
+
+
+def _open_and_feed(path: Path, digest: hashlib._Hash) -> IO[bytes] | None:
+    """Opens `path` and feeds its first MiBs; the open file if there is more to read."""
+    handle = path.open("rb")
+    try:
+        if _feed(handle, digest):
+            return handle
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    return None

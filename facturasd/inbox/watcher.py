@@ -20,7 +20,7 @@ import anyio
 from watchfiles import Change, awatch
 
 from facturasd.config import Inbox
-from facturasd.inbox.stability import StabilityTracker
+from facturasd.inbox.stability import Seen, StabilityTracker
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,7 @@ class Watcher:
         if path in self.queued or not path.is_relative_to(self.inbox):
             return
         try:
-            if not await anyio.to_thread.run_sync(self._acceptable, path):
-                return
-            stat = await anyio.Path(path).stat()
+            stat = await anyio.to_thread.run_sync(self._acceptable_stat, path)
         except FileNotFoundError:
             self.tracker.forget(path)
             return
@@ -169,7 +167,12 @@ class Watcher:
             self.tracker.forget(path)
             self.blocked[path] = exc.strerror or type(exc).__name__
             return
-        self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
+        if stat is not None:
+            self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
+
+    def _acceptable_stat(self, path: Path) -> os.stat_result | None:
+        """The file's size and times, if it is one to take (one trip to a thread)."""
+        return path.stat() if self._acceptable(path) else None
 
     async def _hand_on(self, send: anyio.abc.ObjectSendStream[Path]) -> None:
         """Hand on each file once its wait is over and it still looks the same and opens."""
@@ -185,22 +188,22 @@ class Watcher:
             self._wake = anyio.Event()
 
     async def _unchanged_and_readable(self, path: Path) -> bool:
+        before = self.tracker.seen(path)
+        if before is None:
+            return False
         try:
-            stat = await anyio.Path(path).stat()
-        except OSError:
+            stat = await anyio.to_thread.run_sync(_stat_and_open, path, before)
+        except FileNotFoundError:
             self.tracker.forget(path)
             return False
-        before = self.tracker.seen(path)
-        if before is None or (stat.st_size, stat.st_mtime_ns) != (before.size, before.mtime_ns):
-            self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
-            return False
-        try:
-            await anyio.to_thread.run_sync(_open_for_reading, path)
         except OSError as exc:
             self.tracker.forget(path)  # the next rescan tries again
             if path not in self.blocked:
                 log.warning("%s cannot be read (%s): left in the inbox", path, exc.strerror)
             self.blocked[path] = exc.strerror or type(exc).__name__
+            return False
+        if stat is not None:  # changed since it was last seen: its wait starts again
+            self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
             return False
         self.blocked.pop(path, None)
         return True
@@ -226,6 +229,12 @@ class Watcher:
                     self.queued.discard(path)
 
 
-def _open_for_reading(path: Path) -> None:
+def _stat_and_open(path: Path, before: Seen) -> os.stat_result | None:
+    """None if the file still looks as `before` and opens for reading (an OSError if it does
+    not open); else its new size and times."""
+    stat = path.stat()
+    if (stat.st_size, stat.st_mtime_ns) != (before.size, before.mtime_ns):
+        return stat
     with path.open("rb") as handle:
         handle.read(1)
+    return None
