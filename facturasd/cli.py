@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -283,7 +284,7 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                 await review.discard(args.id, args.reason)
                 return f"#{args.id} discarded"
             if action == "show":
-                invoice = await ledger.get(db, args.id)
+                invoice = await db.read(partial(ledger.get, invoice_id=args.id))
                 if invoice is None:
                     raise ReviewRefused(f"there is no invoice #{args.id}")
                 return {

@@ -12,15 +12,15 @@ one folder, whatever crashes (SPEC §2.1, §3).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import aiosqlite
 import anyio
 
 from facturasd.checks import Context, check, duplicate
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 PROCESS = "process"  # the job kind of the parse-and-check stage
 # What a checked invoice is handed to, inside the commit that makes it `checked` (the authority
 # stage, when there is one); None: checked invoices rest in `checked`.
-NextStage = Callable[[aiosqlite.Connection, int], Awaitable[None]]
+NextStage = Callable[[sqlite3.Connection, int], None]
 
 FOLDER_OF = {
     InvoiceState.UNREADABLE: Folder.REJECTED,
@@ -155,9 +155,9 @@ class Pipeline:
             with self._naming:
                 self._reserved.discard(name)
 
-    async def _receive(
+    def _receive(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         *,
         original_name: str,
         inbox_path: str,
@@ -165,10 +165,10 @@ class Pipeline:
         now: datetime,
         name: PurePosixPath,
     ) -> Invoice:
-        earlier, pending = await ledger.with_bytes(conn, sha256, inbox_path)
+        earlier, pending = ledger.with_bytes(conn, sha256, inbox_path)
         if earlier is not None and pending:
             return earlier  # recorded before a crash, never moved: finish it
-        invoice = await ledger.insert(
+        invoice = ledger.insert(
             conn,
             sha256=sha256,
             original_name=original_name,
@@ -183,7 +183,7 @@ class Pipeline:
             else f"received as {inbox_path}",
         )
         if earlier is not None:
-            await ledger.copy_document(conn, earlier.id, invoice.id)
+            ledger.copy_document(conn, earlier.id, invoice.id)
         return invoice
 
     def _reserve_name(self, now: datetime, sha256: str, name: str) -> PurePosixPath:
@@ -218,8 +218,8 @@ class Pipeline:
             await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
         await self.db.write(lambda conn: self._mark_archived(conn, invoice))
 
-    async def _mark_archived(self, conn: aiosqlite.Connection, invoice: Invoice) -> None:
-        await ledger.update(
+    def _mark_archived(self, conn: sqlite3.Connection, invoice: Invoice) -> None:
+        ledger.update(
             conn,
             invoice.id,
             self._now().timestamp(),
@@ -227,7 +227,7 @@ class Pipeline:
             reason=f"moved to {invoice.path}",
         )
         if invoice.state is InvoiceState.RECEIVED:
-            await self.queue.add(
+            self.queue.add(
                 conn,
                 queue=QueueName.INVOICE_PROCESSING,
                 kind=PROCESS,
@@ -260,8 +260,8 @@ class Pipeline:
         else:
             await self.db.write(partial(self._vanished, invoice=invoice))
 
-    async def _vanished(self, conn: aiosqlite.Connection, *, invoice: Invoice) -> None:
-        await ledger.update(
+    def _vanished(self, conn: sqlite3.Connection, *, invoice: Invoice) -> None:
+        ledger.update(
             conn,
             invoice.id,
             self._now().timestamp(),
@@ -307,8 +307,8 @@ class Pipeline:
             )
             await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
 
-        async def effect(conn: aiosqlite.Connection) -> None:
-            await self._record(conn, invoice, outcomes, dest)
+        def effect(conn: sqlite3.Connection) -> None:
+            self._record(conn, invoice, outcomes, dest)
 
         return effect
 
@@ -341,20 +341,19 @@ class Pipeline:
         found = []
         for inspection in inspections:
             uuid = inspection.document.uuid if inspection.document else None
-            first = await self._standing(self.db, uuid, invoice.id)
+            first = await self.db.read(partial(self._standing, uuid=uuid, invoice_id=invoice.id))
             if first is not None and inspection.format != "pdf":
                 inspection = duplicate(inspection, self._named(first), lang)
             found.append((inspection, first))
         return found
 
-    async def _standing(
-        self, source: Database | aiosqlite.Connection, uuid: str | None, invoice_id: int
-    ) -> Invoice | None:
+    @staticmethod
+    def _standing(conn: sqlite3.Connection, *, uuid: str | None, invoice_id: int) -> Invoice | None:
         """The invoice that stands with this UUID, other than this one: the first one
         recorded. Duplicates, printed copies, rejected and discarded ones do not stand."""
         if uuid is None:
             return None
-        return await ledger.standing_with_uuid(source, uuid, other_than=invoice_id)
+        return ledger.standing_with_uuid(conn, uuid, other_than=invoice_id)
 
     def _decide(self, invoice: Invoice, inspection: Inspection, first: Invoice | None) -> Outcome:
         """The state of one document, given `first`, the invoice standing with its UUID."""
@@ -382,13 +381,13 @@ class Pipeline:
             return Outcome(inspection, InvoiceState.NEEDS_REVIEW, reason, None)
         return Outcome(inspection, InvoiceState.CHECKED, _verdict_reason(inspection), company)
 
-    async def _record(
-        self, conn: aiosqlite.Connection, invoice: Invoice, outcomes: Sequence[Outcome], dest: Path
+    def _record(
+        self, conn: sqlite3.Connection, invoice: Invoice, outcomes: Sequence[Outcome], dest: Path
     ) -> None:
         """The states, columns and events of every document of the file, in one commit."""
         now = self._now().timestamp()
         for outcome in outcomes:
-            await self._still_true(conn, invoice, outcome)
+            self._still_true(conn, invoice, outcome)
         for n, outcome in enumerate(outcomes):
             columns: dict[str, Any] = {
                 **ledger.inspected_columns(outcome.inspection),
@@ -398,7 +397,7 @@ class Pipeline:
             }
             if n == 0:
                 invoice_id = invoice.id
-                recorded = await ledger.update(
+                recorded = ledger.update(
                     conn,
                     invoice_id,
                     now,
@@ -408,12 +407,10 @@ class Pipeline:
                     **columns,
                 )
                 if not recorded:  # a person acted on it meanwhile: theirs stands
-                    await ledger.update(
-                        conn, invoice_id, now, path=str(dest), reason=f"file in {dest}"
-                    )
+                    ledger.update(conn, invoice_id, now, path=str(dest), reason=f"file in {dest}")
                     return
             else:  # more documents in the same file (a ZIP of several): a row each
-                added = await ledger.insert(
+                added = ledger.insert(
                     conn,
                     sha256=invoice.sha256,
                     original_name=invoice.original_name,
@@ -425,23 +422,21 @@ class Pipeline:
                     reason=outcome.reason,
                 )
                 invoice_id = added.id
-                await ledger.update(conn, invoice_id, now, reason="read", **columns)
-            await self._consequences(conn, invoice_id, outcome, now)
+                ledger.update(conn, invoice_id, now, reason="read", **columns)
+            self._consequences(conn, invoice_id, outcome, now)
 
-    async def _still_true(
-        self, conn: aiosqlite.Connection, invoice: Invoice, outcome: Outcome
-    ) -> None:
+    def _still_true(self, conn: sqlite3.Connection, invoice: Invoice, outcome: Outcome) -> None:
         """Another document with the same UUID may have been recorded since this one was
         decided (two workers at once): then decide again."""
         doc = outcome.inspection.document
         if doc is None or outcome.state in FOLDER_OF:
             return
-        first = await self._standing(conn, doc.uuid, invoice.id)
+        first = self._standing(conn, uuid=doc.uuid, invoice_id=invoice.id)
         if first is not None and first.id != outcome.related_to:
             raise RetryLater(f"invoice #{first.id} has the same UUID, recorded meanwhile", 0)
 
-    async def _consequences(
-        self, conn: aiosqlite.Connection, invoice_id: int, outcome: Outcome, now: float
+    def _consequences(
+        self, conn: sqlite3.Connection, invoice_id: int, outcome: Outcome, now: float
     ) -> None:
         doc = outcome.inspection.document
         if doc is None or doc.uuid is None or outcome.state in FOLDER_OF:
@@ -449,14 +444,14 @@ class Pipeline:
         if outcome.inspection.format != "pdf":
             # The corrected invoice supersedes the rejected ones with its UUID; its printed
             # copies that came alone are linked to it.
-            for other in await ledger.with_uuid(
+            for other in ledger.with_uuid(
                 conn,
                 doc.uuid,
                 other_than=invoice_id,
                 states=(*ledger.SUPERSEDABLE, InvoiceState.NEEDS_REVIEW),
             ):
                 if other.state in ledger.SUPERSEDABLE:
-                    await ledger.update(
+                    ledger.update(
                         conn,
                         other.id,
                         now,
@@ -465,7 +460,7 @@ class Pipeline:
                         reason=f"superseded by invoice #{invoice_id}",
                     )
                 elif other.format == "pdf":
-                    await ledger.update(
+                    ledger.update(
                         conn,
                         other.id,
                         now,
@@ -474,12 +469,12 @@ class Pipeline:
                         reason=f"the printed copy of invoice #{invoice_id}",
                     )
         if outcome.state is InvoiceState.CHECKED and self._next_stage is not None:
-            await self._next_stage(conn, invoice_id)
+            self._next_stage(conn, invoice_id)
 
     # ── helpers ───────────────────────────────────────────────────────────────────────────
 
     async def _invoice(self, invoice_id: int) -> Invoice:
-        invoice = await ledger.get(self.db, invoice_id)
+        invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
         if invoice is None:
             raise JobFailed(f"invoice #{invoice_id} is not in the ledger")
         return invoice

@@ -8,9 +8,9 @@ or at its next start.
 
 from __future__ import annotations
 
+import sqlite3
+from functools import partial
 from typing import Any
-
-import aiosqlite
 
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
@@ -34,7 +34,7 @@ class Review:
         self._clock = clock
 
     async def _get(self, invoice_id: int) -> ledger.Invoice:
-        invoice = await ledger.get(self.db, invoice_id)
+        invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
         if invoice is None:
             raise ReviewRefused(f"there is no invoice #{invoice_id}")
         return invoice
@@ -45,8 +45,8 @@ class Review:
         if not invoice.archived or invoice.state is InvoiceState.RECEIVED:
             raise ReviewRefused(f"invoice #{invoice_id} is being read right now; try again")
 
-        async def again(conn: aiosqlite.Connection) -> None:
-            if not await ledger.update(
+        def again(conn: sqlite3.Connection) -> None:
+            if not ledger.update(
                 conn,
                 invoice_id,
                 self._clock().timestamp(),
@@ -56,7 +56,7 @@ class Review:
                 expect=invoice.state,
             ):
                 raise ReviewRefused(f"invoice #{invoice_id} changed meanwhile; look again")
-            await self.queue.add(
+            self.queue.add(
                 conn,
                 queue=QueueName.INVOICE_PROCESSING,
                 kind=PROCESS,
@@ -108,8 +108,8 @@ class Review:
         """The change, only if the invoice is still as it was read (the daemon may have moved
         it on meanwhile)."""
 
-        async def record(conn: aiosqlite.Connection) -> bool:
-            return await ledger.update(
+        def record(conn: sqlite3.Connection) -> bool:
+            return ledger.update(
                 conn,
                 invoice.id,
                 self._clock().timestamp(),

@@ -8,10 +8,10 @@ effect were applied twice would show as two rows.
 from __future__ import annotations
 
 import random
+import sqlite3
 import sys
 from pathlib import Path
 
-import aiosqlite
 import anyio
 
 from facturasd import logs
@@ -23,10 +23,8 @@ from facturasd.store.queue import Effect, Job
 async def record(job: Job) -> Effect | None:
     await anyio.sleep(random.uniform(0.02, 0.05))  # work that takes a little time
 
-    async def effect(conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "INSERT INTO effects (job_id, n) VALUES (?, ?)", (job.id, job.payload["n"])
-        )
+    def effect(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO effects (job_id, n) VALUES (?, ?)", (job.id, job.payload["n"]))
 
     return effect
 

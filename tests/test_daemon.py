@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiosqlite
 import anyio
 import httpx
 import pytest
@@ -128,7 +127,7 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
         raise JobFailed("the file is gone")
 
     async def broken_effect(job: Job) -> Effect | None:
-        async def effect(conn: aiosqlite.Connection) -> None:
+        def effect(conn: sqlite3.Connection) -> None:
             raise RuntimeError("effect broke")
 
         return effect

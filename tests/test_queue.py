@@ -199,7 +199,7 @@ async def test_expired_lease_is_reclaimed_and_the_late_worker_cannot_complete(
 
     effect_ran = []
 
-    async def effect(conn: aiosqlite.Connection) -> None:
+    def effect(conn: sqlite3.Connection) -> None:
         effect_ran.append(True)
 
     with pytest.raises(LeaseLost):
@@ -295,8 +295,8 @@ async def test_effect_and_completion_commit_together_or_not_at_all(
     job = await queue.claim([Q], 60)
     assert job is not None
 
-    async def broken(conn: aiosqlite.Connection) -> None:
-        await conn.execute("INSERT INTO kv VALUES ('effect', 'half', 0)")
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO kv VALUES ('effect', 'half', 0)")
         raise RuntimeError("effect failed half-way")
 
     with pytest.raises(RuntimeError):
@@ -305,8 +305,8 @@ async def test_effect_and_completion_commit_together_or_not_at_all(
     still = await queue.get(job.id)
     assert still is not None and still.state is JobState.RUNNING
 
-    async def good(conn: aiosqlite.Connection) -> None:
-        await conn.execute("INSERT INTO kv VALUES ('effect', 'whole', 0)")
+    def good(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO kv VALUES ('effect', 'whole', 0)")
 
     await queue.complete(job, good)
     assert raw(db.path, "SELECT value FROM kv WHERE key = 'effect'") == [("whole",)]
@@ -351,8 +351,8 @@ async def test_concurrent_writes_share_commits(queue: Queue, db: Database) -> No
 
 async def test_one_failing_operation_does_not_undo_its_batch(db: Database) -> None:
     async def put(key: str) -> None:
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute("INSERT INTO kv VALUES (?, 'v', 0)", (key,))
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO kv VALUES (?, 'v', 0)", (key,))
 
         await db.write(op)
 
@@ -474,29 +474,20 @@ async def test_an_effect_queues_the_next_stage_in_the_same_commit(
     first = await queue.claim([Q], 60)
     assert first is not None
 
-    async def next_then_break(conn: aiosqlite.Connection) -> None:
-        await queue.add(conn, queue=QueueName.TAX_VALIDATION, kind="ping", payload={"stage": 2})
+    def next_then_break(conn: sqlite3.Connection) -> None:
+        queue.add(conn, queue=QueueName.TAX_VALIDATION, kind="ping", payload={"stage": 2})
         raise RuntimeError("crash after queuing")
 
     with pytest.raises(RuntimeError):
         await queue.complete(first, next_then_break)
     assert raw(db.path, "SELECT COUNT(*) FROM jobs WHERE queue = 'tax_validation'") == [(0,)]
 
-    async def next_stage(conn: aiosqlite.Connection) -> None:
-        await queue.add(conn, queue=QueueName.TAX_VALIDATION, kind="ping", payload={"stage": 2})
+    def next_stage(conn: sqlite3.Connection) -> None:
+        queue.add(conn, queue=QueueName.TAX_VALIDATION, kind="ping", payload={"stage": 2})
 
     await queue.complete(first, next_stage)
     second = await queue.claim([QueueName.TAX_VALIDATION], 60)
     assert second is not None and second.payload == {"stage": 2}
-
-
-async def test_writing_from_inside_a_write_is_refused(queue: Queue, db: Database) -> None:
-    async def nested(conn: aiosqlite.Connection) -> None:
-        await queue.enqueue(Q, "ping", {})
-
-    with pytest.raises(StoreError, match="inside a write operation"):
-        await db.write(nested)
-    assert raw(db.path, "SELECT COUNT(*) FROM jobs") == [(0,)]
 
 
 async def test_a_damaged_database_file_is_a_clear_error(tmp_path: Path) -> None:

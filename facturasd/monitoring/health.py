@@ -9,13 +9,13 @@ their type or to SQLite's own message.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import aiosqlite
 import anyio
 
 from facturasd import __version__
@@ -128,8 +128,8 @@ class HealthChecker:
         }
 
     async def _database(self, now: str) -> dict[str, Any]:
-        async def probe(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO kv (key, value, updated_at) VALUES ('health.probe', ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at",

@@ -1,8 +1,10 @@
 """The compliance ledger: one row per document received, and the history of each.
 
 Every change of state is an event (time, state, who, why) in the append-only `invoice_events`.
-Functions taking a `conn` run inside a caller's write transaction (a job's completion, an
-ingest), so a state and its event, or a state and the next stage's job, commit together.
+Functions taking a `conn` run on the database's thread: inside a caller's write transaction (a
+job's completion, an ingest), so a state and its event, or a state and the next stage's job,
+commit together; or, for a lookup, through `Database.read`. Functions taking the `Database`
+are the reads of the command line and the status page.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import aiosqlite
 
 from facturasd.constants import ComplianceStatus, InvoiceState
 from facturasd.formats.model import Inspection
@@ -97,8 +97,8 @@ class Event:
     reason: str
 
 
-async def insert(
-    conn: aiosqlite.Connection,
+def insert(
+    conn: sqlite3.Connection,
     *,
     sha256: str,
     original_name: str,
@@ -112,7 +112,7 @@ async def insert(
     archived: bool = False,
     reason: str,
 ) -> Invoice:
-    rows = await conn.execute_fetchall(
+    rows = conn.execute(
         "INSERT INTO invoices (sha256, original_name, inbox_path, member, path, archived, "
         "company, state, compliance, related_to, received_at, updated_at) "
         f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
@@ -130,28 +130,28 @@ async def insert(
             now,
             now,
         ),
-    )
-    invoice = Invoice.from_row(next(iter(rows)))
-    await event(conn, invoice.id, now, state, SYSTEM, reason)
+    ).fetchall()
+    invoice = Invoice.from_row(rows[0])
+    event(conn, invoice.id, now, state, SYSTEM, reason)
     return invoice
 
 
-async def event(
-    conn: aiosqlite.Connection,
+def event(
+    conn: sqlite3.Connection,
     invoice_id: int,
     now: float,
     state: InvoiceState | None,
     actor: str,
     reason: str,
 ) -> None:
-    await conn.execute(
+    conn.execute(
         "INSERT INTO invoice_events (invoice_id, at, state, actor, reason) VALUES (?, ?, ?, ?, ?)",
         (invoice_id, now, state, actor, reason),
     )
 
 
-async def update(
-    conn: aiosqlite.Connection,
+def update(
+    conn: sqlite3.Connection,
     invoice_id: int,
     now: float,
     *,
@@ -172,12 +172,12 @@ async def update(
     params: list[object] = [invoice_id]
     if expect is not None:
         condition, params = "id = ? AND state = ?", [invoice_id, str(expect)]
-    cursor = await conn.execute(
+    cursor = conn.execute(
         f"UPDATE invoices SET {assignments} WHERE {condition}", (*columns.values(), *params)
     )
     if cursor.rowcount != 1:
         return False
-    await event(conn, invoice_id, now, state, actor, reason)
+    event(conn, invoice_id, now, state, actor, reason)
     return True
 
 
@@ -187,9 +187,9 @@ _DOCUMENT = (
 )
 
 
-async def copy_document(conn: aiosqlite.Connection, source: int, dest: int) -> None:
+def copy_document(conn: sqlite3.Connection, source: int, dest: int) -> None:
     """What `source` says of its document, onto `dest` (a copy of the same bytes)."""
-    await conn.execute(
+    conn.execute(
         f"UPDATE invoices SET ({_DOCUMENT}) = (SELECT {_DOCUMENT} FROM invoices WHERE id = ?) "
         "WHERE id = ?",
         (source, dest),
@@ -222,18 +222,13 @@ def inspected_columns(inspection: Inspection) -> dict[str, Any]:
     return columns
 
 
-async def _one(
-    source: Database | aiosqlite.Connection, sql: str, params: tuple[Any, ...]
-) -> Invoice | None:
-    if isinstance(source, Database):
-        row = await source.fetchone(sql, params)
-    else:
-        row = next(iter(await source.execute_fetchall(sql, params)), None)
+def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Invoice | None:
+    row = conn.execute(sql, params).fetchone()
     return Invoice.from_row(row) if row else None
 
 
-async def get(source: Database | aiosqlite.Connection, invoice_id: int) -> Invoice | None:
-    return await _one(source, f"SELECT {_SUMMARY} FROM invoices WHERE id = ?", (invoice_id,))
+def get(conn: sqlite3.Connection, invoice_id: int) -> Invoice | None:
+    return _one(conn, f"SELECT {_SUMMARY} FROM invoices WHERE id = ?", (invoice_id,))
 
 
 async def unarchived(db: Database) -> list[Invoice]:
@@ -242,44 +237,41 @@ async def unarchived(db: Database) -> list[Invoice]:
     return [Invoice.from_row(row) for row in rows]
 
 
-async def with_bytes(
-    conn: aiosqlite.Connection, sha256: str, inbox_path: str
+def with_bytes(
+    conn: sqlite3.Connection, sha256: str, inbox_path: str
 ) -> tuple[Invoice | None, bool]:
     """(invoice, pending): this very file, recorded but not yet moved out of the inbox
     (pending); else the earliest file received with these bytes (the first row of a file: a
     ZIP of several documents has more) whose file is in the archive folders; else None."""
-    rows = await conn.execute_fetchall(
+    row = conn.execute(
         f"SELECT {_SUMMARY}, (archived = 0 AND inbox_path = ?) AS pending FROM invoices "
         "WHERE sha256 = ? AND path != ? ORDER BY pending DESC, id LIMIT 1",
         (inbox_path, sha256, NO_FILE),
-    )
-    row = next(iter(rows), None)
+    ).fetchone()
     return (Invoice.from_row(row), bool(row["pending"])) if row else (None, False)
 
 
-async def standing_with_uuid(
-    source: Database | aiosqlite.Connection, uuid: str, *, other_than: int
-) -> Invoice | None:
+def standing_with_uuid(conn: sqlite3.Connection, uuid: str, *, other_than: int) -> Invoice | None:
     """The earliest standing invoice (an XML, not a PDF alone; a state in COUNTED) with this
     UUID, other than `other_than`."""
     placeholders = ", ".join("?" for _ in COUNTED)
-    return await _one(
-        source,
+    return _one(
+        conn,
         f"SELECT {_SUMMARY} FROM invoices WHERE uuid = ? AND id != ? AND format != 'pdf' "
         f"AND state IN ({placeholders}) ORDER BY id LIMIT 1",
         (uuid, other_than, *COUNTED),
     )
 
 
-async def with_uuid(
-    conn: aiosqlite.Connection, uuid: str, *, other_than: int, states: Sequence[InvoiceState]
+def with_uuid(
+    conn: sqlite3.Connection, uuid: str, *, other_than: int, states: Sequence[InvoiceState]
 ) -> list[Invoice]:
     placeholders = ", ".join("?" for _ in states)
-    rows = await conn.execute_fetchall(
+    rows = conn.execute(
         f"SELECT {_SUMMARY} FROM invoices WHERE uuid = ? AND id != ? "
         f"AND state IN ({placeholders}) ORDER BY id",
         (uuid, other_than, *states),
-    )
+    ).fetchall()
     return [Invoice.from_row(row) for row in rows]
 
 

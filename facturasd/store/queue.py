@@ -17,13 +17,12 @@ import json
 import secrets
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import aiosqlite
 import anyio
 
 from facturasd.clock import Clock, utcnow
@@ -32,7 +31,8 @@ from facturasd.constants import JobState, QueueName
 from facturasd.errors import LeaseLost, StoreError
 from facturasd.store.db import Database
 
-Effect = Callable[[aiosqlite.Connection], Awaitable[None]]
+# What a handler's success writes, in the commit that completes its job.
+Effect = Callable[[sqlite3.Connection], None]
 
 DEFAULT_MAX_ATTEMPTS = 5
 RECLAIM_EVERY = 1.0
@@ -156,9 +156,9 @@ class Queue:
         self.wake()
         return job
 
-    async def add(
+    def add(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         *,
         queue: str,
         kind: str,
@@ -174,7 +174,7 @@ class Queue:
         max_attempts = settings.max_attempts if settings else DEFAULT_MAX_ATTEMPTS
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
         when = run_at.timestamp() if run_at else now
-        row = await _one(
+        row = _one(
             conn,
             f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
                                   run_at, created_at, updated_at)
@@ -186,7 +186,7 @@ class Queue:
             (queue, kind, body, dedupe_key, priority, max_attempts, when, now, now),
         )
         if row is None:
-            row = await _one(
+            row = _one(
                 conn,
                 f"SELECT {_COLUMNS} FROM jobs WHERE dedupe_key = ? "
                 "AND state IN ('queued', 'running')",
@@ -201,11 +201,11 @@ class Queue:
     async def claim(self, queues: Sequence[str], lease: float) -> Job | None:
         """The next ready job of `queues` (highest priority, then oldest), leased to the caller."""
 
-        async def take(conn: aiosqlite.Connection) -> Job | None:
+        def take(conn: sqlite3.Connection) -> Job | None:
             now = self._now()
             # Expired leases are looked for at most once a second, not on every claim.
             if now - self._reclaimed_at >= RECLAIM_EVERY:
-                await self._reclaim_expired(conn, now)
+                self._reclaim_expired(conn, now)
                 self._reclaimed_at = now
             open_queues = [
                 q
@@ -215,7 +215,7 @@ class Queue:
             if not open_queues:
                 return None
             marks = ", ".join("?" * len(open_queues))
-            row = await _one(
+            row = _one(
                 conn,
                 f"""UPDATE jobs
                     SET state = 'running', attempts = attempts + 1, lease_token = ?,
@@ -234,8 +234,8 @@ class Queue:
 
         return await self.db.write(take)
 
-    async def _reclaim_expired(self, conn: aiosqlite.Connection, now: float) -> None:
-        await conn.execute(
+    def _reclaim_expired(self, conn: sqlite3.Connection, now: float) -> None:
+        conn.execute(
             """UPDATE jobs
                SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
                    finished_at = CASE WHEN attempts >= max_attempts THEN ? END,
@@ -248,11 +248,11 @@ class Queue:
     async def recover_orphans(self) -> int:
         """At start-up, under the state directory's lock, every running job is an orphan."""
 
-        async def recover(conn: aiosqlite.Connection) -> int:
-            cursor = await conn.execute(
+        def recover(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
                 "UPDATE jobs SET lease_until = ? WHERE state = 'running'", (self._now(),)
             )
-            await self._reclaim_expired(conn, self._now())
+            self._reclaim_expired(conn, self._now())
             return cursor.rowcount
 
         return await self.db.write(recover)
@@ -289,9 +289,9 @@ class Queue:
     async def extend(self, job: Job, lease: float) -> None:
         """Keeps a long job's lease; LeaseLost if it was already taken from this worker."""
 
-        async def renew(conn: aiosqlite.Connection) -> None:
+        def renew(conn: sqlite3.Connection) -> None:
             now = self._now()
-            await self._expect_one(
+            self._expect_one(
                 conn,
                 "UPDATE jobs SET lease_until = ?, updated_at = ? "
                 "WHERE id = ? AND lease_token = ? AND state = 'running'",
@@ -304,9 +304,9 @@ class Queue:
     async def complete(self, job: Job, effect: Effect | None = None) -> None:
         """Marks the job done and applies `effect` in the same transaction, or neither."""
 
-        async def finish(conn: aiosqlite.Connection) -> None:
+        def finish(conn: sqlite3.Connection) -> None:
             now = self._now()
-            await self._expect_one(
+            self._expect_one(
                 conn,
                 "UPDATE jobs SET state = 'done', finished_at = ?, updated_at = ?, "
                 "lease_token = NULL, lease_until = NULL "
@@ -315,7 +315,7 @@ class Queue:
                 job,
             )
             if effect is not None:
-                await effect(conn)
+                effect(conn)
 
         await self.db.write(finish)
         self.wake()  # the effect may have queued the next stage
@@ -325,10 +325,10 @@ class Queue:
     ) -> JobState:
         """Records a failed attempt: queued again at `retry_at`, or dead when out of attempts."""
 
-        async def record(conn: aiosqlite.Connection) -> JobState:
+        def record(conn: sqlite3.Connection) -> JobState:
             now = self._now()
             when = retry_at.timestamp() if retry_at else now
-            row = await _one(
+            row = _one(
                 conn,
                 """UPDATE jobs
                    SET state = CASE WHEN ? OR attempts >= max_attempts
@@ -352,9 +352,9 @@ class Queue:
         """Hands a job back without counting the attempt: at shutdown, or when its handler
         asks to be run again later (RetryLater) rather than failing."""
 
-        async def give_back(conn: aiosqlite.Connection) -> None:
+        def give_back(conn: sqlite3.Connection) -> None:
             now = self._now()
-            await conn.execute(
+            conn.execute(
                 "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = ?, "
                 "last_error = COALESCE(?, last_error), lease_token = NULL, lease_until = NULL, "
                 "updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
@@ -366,17 +366,17 @@ class Queue:
     async def requeue(self, job_id: int) -> Job:
         """Runs a dead job again, with its attempts reset."""
 
-        async def revive(conn: aiosqlite.Connection) -> Job:
+        def revive(conn: sqlite3.Connection) -> Job:
             now = self._now()
             try:
-                row = await _one(
+                row = _one(
                     conn,
                     f"""UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?,
                                finished_at = NULL, updated_at = ?
                         WHERE id = ? AND state = 'dead' RETURNING {_COLUMNS}""",
                     (now, now, job_id),
                 )
-            except aiosqlite.IntegrityError:
+            except sqlite3.IntegrityError:
                 raise StoreError(
                     f"job {job_id}: another live job already holds its dedupe key"
                 ) from None
@@ -389,10 +389,8 @@ class Queue:
         return job
 
     @staticmethod
-    async def _expect_one(
-        conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...], job: Job
-    ) -> None:
-        cursor = await conn.execute(sql, params)
+    def _expect_one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], job: Job) -> None:
+        cursor = conn.execute(sql, params)
         if cursor.rowcount != 1:
             raise LeaseLost(f"job {job.id}: lease lost (it expired and was reclaimed)")
 
@@ -433,10 +431,11 @@ class Queue:
         ]
 
 
-async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
-    """The first row of a statement, fetched and closed in one trip to SQLite's thread."""
-    rows = await conn.execute_fetchall(sql, params)
-    return next(iter(rows), None)
+def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
+    """The first row of a statement, run to its end (an UPDATE … RETURNING left open would
+    keep the transaction from committing)."""
+    rows = conn.execute(sql, params).fetchall()
+    return rows[0] if rows else None
 
 
 def backoff(attempts: int, *, base: float = 5.0, cap: float = 900.0) -> timedelta:
