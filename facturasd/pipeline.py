@@ -277,10 +277,10 @@ class Pipeline:
         invoice = await self._invoice(int(job.payload["invoice"]))
         if invoice.state is not InvoiceState.RECEIVED:
             return None  # done already (a job run again after its completion committed)
-        here = await anyio.to_thread.run_sync(self._locate, Path(invoice.path))
-        if here is None:
-            raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
-        checked = await self._inspect(here, invoice, self.lang)
+        # Where the ledger says, or already moved by a run that crashed before it committed.
+        path = Path(invoice.path)
+        candidates = [path, *(self.folders.relocated(path, f) for f in Folder)]
+        here, checked = await self._inspect(candidates, invoice, self.lang)
         outcomes = [self._decide(invoice, found, first) for found, first in checked]
         states = {outcome.state for outcome in outcomes}
         if states - set(FOLDER_OF):
@@ -291,11 +291,13 @@ class Pipeline:
             problem = InvoiceState.REJECTED if InvoiceState.REJECTED in states else None
             folder, title = Folder.REJECTED, TITLES[problem or InvoiceState.UNREADABLE]
         dest = self.folders.relocated(Path(invoice.path), folder)
-        await anyio.to_thread.run_sync(move, here, dest)
+        if dest != here:
+            await anyio.to_thread.run_sync(move, here, dest)
         if title is not None:
             # The reason, in both languages (the file is read again in the other: rare).
             other: Language = "en" if self.lang == "es" else "es"
-            by_lang = {self.lang: checked, other: await self._inspect(dest, invoice, other)}
+            _, again = await self._inspect([dest], invoice, other)
+            by_lang = {self.lang: checked, other: again}
             findings = {
                 lang: [f for i, _ in found for f in i.findings] for lang, found in by_lang.items()
             }
@@ -312,24 +314,17 @@ class Pipeline:
 
         return effect
 
-    def _locate(self, path: Path) -> Path | None:
-        """Where the file is now: where the ledger says, or already moved by a run that
-        crashed before it could commit."""
-        for candidate in [path, *(self.folders.relocated(path, f) for f in Folder)]:
-            if candidate.is_file():
-                return candidate
-        return None
-
     async def _inspect(
-        self, path: Path, invoice: Invoice, lang: Language
-    ) -> list[tuple[Inspection, Invoice | None]]:
-        """Read the file and run the checks on each document, in a worker process (parsing is
-        CPU work: here it would starve the event loop and the database's threads). Each comes
-        with the invoice that stands with its UUID, if any: the ledger's to say, asked
-        afterwards (a document repeating it is a duplicate)."""
-        inspections = await anyio.to_process.run_sync(
+        self, candidates: list[Path], invoice: Invoice, lang: Language
+    ) -> tuple[Path, list[tuple[Inspection, Invoice | None]]]:
+        """Read the file, the first of `candidates` there is, and run the checks on each
+        document, in a worker process (parsing is CPU work: here it would starve the event
+        loop and the database's threads). Each comes with the invoice that stands with its
+        UUID, if any: the ledger's to say, asked afterwards (a document repeating it is a
+        duplicate)."""
+        read = await anyio.to_process.run_sync(
             inspect_file,
-            str(path),
+            [str(path) for path in candidates],
             invoice.original_name,
             invoice.sha256,
             self.limits,
@@ -338,6 +333,9 @@ class Pipeline:
             self.config.checks,
             list(self.config.companies),
         )
+        if read is None:
+            raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
+        here, inspections = read
         found = []
         for inspection in inspections:
             uuid = inspection.document.uuid if inspection.document else None
@@ -345,7 +343,7 @@ class Pipeline:
             if first is not None and inspection.format != "pdf":
                 inspection = duplicate(inspection, self._named(first), lang)
             found.append((inspection, first))
-        return found
+        return Path(here), found
 
     @staticmethod
     def _standing(conn: sqlite3.Connection, *, uuid: str | None, invoice_id: int) -> Invoice | None:
@@ -511,7 +509,7 @@ def _verdict_reason(inspection: Inspection) -> str:
 
 
 def inspect_file(
-    path: str,
+    candidates: list[str],
     name: str,
     sha256: str,
     limits: Limits,
@@ -519,11 +517,15 @@ def inspect_file(
     now: datetime,
     settings: Checks,
     companies: list[Company],
-) -> list[Inspection]:
-    """Read and check one received file: what a worker process runs for `Pipeline`."""
+) -> tuple[str, list[Inspection]] | None:
+    """Read and check one received file, the first of `candidates` there is (None if none
+    is): what a worker process runs for `Pipeline`. Returns where it was and what it holds."""
+    path = next((Path(c) for c in candidates if Path(c).is_file()), None)
+    if path is None:
+        return None
     context = Context.configured(settings, companies, now, lang)
-    found = read_file(Path(path), name, limits, lang, sha256=sha256)
-    return [check(inspection, context) for inspection in found]
+    found = read_file(path, name, limits, lang, sha256=sha256)
+    return str(path), [check(inspection, context) for inspection in found]
 
 
 def _text(name: str) -> str:

@@ -30,6 +30,7 @@ IGNORED_NAMES = ("thumbs.db", "desktop.ini")
 IGNORED_FOLDERS = ("__MACOSX",)
 # How often ready files are looked for, at most (a file is never taken before it is stable).
 TICK = 0.25
+HAND_ON_BATCH = 32
 RUST_TIMEOUT_MS = 500
 
 
@@ -93,12 +94,14 @@ class Watcher:
             # often so that stopping the daemon never waits on it for long.
             rust_timeout=RUST_TIMEOUT_MS,
         ):
+            seen = []
             for change, name in changes:
                 path = Path(name)
                 if change is Change.deleted:
                     self.tracker.forget(path)
                 else:
-                    await self._observe(path)
+                    seen.append(path)
+            await self._observe(seen)
             self._wake.set()
 
     async def _rescans(self) -> None:
@@ -155,58 +158,65 @@ class Watcher:
             log.warning("%s leads outside the inbox (%s): not followed", path, real)
         return False  # a link inside the inbox: its target is taken on its own
 
-    async def _observe(self, path: Path) -> None:
-        if path in self.queued or not path.is_relative_to(self.inbox):
+    async def _observe(self, paths: list[Path]) -> None:
+        """Look at the files events named, all in one trip to a thread."""
+        wanted = [p for p in paths if p not in self.queued and p.is_relative_to(self.inbox)]
+        if not wanted:
             return
-        try:
-            stat = await anyio.to_thread.run_sync(self._acceptable_stat, path)
-        except FileNotFoundError:
-            self.tracker.forget(path)
-            return
-        except OSError as exc:
-            self.tracker.forget(path)
-            self.blocked[path] = exc.strerror or type(exc).__name__
-            return
-        if stat is not None:
-            self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
+        looks = await anyio.to_thread.run_sync(_each, self._acceptable_stat, wanted)
+        for path, look in zip(wanted, looks, strict=True):
+            if isinstance(look, OSError):
+                self.tracker.forget(path)
+                if not isinstance(look, FileNotFoundError):
+                    self.blocked[path] = look.strerror or type(look).__name__
+            elif look is not None:
+                self.tracker.observe(path, look.st_size, look.st_mtime_ns, self._monotonic())
 
     def _acceptable_stat(self, path: Path) -> os.stat_result | None:
-        """The file's size and times, if it is one to take (one trip to a thread)."""
+        """The file's size and times, if it is one to take."""
         return path.stat() if self._acceptable(path) else None
 
     async def _hand_on(self, send: anyio.abc.ObjectSendStream[Path]) -> None:
         """Hand on each file once its wait is over and it still looks the same and opens."""
         while True:
-            for path in self.tracker.ready(self._monotonic()):
-                if await self._unchanged_and_readable(path):
-                    self.tracker.forget(path)
-                    self.queued.add(path)
-                    await send.send(path)
+            ready = self.tracker.ready(self._monotonic())
+            # A few at a time: each is looked at again just before it is handed on.
+            for path in await self._unchanged_and_readable(ready[:HAND_ON_BATCH]):
+                self.tracker.forget(path)
+                self.queued.add(path)
+                await send.send(path)
+            if len(ready) > HAND_ON_BATCH:
+                continue
             wait = self.tracker.next_due(self._monotonic())
             with anyio.move_on_after(max(TICK, wait) if wait is not None else None):
                 await self._wake.wait()
             self._wake = anyio.Event()
 
-    async def _unchanged_and_readable(self, path: Path) -> bool:
-        before = self.tracker.seen(path)
-        if before is None:
-            return False
-        try:
-            stat = await anyio.to_thread.run_sync(_stat_and_open, path, before)
-        except FileNotFoundError:
-            self.tracker.forget(path)
-            return False
-        except OSError as exc:
-            self.tracker.forget(path)  # the next rescan tries again
-            if path not in self.blocked:
-                log.warning("%s cannot be read (%s): left in the inbox", path, exc.strerror)
-            self.blocked[path] = exc.strerror or type(exc).__name__
-            return False
-        if stat is not None:  # changed since it was last seen: its wait starts again
-            self.tracker.observe(path, stat.st_size, stat.st_mtime_ns, self._monotonic())
-            return False
-        self.blocked.pop(path, None)
-        return True
+    async def _unchanged_and_readable(self, ready: list[Path]) -> list[Path]:
+        """Of the files whose wait is over, those that still look as they did and open for
+        reading (one trip to a thread for them all); the others wait again or are reported."""
+        befores = {path: seen for path in ready if (seen := self.tracker.seen(path)) is not None}
+        if not befores:
+            return []
+        paths = list(befores)
+        looks = await anyio.to_thread.run_sync(
+            _each, lambda path: _stat_and_open(path, befores[path]), paths
+        )
+        fine = []
+        for path, look in zip(paths, looks, strict=True):
+            if isinstance(look, FileNotFoundError):
+                self.tracker.forget(path)
+            elif isinstance(look, OSError):
+                self.tracker.forget(path)  # the next rescan tries again
+                if path not in self.blocked:
+                    log.warning("%s cannot be read (%s): left in the inbox", path, look.strerror)
+                self.blocked[path] = look.strerror or type(look).__name__
+            elif look is not None:  # changed since it was last seen: its wait starts again
+                self.tracker.observe(path, look.st_size, look.st_mtime_ns, self._monotonic())
+            else:
+                self.blocked.pop(path, None)
+                fine.append(path)
+        return fine
 
     async def _taker(self, receive: anyio.abc.ObjectReceiveStream[Path]) -> None:
         async with receive:
@@ -227,6 +237,19 @@ class Watcher:
                     log.exception("%s could not be taken; it stays in the inbox", path)
                 finally:
                     self.queued.discard(path)
+
+
+def _each(
+    look: Callable[[Path], os.stat_result | None], paths: list[Path]
+) -> list[os.stat_result | OSError | None]:
+    """`look` at each path; an OSError is its answer, not the end of the others'."""
+    looks: list[os.stat_result | OSError | None] = []
+    for path in paths:
+        try:
+            looks.append(look(path))
+        except OSError as exc:
+            looks.append(exc)
+    return looks
 
 
 def _stat_and_open(path: Path, before: Seen) -> os.stat_result | None:
