@@ -245,7 +245,7 @@ class Daemon(_Section):
 
 
 class Workers(_Section):
-    concurrency: int = Field(4, ge=1, le=64)
+    concurrency: int = Field(8, ge=1, le=64)
     lease: Duration = Field(60.0, gt=0)
 
 

@@ -335,9 +335,9 @@ class Pipeline:
         )
         if read is None:
             raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
-        here, inspections = read
+        here, texts = read
         found = []
-        for inspection in inspections:
+        for inspection in map(Inspection.model_validate_json, texts):
             uuid = inspection.document.uuid if inspection.document else None
             first = await self.db.read(partial(self._standing, uuid=uuid, invoice_id=invoice.id))
             if first is not None and inspection.format != "pdf":
@@ -517,15 +517,16 @@ def inspect_file(
     now: datetime,
     settings: Checks,
     companies: list[Company],
-) -> tuple[str, list[Inspection]] | None:
+) -> tuple[str, list[str]] | None:
     """Read and check one received file, the first of `candidates` there is (None if none
-    is): what a worker process runs for `Pipeline`. Returns where it was and what it holds."""
+    is): what a worker process runs for `Pipeline`. Returns where it was and what it holds,
+    as JSON (to the daemon, reading that is cheaper than unpickling a document's objects)."""
     path = next((Path(c) for c in candidates if Path(c).is_file()), None)
     if path is None:
         return None
     context = Context.configured(settings, companies, now, lang)
     found = read_file(path, name, limits, lang, sha256=sha256)
-    return str(path), [check(inspection, context) for inspection in found]
+    return str(path), [check(inspection, context).model_dump_json() for inspection in found]
 
 
 def _text(name: str) -> str:
