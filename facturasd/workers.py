@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -55,6 +56,7 @@ class WorkerPool:
         self._idle = anyio.Event()
         self.alive = 0
         self.busy = 0
+        self._running: dict[int, _Running] = {}
 
     def stop(self) -> None:
         """Stop claiming; jobs in flight run to their end."""
@@ -68,8 +70,11 @@ class WorkerPool:
     async def run(self) -> None:
         self._idle = anyio.Event()
         async with anyio.create_task_group() as tg:
-            for _ in range(self.concurrency):
-                tg.start_soon(self._work)
+            tg.start_soon(self._keep_leases)
+            async with anyio.create_task_group() as workers:
+                for _ in range(self.concurrency):
+                    workers.start_soon(self._work)
+            tg.cancel_scope.cancel()  # every worker has stopped: no lease left to keep
 
     async def _work(self) -> None:
         self.alive += 1
@@ -121,18 +126,14 @@ class WorkerPool:
             log.error("job %d has unknown kind %r: marked dead", job.id, job.kind)
             return
         outcome: dict[str, Any] = {}
-
-        async def call() -> None:
+        with anyio.CancelScope() as scope:
+            self._running[job.id] = _Running(job, scope, outcome)
             try:
                 outcome["effect"] = await handler(job)
             except Exception as exc:
                 outcome["error"] = exc
             finally:
-                tg.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._keep_lease, job, outcome, tg.cancel_scope)
-            tg.start_soon(call)
+                del self._running[job.id]
         try:
             await self._settle(job, outcome)
         except LeaseLost as exc:
@@ -178,17 +179,25 @@ class WorkerPool:
             exc_info=error,
         )
 
-    async def _keep_lease(
-        self, job: Job, outcome: dict[str, Any], handler_scope: anyio.CancelScope
-    ) -> None:
-        """Renews the lease of a long job; if it was lost anyway, the handler is stopped."""
+    async def _keep_leases(self) -> None:
+        """Renews the leases of the jobs running long (every third of a lease); a job whose
+        lease was lost anyway (it ran again elsewhere) is stopped."""
         while True:
             await anyio.sleep(self.lease / 3)
-            try:
-                await self.queue.extend(job, self.lease)
-            except LeaseLost as exc:
-                outcome["lost"] = exc
-                handler_scope.cancel()
-                return
-            except sqlite3.OperationalError as exc:
-                log.warning("job %d: lease not renewed (%s); trying again", job.id, exc)
+            for running in list(self._running.values()):
+                try:
+                    await self.queue.extend(running.job, self.lease)
+                except LeaseLost as exc:
+                    running.outcome["lost"] = exc
+                    running.scope.cancel()
+                except sqlite3.OperationalError as exc:
+                    log.warning("job %d: lease not renewed (%s); trying again", running.job.id, exc)
+
+
+@dataclass(frozen=True)
+class _Running:
+    """A job in a worker's hands: what stops it, and where its outcome goes."""
+
+    job: Job
+    scope: anyio.CancelScope
+    outcome: dict[str, Any]

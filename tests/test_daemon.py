@@ -16,11 +16,13 @@ from blockbuster import BlockBuster
 
 from facturasd import __version__
 from facturasd.config import Config, load_config
-from facturasd.constants import DATABASE_FILE
+from facturasd.constants import DATABASE_FILE, JobState
 from facturasd.daemon import Component, Daemon, Supervisor
 from facturasd.errors import JobFailed, RetryLater
-from facturasd.store.queue import Effect, Job
+from facturasd.store.db import Database
+from facturasd.store.queue import Effect, Job, Queue
 from facturasd.systemd import Notifier
+from facturasd.workers import WorkerPool
 from tests.support import (
     SHIPPED_CONFIG,
     DaemonProcess,
@@ -108,7 +110,7 @@ async def test_crashing_component_is_restarted_and_shown_degraded(
         assert components["alegra"]["status"] == "pass"
         assert report["status"] == "warn"
         assert 0.0 < report["score"] < 1.0
-        assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 4
+        assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 8
 
 
 @pytest.mark.anyio
@@ -164,7 +166,7 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
                 await anyio.sleep(0.05)
         report = (await client.get("/health")).json()
     # a failing effect is a failed attempt of its job, not a crash of the pool
-    assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 4
+    assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 8
     assert checks_of(report, "supervisor:components")["workers"]["restarts"] == 0
     rows = {row[0]: row[1:] for row in states()}
     assert rows[ids[0]] == ("done", 1, None)
@@ -174,6 +176,57 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
     assert rows[ids[4]] == ("dead", 1, "the file is gone")
     assert rows[ids[5]] == ("dead", 1, "RuntimeError: effect broke")
     assert seen == [1, 1]
+
+
+@pytest.mark.anyio
+async def test_a_long_job_keeps_its_lease_and_one_that_lost_it_is_stopped(
+    tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    db = await Database.open(tmp_path / DATABASE_FILE)
+    queue = Queue(db)
+    runs: list[str] = []
+    stopped: list[int] = []
+
+    async def slow(job: Job) -> Effect | None:
+        runs.append(job.payload["name"])
+        try:
+            await anyio.sleep(job.payload["seconds"])
+        except anyio.get_cancelled_exc_class():
+            stopped.append(job.id)
+            raise
+
+        def effect(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO kv VALUES (?, 'applied', 0)", (job.payload["name"],))
+
+        return effect
+
+    pool = WorkerPool(queue, {"slow": slow}, queues=[Q], concurrency=2, lease=0.3)
+    long = await queue.enqueue(Q, "slow", {"name": "long", "seconds": 1.5})
+    taken = await queue.enqueue(Q, "slow", {"name": "taken", "seconds": 5})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.run)
+        with anyio.fail_after(10):
+            while len(runs) < 2:
+                await anyio.sleep(0.02)
+
+            # Another worker took this one over (as after a lease expired elsewhere).
+            def steal(conn: sqlite3.Connection) -> None:
+                conn.execute(
+                    "UPDATE jobs SET lease_token = 'theirs', lease_until = ? WHERE id = ?",
+                    (time.time() + 3600, taken.id),
+                )
+
+            await db.write(steal)
+            while (done := await queue.get(long.id)) is None or done.state != JobState.DONE:
+                await anyio.sleep(0.05)
+        pool.stop()
+        await pool.drained()
+    await db.close()
+    # five lease periods long, kept all along: run once, its effect applied
+    assert runs == ["long", "taken"] and done.attempts == 1
+    # the one whose lease was lost was stopped at the next renewal, its effect never applied
+    assert stopped == [taken.id]
+    assert query(db.path, "SELECT key FROM kv") == [("long",)]
 
 
 @pytest.mark.anyio
