@@ -79,10 +79,52 @@ TITLES: dict[InvoiceState, dict[Language, str]] = {
 
 
 @dataclass(frozen=True)
+class Checked:
+    """What a worker process made of one document of a file, as the daemon needs it: the
+    ledger's columns (the whole inspection among them, as JSON), the findings and the company
+    its receiver is. Not the document's objects: reading those back would cost the event loop
+    more than the parsing saved it."""
+
+    columns: dict[str, Any]
+    findings: list[Finding]
+    readable: bool  # the formats layer found a document
+    company: str | None
+
+    @classmethod
+    def of(cls, inspection: Inspection, companies: Sequence[Company]) -> Checked:
+        doc = inspection.document
+        company = company_for(doc.country, doc.receiver, companies) if doc else None
+        return cls(
+            ledger.inspected_columns(inspection),
+            inspection.findings,
+            doc is not None,
+            company.slug if company else None,
+        )
+
+    @property
+    def uuid(self) -> str | None:
+        uuid: str | None = self.columns.get("uuid")
+        return uuid
+
+    @property
+    def format(self) -> str:
+        return str(self.columns["format"])
+
+    @property
+    def verdict(self) -> str:
+        return str(self.columns["verdict"])
+
+    def as_duplicate(self, earlier: str, lang: Language, companies: Sequence[Company]) -> Checked:
+        """With the finding that it repeats `earlier` (the rare case: read back whole)."""
+        inspection = Inspection.model_validate_json(self.columns["inspection"])
+        return Checked.of(duplicate(inspection, earlier, lang), companies)
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What parse-and-check made of one document of a file."""
 
-    inspection: Inspection
+    checked: Checked
     state: InvoiceState
     reason: str
     company: str | None
@@ -316,7 +358,7 @@ class Pipeline:
 
     async def _inspect(
         self, candidates: list[Path], invoice: Invoice, lang: Language
-    ) -> tuple[Path, list[tuple[Inspection, Invoice | None]]]:
+    ) -> tuple[Path, list[tuple[Checked, Invoice | None]]]:
         """Read the file, the first of `candidates` there is, and run the checks on each
         document, in a worker process (parsing is CPU work: here it would starve the event
         loop and the database's threads). Each comes with the invoice that stands with its
@@ -335,14 +377,14 @@ class Pipeline:
         )
         if read is None:
             raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
-        here, texts = read
+        here, documents = read
         found = []
-        for inspection in map(Inspection.model_validate_json, texts):
-            uuid = inspection.document.uuid if inspection.document else None
+        for checked in documents:
+            uuid = checked.uuid
             first = await self.db.read(partial(self._standing, uuid=uuid, invoice_id=invoice.id))
-            if first is not None and inspection.format != "pdf":
-                inspection = duplicate(inspection, self._named(first), lang)
-            found.append((inspection, first))
+            if first is not None and checked.format != "pdf":
+                checked = checked.as_duplicate(self._named(first), lang, self.config.companies)
+            found.append((checked, first))
         return Path(here), found
 
     @staticmethod
@@ -353,31 +395,30 @@ class Pipeline:
             return None
         return ledger.standing_with_uuid(conn, uuid, other_than=invoice_id)
 
-    def _decide(self, invoice: Invoice, inspection: Inspection, first: Invoice | None) -> Outcome:
+    def _decide(self, invoice: Invoice, checked: Checked, first: Invoice | None) -> Outcome:
         """The state of one document, given `first`, the invoice standing with its UUID."""
-        codes = {f.code for f in inspection.findings}
-        doc = inspection.document
-        company = invoice.company or self._company_of(inspection)
-        if doc is None:
-            return Outcome(inspection, InvoiceState.UNREADABLE, _first_problem(inspection), None)
+        codes = {f.code for f in checked.findings}
+        company = invoice.company or checked.company
+        if not checked.readable:
+            return Outcome(checked, InvoiceState.UNREADABLE, _first_problem(checked), None)
         if "DOC-DUPLICATE" in codes and first is not None:
             reason = f"the same UUID as invoice #{first.id}"
-            return Outcome(inspection, InvoiceState.DUPLICATE, reason, company, first.id)
-        if inspection.verdict == "rejected":
-            return Outcome(inspection, InvoiceState.REJECTED, _first_problem(inspection), company)
-        if inspection.format == "pdf":
+            return Outcome(checked, InvoiceState.DUPLICATE, reason, company, first.id)
+        if checked.verdict == "rejected":
+            return Outcome(checked, InvoiceState.REJECTED, _first_problem(checked), company)
+        if checked.format == "pdf":
             if first is not None:
                 reason = f"the printed copy of invoice #{first.id}"
-                return Outcome(inspection, InvoiceState.LINKED, reason, company, first.id)
-            return Outcome(inspection, InvoiceState.NEEDS_REVIEW, "a PDF without its XML", company)
+                return Outcome(checked, InvoiceState.LINKED, reason, company, first.id)
+            return Outcome(checked, InvoiceState.NEEDS_REVIEW, "a PDF without its XML", company)
         if "DOC-OWN-SALE" in codes:
             return Outcome(
-                inspection, InvoiceState.NEEDS_REVIEW, "a sale of the company's own", company
+                checked, InvoiceState.NEEDS_REVIEW, "a sale of the company's own", company
             )
         if self.config.companies and company is None:
             reason = "no company: not in a company's inbox folder, receiver not a company"
-            return Outcome(inspection, InvoiceState.NEEDS_REVIEW, reason, None)
-        return Outcome(inspection, InvoiceState.CHECKED, _verdict_reason(inspection), company)
+            return Outcome(checked, InvoiceState.NEEDS_REVIEW, reason, None)
+        return Outcome(checked, InvoiceState.CHECKED, _verdict_reason(checked), company)
 
     def _record(
         self, conn: sqlite3.Connection, invoice: Invoice, outcomes: Sequence[Outcome], dest: Path
@@ -388,7 +429,7 @@ class Pipeline:
             self._still_true(conn, invoice, outcome)
         for n, outcome in enumerate(outcomes):
             columns: dict[str, Any] = {
-                **ledger.inspected_columns(outcome.inspection),
+                **outcome.checked.columns,
                 "company": outcome.company,
                 "related_to": outcome.related_to,
                 "path": str(dest),
@@ -426,25 +467,24 @@ class Pipeline:
     def _still_true(self, conn: sqlite3.Connection, invoice: Invoice, outcome: Outcome) -> None:
         """Another document with the same UUID may have been recorded since this one was
         decided (two workers at once): then decide again."""
-        doc = outcome.inspection.document
-        if doc is None or outcome.state in FOLDER_OF:
+        if not outcome.checked.readable or outcome.state in FOLDER_OF:
             return
-        first = self._standing(conn, uuid=doc.uuid, invoice_id=invoice.id)
+        first = self._standing(conn, uuid=outcome.checked.uuid, invoice_id=invoice.id)
         if first is not None and first.id != outcome.related_to:
             raise RetryLater(f"invoice #{first.id} has the same UUID, recorded meanwhile", 0)
 
     def _consequences(
         self, conn: sqlite3.Connection, invoice_id: int, outcome: Outcome, now: float
     ) -> None:
-        doc = outcome.inspection.document
-        if doc is None or doc.uuid is None or outcome.state in FOLDER_OF:
+        uuid = outcome.checked.uuid
+        if uuid is None or outcome.state in FOLDER_OF:
             return
-        if outcome.inspection.format != "pdf":
+        if outcome.checked.format != "pdf":
             # The corrected invoice supersedes the rejected ones with its UUID; its printed
             # copies that came alone are linked to it.
             for other in ledger.with_uuid(
                 conn,
-                doc.uuid,
+                uuid,
                 other_than=invoice_id,
                 states=(*ledger.SUPERSEDABLE, InvoiceState.NEEDS_REVIEW),
             ):
@@ -482,14 +522,6 @@ class Pipeline:
         top = PurePosixPath(inbox_path).parts[0] if "/" in inbox_path else None
         return next((c.slug for c in self.config.companies if c.slug == top), None)
 
-    def _company_of(self, inspection: Inspection) -> str | None:
-        """Else the receiver's tax id decides (the checks matched it)."""
-        doc = inspection.document
-        if doc is None or not self.config.companies:
-            return None
-        company = company_for(doc.country, doc.receiver, self.config.companies)
-        return company.slug if company else None
-
     def _local(self, timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, self.zone).strftime("%Y-%m-%d %H:%M")
 
@@ -497,14 +529,14 @@ class Pipeline:
         return f"{invoice.describe()}, {self._local(invoice.received_at)}"
 
 
-def _first_problem(inspection: Inspection) -> str:
-    problems: list[Finding] = [f for f in inspection.findings if f.severity == "error"]
-    first = (problems or inspection.findings)[0]
+def _first_problem(checked: Checked) -> str:
+    problems: list[Finding] = [f for f in checked.findings if f.severity == "error"]
+    first = (problems or checked.findings)[0]
     return f"{first.code} at {first.path}"
 
 
-def _verdict_reason(inspection: Inspection) -> str:
-    warnings = [f.code for f in inspection.findings if f.severity == "warning"]
+def _verdict_reason(checked: Checked) -> str:
+    warnings = [f.code for f in checked.findings if f.severity == "warning"]
     return f"checked with warnings: {', '.join(warnings)}" if warnings else "checked: no findings"
 
 
@@ -517,16 +549,15 @@ def inspect_file(
     now: datetime,
     settings: Checks,
     companies: list[Company],
-) -> tuple[str, list[str]] | None:
+) -> tuple[str, list[Checked]] | None:
     """Read and check one received file, the first of `candidates` there is (None if none
-    is): what a worker process runs for `Pipeline`. Returns where it was and what it holds,
-    as JSON (to the daemon, reading that is cheaper than unpickling a document's objects)."""
+    is): what a worker process runs for `Pipeline`. Returns where it was and what it holds."""
     path = next((Path(c) for c in candidates if Path(c).is_file()), None)
     if path is None:
         return None
     context = Context.configured(settings, companies, now, lang)
     found = read_file(path, name, limits, lang, sha256=sha256)
-    return str(path), [check(inspection, context).model_dump_json() for inspection in found]
+    return str(path), [Checked.of(check(i, context), companies) for i in found]
 
 
 def _text(name: str) -> str:

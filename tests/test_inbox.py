@@ -249,6 +249,7 @@ def test_names_people_use_and_same_names_in_two_folders(office: Office) -> None:
     assert len(office.files("archive")) == len(names) + 1
     assert any(p.name.endswith(".motivo.txt") for p in office.files("rejected"))
     assert not [p for p in office.inbox.rglob("*") if p.is_file()]
+    assert office.daemon is not None and "crashed" not in office.daemon.stderr()
 
 
 def test_duplicates_rejections_and_a_pdf_linked_to_its_xml(office: Office) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 from watchfiles import Change, awatch
+from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from facturasd.config import Inbox
 from facturasd.inbox.stability import Seen, StabilityTracker
@@ -68,6 +69,7 @@ class Watcher:
         self._outside: set[Path] = set()
         self._real_inbox = inbox  # resolved when it runs (a blocking call)
         self._wake = anyio.Event()
+        self._scan_now = anyio.Event()
 
     async def run(self) -> None:
         await anyio.Path(self.inbox).mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,24 @@ class Watcher:
                 await self._hand_on(send)
 
     async def _events(self) -> None:
+        """The watch, started again whenever watchfiles gives up on a name that is not UTF-8
+        (a Latin-1 mail client's): a scan at once finds what it could not name."""
+        while True:
+            gave_up = False
+            try:
+                await self._watch()
+            except* WatchfilesRustInternalError as group:  # raised from awatch's task group
+                log.warning(
+                    "the inbox watch stopped (%s); scanning, and watching again",
+                    group.exceptions[0],
+                )
+                self._scan_now.set()
+                gave_up = True
+            if not gave_up:
+                return
+            await anyio.sleep(TICK)
+
+    async def _watch(self) -> None:
         async for changes in awatch(
             self.inbox,
             force_polling=self.settings.force_polling,
@@ -118,7 +138,9 @@ class Watcher:
                 **unreadable,
             }
             self._wake.set()
-            await anyio.sleep(self.settings.rescan_interval)
+            with anyio.move_on_after(self.settings.rescan_interval):
+                await self._scan_now.wait()
+            self._scan_now = anyio.Event()
 
     def _scan(self) -> tuple[list[tuple[Path, int, int]], dict[Path, str]]:
         """Every file to take, and the folders or files that cannot even be looked at."""
