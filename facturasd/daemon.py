@@ -203,7 +203,7 @@ class Daemon:
         self, db: Database, stop: anyio.Event, signals: AsyncIterator[signal.Signals]
     ) -> None:
         config = self.config
-        queue = Queue(db, config.queues)
+        queue = Queue(db, config.queues, handoff=config.workers.concurrency)
         if orphans := await queue.recover_orphans():
             log.warning("%d job(s) left running by the previous process handed back", orphans)
         queues = [q.value for q in QueueName]

@@ -258,9 +258,13 @@ class Pipeline:
                 },
             )
             await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
-        await self.db.write(lambda conn: self._mark_archived(conn, invoice))
+        job = await self.db.write(lambda conn: self._mark_archived(conn, invoice))
+        if job is not None:
+            self.queue.hand_over(job)
 
-    def _mark_archived(self, conn: sqlite3.Connection, invoice: Invoice) -> None:
+    def _mark_archived(self, conn: sqlite3.Connection, invoice: Invoice) -> Job | None:
+        """Archived; a received file's parse-and-check queued, claimed for this process's
+        workers (one write less than a claim of their own)."""
         ledger.update(
             conn,
             invoice.id,
@@ -268,14 +272,16 @@ class Pipeline:
             archived=1,
             reason=f"moved to {invoice.path}",
         )
-        if invoice.state is InvoiceState.RECEIVED:
-            self.queue.add(
-                conn,
-                queue=QueueName.INVOICE_PROCESSING,
-                kind=PROCESS,
-                payload={"invoice": invoice.id},
-                dedupe_key=f"process:{invoice.id}",
-            )
+        if invoice.state is not InvoiceState.RECEIVED:
+            return None
+        return self.queue.add(
+            conn,
+            queue=QueueName.INVOICE_PROCESSING,
+            kind=PROCESS,
+            payload={"invoice": invoice.id},
+            dedupe_key=f"process:{invoice.id}",
+            claim=self.config.workers.lease,
+        )
 
     async def reconcile(self) -> int:
         """At start-up: finish every ingest a crash interrupted. Returns how many. One that

@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import aiosqlite
@@ -17,7 +18,7 @@ from facturasd.constants import JobState, QueueName
 from facturasd.errors import LeaseLost, SchemaTooNew, StoreError
 from facturasd.store.db import Database, backup_file, migrate
 from facturasd.store.migrations import MIGRATIONS
-from facturasd.store.queue import Queue
+from facturasd.store.queue import Job, Queue
 from tests.support import PYTHON
 
 pytestmark = pytest.mark.anyio
@@ -347,6 +348,42 @@ async def test_concurrent_writes_share_commits(queue: Queue, db: Database) -> No
     commits = db.stats.commits - before
     assert raw(db.path, "SELECT COUNT(*) FROM jobs") == [(200,)]
     assert commits < 50, f"200 concurrent enqueues took {commits} commits"
+
+
+async def test_a_job_added_claimed_is_handed_over_without_a_write(db: Database) -> None:
+    queue = Queue(db, handoff=2)
+
+    def add_three(conn: sqlite3.Connection) -> list[Job]:
+        return [queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=60) for n in range(3)]
+
+    first, second, third = await db.write(add_three)
+    # room for two: the third is queued as usual
+    assert [j.state for j in (first, second, third)] == [JobState.RUNNING] * 2 + [JobState.QUEUED]
+    for job in (first, second, third):
+        queue.hand_over(job)
+    commits = db.stats.commits
+    taken = [await queue.claim([Q], 60), await queue.claim([Q], 60)]
+    assert [j.id for j in taken if j] == [first.id, second.id]
+    assert db.stats.commits == commits  # no write to take them
+    fetched = await queue.claim([Q], 60)
+    assert fetched is not None and fetched.id == third.id and fetched.attempts == 1
+    for job in [*taken, fetched]:
+        assert job is not None
+        await queue.complete(job)
+    assert raw(db.path, "SELECT state, attempts FROM jobs") == [("done", 1)] * 3
+
+
+async def test_a_job_added_claimed_by_a_process_that_died_runs_again(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "q.db")
+    gone = Queue(db, handoff=4)
+    job = await db.write(partial(gone.add, queue=Q, kind="ping", payload={}, claim=60))
+    await db.close()  # never handed over: the process died
+    db = await Database.open(tmp_path / "q.db")
+    queue = Queue(db)
+    assert await queue.recover_orphans() == 1
+    again = await queue.claim([Q], 60)
+    assert again is not None and again.id == job.id
+    await db.close()
 
 
 async def test_one_failing_operation_does_not_undo_its_batch(db: Database) -> None:

@@ -9,6 +9,11 @@ the database (an Alegra bill) record their intent first and reconcile on the nex
 
 Rate limits are per queue and per process (the state directory's lock keeps one daemon per
 database): a sliding window of the last claims, read against the injected clock.
+
+A stage that queues the next one for this very process (the ingest, for parse-and-check) may
+add it already claimed and hand it over in memory: the next `claim()` takes it without a
+write of its own. At most `handoff` jobs wait so, a few seconds' work, well inside a lease; a
+process that dies with some is a process whose running jobs the next start hands back.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,8 +122,16 @@ class Queue:
         settings: Mapping[QueueName, QueueSettings] | None = None,
         *,
         clock: Clock = utcnow,
+        handoff: int = 0,
     ):
         self.db = db
+        self.handoff = handoff
+        # Jobs added claimed, committed, waiting for a worker: (job, lease until).
+        self._handed: deque[tuple[Job, float]] = deque()
+        # Lease token → lease end, of the jobs added claimed here and not yet handed over
+        # (written on the database's thread, read on the event loop's).
+        self._ours: dict[str, float] = {}
+        self._ours_lock = threading.Lock()
         self._clock = clock
         self._settings = {str(name): s for name, s in (settings or {}).items()}
         self._windows = {
@@ -166,24 +180,39 @@ class Queue:
         dedupe_key: str | None = None,
         run_at: datetime | None = None,
         priority: int = 0,
+        claim: float | None = None,
     ) -> Job:
         """`enqueue` inside a transaction already open on `conn`: a handler's effect uses it
-        to queue the next stage in the same commit that completes the current one."""
+        to queue the next stage in the same commit that completes the current one. With
+        `claim` (a lease, in seconds) the job is added claimed by this process, to `hand_over`
+        once committed, if it can run now and there is room (else it is added as usual)."""
         now = self._now()
         settings = self._settings.get(queue)
         max_attempts = settings.max_attempts if settings else DEFAULT_MAX_ATTEMPTS
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
         when = run_at.timestamp() if run_at else now
+        claimed: tuple[str, int, str | None, float | None] = ("queued", 0, None, None)
+        # Room: jobs waiting in memory, and those added claimed whose commit is on its way.
+        if claim is not None and when <= now and queue not in self._windows:
+            with self._ours_lock:
+                if len(self._handed) + len(self._ours) < self.handoff:
+                    token = secrets.token_hex(8)
+                    self._ours[token] = now + claim
+                    claimed = ("running", 1, token, now + claim)
         row = _one(
             conn,
             f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
-                                  run_at, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  run_at, created_at, updated_at,
+                                  state, attempts, lease_token, lease_until)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (dedupe_key)
                     WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running')
                     DO NOTHING
                 RETURNING {_COLUMNS}""",
-            (queue, kind, body, dedupe_key, priority, max_attempts, when, now, now),
+            (
+                *(queue, kind, body, dedupe_key, priority, max_attempts, when, now, now),
+                *claimed,
+            ),
         )
         if row is None:
             row = _one(
@@ -198,8 +227,30 @@ class Queue:
 
     # ── consuming ─────────────────────────────────────────────────────────────────────────
 
+    def hand_over(self, job: Job) -> None:
+        """A job `add`ed claimed, its transaction committed: the next `claim()` takes it.
+        (Any other job is left to be claimed as usual.)"""
+        with self._ours_lock:
+            until = self._ours.pop(job.lease_token or "", None)
+        if until is not None:
+            self._handed.append((job, until))
+            self.wake()
+
     async def claim(self, queues: Sequence[str], lease: float) -> Job | None:
-        """The next ready job of `queues` (highest priority, then oldest), leased to the caller."""
+        """The next ready job of `queues` (highest priority, then oldest), leased to the caller:
+        one handed over if there is, else one from the database."""
+        now = self._now()
+        # Tokens of adds whose transaction rolled back are never handed over: let them go.
+        with self._ours_lock:
+            for token in [t for t, until in self._ours.items() if until <= now]:
+                del self._ours[token]
+        for entry in list(self._handed):
+            job, until = entry
+            if job.queue in queues:
+                self._handed.remove(entry)
+                if until - now > lease / 2:
+                    return job
+                # Waited too long: its lease runs out and the database hands it back.
 
         def take(conn: sqlite3.Connection) -> Job | None:
             now = self._now()
