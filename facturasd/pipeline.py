@@ -330,14 +330,22 @@ class Pipeline:
         candidates = [path, *(self.folders.relocated(path, f) for f in Folder)]
         here, checked = await self._inspect(candidates, invoice, self.lang)
         outcomes = [self._decide(invoice, found, first) for found, first in checked]
-        states = {outcome.state for outcome in outcomes}
-        if states - set(FOLDER_OF):
-            folder, title = Folder.ARCHIVE, None
+        # The documents that are not taken: each file's reason names them. The file goes to
+        # the archive if any of its documents is taken (a ZIP of several), else to the folder
+        # of their state; its reason's title is the worst of theirs.
+        shown = [n for n, outcome in enumerate(outcomes) if outcome.state in FOLDER_OF]
+        states = {outcomes[n].state for n in shown}
+        if len(shown) < len(outcomes):
+            folder = Folder.ARCHIVE
         elif states == {InvoiceState.DUPLICATE}:
-            folder, title = Folder.DUPLICATES, TITLES[InvoiceState.DUPLICATE]
+            folder = Folder.DUPLICATES
         else:
-            problem = InvoiceState.REJECTED if InvoiceState.REJECTED in states else None
-            folder, title = Folder.REJECTED, TITLES[problem or InvoiceState.UNREADABLE]
+            folder = Folder.REJECTED
+        worst = next(
+            (s for s in (InvoiceState.REJECTED, InvoiceState.UNREADABLE) if s in states),
+            InvoiceState.DUPLICATE,
+        )
+        title = TITLES[worst] if shown else None
         dest = self.folders.relocated(Path(invoice.path), folder)
         if dest != here:
             await anyio.to_thread.run_sync(move, here, dest)
@@ -347,14 +355,14 @@ class Pipeline:
             _, again = await self._inspect([dest], invoice, other)
             by_lang = {self.lang: checked, other: again}
             findings = {
-                lang: [f for i, _ in found for f in i.findings] for lang, found in by_lang.items()
+                lang: [f for n in shown for f in found[n][0].findings]
+                for lang, found in by_lang.items()
             }
-            text = motivo(
-                title,
-                invoice.original_name,
-                self._local(invoice.received_at),
-                findings,
-            )
+            label = invoice.original_name
+            if folder is Folder.ARCHIVE:  # some of its documents only: which ones
+                members = [str(outcomes[n].checked.columns.get("member")) for n in shown]
+                label += f" ({', '.join(members)})"
+            text = motivo(title, label, self._local(invoice.received_at), findings)
             await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
 
         def effect(conn: sqlite3.Connection) -> None:

@@ -536,6 +536,24 @@ def test_the_same_invoice_as_xml_zip_and_pdf_at_once(office: Office) -> None:
     assert rows["c.pdf"] == "linked"
 
 
+def test_a_zip_with_a_good_and_a_bad_invoice_is_archived_with_the_reason_for_the_bad(
+    office: Office,
+) -> None:
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("buena.xml", invoice(14))
+        archive.writestr("mala.xml", invoice(15, prepaid="5.00", override={"total": "1.00"}))
+    drop(office.inbox, "paquete.zip", package.getvalue())
+    rows = office.settled(2)
+    assert sorted(state for _, state, _ in rows) == ["checked", "rejected"]
+    archived = office.files("archive")
+    assert [p.name.split("-", 1)[1] for p in archived] == ["paquete.zip", "paquete.zip.motivo.txt"]
+    reason = archived[1].read_text(encoding="utf-8")
+    assert "paquete.zip (mala.xml)" in reason and "buena.xml" not in reason
+    assert "factura rechazada" in reason and "invoice rejected" in reason
+    assert not office.files("rejected")
+
+
 def test_reprocessing_an_original_keeps_it_the_original(office: Office) -> None:
     drop(office.inbox, "original.xml", invoice(12))
     office.settled(1)
