@@ -327,7 +327,7 @@ class Pipeline:
             return None  # done already (a job run again after its completion committed)
         # Where the ledger says, or already moved by a run that crashed before it committed.
         path = Path(invoice.path)
-        candidates = [path, *(self.folders.relocated(path, f) for f in Folder)]
+        candidates = list(dict.fromkeys([path, *(self.folders.relocated(path, f) for f in Folder)]))
         here, checked = await self._inspect(candidates, invoice, self.lang)
         outcomes = [self._decide(invoice, found, first) for found, first in checked]
         # The documents that are not taken: each file's reason names them. The file goes to
@@ -347,7 +347,7 @@ class Pipeline:
         )
         title = TITLES[worst] if shown else None
         dest = self.folders.relocated(Path(invoice.path), folder)
-        if dest != here:
+        if dest != here:  # (a checked file stays where it is: no trip to a thread)
             await anyio.to_thread.run_sync(move, here, dest)
         if title is not None:
             # The reason, in both languages (the file is read again in the other: rare).

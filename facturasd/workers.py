@@ -56,7 +56,7 @@ class WorkerPool:
         self._idle = anyio.Event()
         self.alive = 0
         self.busy = 0
-        self._running: dict[int, _Running] = {}
+        self._running: dict[str, _Running] = {}  # by lease token
 
     def stop(self) -> None:
         """Stop claiming; jobs in flight run to their end."""
@@ -75,6 +75,8 @@ class WorkerPool:
                 for _ in range(self.concurrency):
                     workers.start_soon(self._work)
             tg.cancel_scope.cancel()  # every worker has stopped: no lease left to keep
+        with anyio.CancelScope(shield=True):
+            await self.queue.release_handed()
 
     async def _work(self) -> None:
         self.alive += 1
@@ -126,14 +128,15 @@ class WorkerPool:
             log.error("job %d has unknown kind %r: marked dead", job.id, job.kind)
             return
         outcome: dict[str, Any] = {}
+        key = job.lease_token or str(job.id)
         with anyio.CancelScope() as scope:
-            self._running[job.id] = _Running(job, scope, outcome)
+            self._running[key] = _Running(job, scope, outcome)
             try:
                 outcome["effect"] = await handler(job)
             except Exception as exc:
                 outcome["error"] = exc
             finally:
-                del self._running[job.id]
+                self._running.pop(key, None)
         try:
             await self._settle(job, outcome)
         except LeaseLost as exc:
@@ -190,7 +193,7 @@ class WorkerPool:
                 except LeaseLost as exc:
                     running.outcome["lost"] = exc
                     running.scope.cancel()
-                except sqlite3.OperationalError as exc:
+                except Exception as exc:  # the database, say: the next round tries again
                     log.warning("job %d: lease not renewed (%s); trying again", running.job.id, exc)
 
 

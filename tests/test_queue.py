@@ -373,6 +373,27 @@ async def test_a_job_added_claimed_is_handed_over_without_a_write(db: Database) 
     assert raw(db.path, "SELECT state, attempts FROM jobs") == [("done", 1)] * 3
 
 
+async def test_handed_over_jobs_do_not_starve_the_stored_ones_and_go_back_at_shutdown(
+    db: Database,
+) -> None:
+    stored = await Queue(db).enqueue(QueueName.TAX_VALIDATION, "ping", {})
+    queue = Queue(db, handoff=8)
+
+    def add_five(conn: sqlite3.Connection) -> list[Job]:
+        return [queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=60) for n in range(5)]
+
+    handed = await db.write(add_five)
+    for job in handed:
+        queue.hand_over(job)
+    queues = [Q, QueueName.TAX_VALIDATION]
+    taken = [await queue.claim(queues, 60) for _ in range(4)]
+    # the fourth claim looks at the database first: the older stored job is not left waiting
+    assert [j.id for j in taken if j] == [*(j.id for j in handed[:3]), stored.id]
+    await queue.release_handed()
+    rows = raw(db.path, "SELECT id, state, attempts FROM jobs WHERE state = 'queued' ORDER BY id")
+    assert rows == [(j.id, "queued", 0) for j in handed[3:]]
+
+
 async def test_a_job_added_claimed_by_a_process_that_died_runs_again(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "q.db")
     gone = Queue(db, handoff=4)

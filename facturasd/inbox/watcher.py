@@ -31,7 +31,6 @@ IGNORED_NAMES = ("thumbs.db", "desktop.ini")
 IGNORED_FOLDERS = ("__MACOSX",)
 # How often ready files are looked for, at most (a file is never taken before it is stable).
 TICK = 0.25
-HAND_ON_BATCH = 32
 RUST_TIMEOUT_MS = 500
 
 
@@ -187,6 +186,8 @@ class Watcher:
             return
         looks = await anyio.to_thread.run_sync(_each, self._acceptable_stat, wanted)
         for path, look in zip(wanted, looks, strict=True):
+            if path in self.queued:  # handed on meanwhile
+                continue
             if isinstance(look, OSError):
                 self.tracker.forget(path)
                 if not isinstance(look, FileNotFoundError):
@@ -202,12 +203,16 @@ class Watcher:
         """Hand on each file once its wait is over and it still looks the same and opens."""
         while True:
             ready = self.tracker.ready(self._monotonic())
-            # A few at a time: each is looked at again just before it is handed on.
-            for path in await self._unchanged_and_readable(ready[:HAND_ON_BATCH]):
+            # As many at a time as there are takers: each is looked at again shortly before
+            # it is handed on.
+            batch = ready[: self._concurrency]
+            for path in await self._unchanged_and_readable(batch):
+                if path in self.queued:  # handed on while it was being looked at
+                    continue
                 self.tracker.forget(path)
                 self.queued.add(path)
                 await send.send(path)
-            if len(ready) > HAND_ON_BATCH:
+            if len(ready) > len(batch):
                 continue
             wait = self.tracker.next_due(self._monotonic())
             with anyio.move_on_after(max(TICK, wait) if wait is not None else None):

@@ -252,20 +252,22 @@ class Database:
             for entry in entries:
                 try:
                     entry.result = entry.op(conn)
-                except Exception as exc:
+                except BaseException as exc:
                     entry.error = exc
                     raise
             conn.execute("COMMIT")
             self.stats.commits += 1
             self.stats.operations += len(entries)
             return None
-        except Exception as exc:
+        except BaseException as exc:
             culprit = next((e for e in entries if e.error is not None), None)
             # Nothing of the transaction was committed, whatever happens next.
             for entry in entries:
                 entry.result, entry.error = None, entry.error or exc
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                raise  # the thread is being stopped: no more batches
             return culprit
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:

@@ -42,6 +42,7 @@ Effect = Callable[[sqlite3.Connection], None]
 
 DEFAULT_MAX_ATTEMPTS = 5
 RECLAIM_EVERY = 1.0
+DATABASE_FIRST_EVERY = 4  # claims: one in this many looks at the database before the handed
 _COLUMNS = (
     "id, queue, kind, payload, dedupe_key, priority, state, attempts, max_attempts, "
     "run_at, lease_token, last_error, created_at"
@@ -132,6 +133,7 @@ class Queue:
         # (written on the database's thread, read on the event loop's).
         self._ours: dict[str, float] = {}
         self._ours_lock = threading.Lock()
+        self._claims = 0
         self._clock = clock
         self._settings = {str(name): s for name, s in (settings or {}).items()}
         self._windows = {
@@ -237,34 +239,43 @@ class Queue:
             self.wake()
 
     async def claim(self, queues: Sequence[str], lease: float) -> Job | None:
-        """The next ready job of `queues` (highest priority, then oldest), leased to the caller:
-        one handed over if there is, else one from the database."""
+        """The next ready job of `queues` (highest priority, then oldest), leased to the caller;
+        or one handed over. Those go first, but every few claims the database's next job
+        does, so its jobs (other queues, retries, a burst's overflow) never wait behind them."""
         now = self._now()
         # Tokens of adds whose transaction rolled back are never handed over: let them go.
         with self._ours_lock:
             for token in [t for t, until in self._ours.items() if until <= now]:
                 del self._ours[token]
+        self._claims += 1
+        if self._claims % DATABASE_FIRST_EVERY and (job := await self._handed_job(queues, lease)):
+            return job
+        return await self._stored_job(queues, lease) or await self._handed_job(queues, lease)
+
+    async def _handed_job(self, queues: Sequence[str], lease: float) -> Job | None:
         for entry in list(self._handed):
             job, until = entry
-            if job.queue in queues:
-                self._handed.remove(entry)
-                if until - now > lease / 2:
-                    return job
-                # Waited too long: its lease runs out and the database hands it back.
+            if job.queue not in queues:
+                continue
+            self._handed.remove(entry)
+            if until - self._now() > lease / 2:
+                return job
+            await self.release(job, reason="waited too long for a worker")
+        return None
+
+    async def _stored_job(self, queues: Sequence[str], lease: float) -> Job | None:
+        now = self._now()
+        open_queues = [
+            q for q in queues if q not in self._windows or self._windows[q].next_free(now) <= now
+        ]
+        if not open_queues:
+            return None
 
         def take(conn: sqlite3.Connection) -> Job | None:
-            now = self._now()
             # Expired leases are looked for at most once a second, not on every claim.
             if now - self._reclaimed_at >= RECLAIM_EVERY:
                 self._reclaim_expired(conn, now)
                 self._reclaimed_at = now
-            open_queues = [
-                q
-                for q in queues
-                if q not in self._windows or self._windows[q].next_free(now) <= now
-            ]
-            if not open_queues:
-                return None
             marks = ", ".join("?" * len(open_queues))
             row = _one(
                 conn,
@@ -277,13 +288,21 @@ class Queue:
                     RETURNING {_COLUMNS}""",
                 (secrets.token_hex(8), now + lease, now, *open_queues, now),
             )
-            if row is None:
-                return None
-            if window := self._windows.get(row["queue"]):
-                window.take(now)
-            return Job.from_row(row)
+            return Job.from_row(row) if row else None
 
-        return await self.db.write(take)
+        job = await self.db.write(take)
+        # The windows are the event loop's: counted here, not on the database's thread.
+        if job is not None and (window := self._windows.get(job.queue)):
+            window.take(now)
+        return job
+
+    async def release_handed(self) -> None:
+        """At shutdown: the jobs handed over that no worker took go back to the queue, their
+        attempt not counted; none is handed over any more."""
+        self.handoff = 0
+        while self._handed:
+            job, _ = self._handed.popleft()
+            await self.release(job, reason="handed back at shutdown")
 
     def _reclaim_expired(self, conn: sqlite3.Connection, now: float) -> None:
         conn.execute(
