@@ -56,7 +56,7 @@ class WorkerPool:
         self._idle = anyio.Event()
         self.alive = 0
         self.busy = 0
-        self._running: dict[str, _Running] = {}  # by lease token
+        self._running: dict[str | None, _Running] = {}  # by lease token
 
     def stop(self) -> None:
         """Stop claiming; jobs in flight run to their end."""
@@ -128,7 +128,7 @@ class WorkerPool:
             log.error("job %d has unknown kind %r: marked dead", job.id, job.kind)
             return
         outcome: dict[str, Any] = {}
-        key = job.lease_token or str(job.id)
+        key = job.lease_token  # (a job id can be in two hands: one whose lease expired)
         with anyio.CancelScope() as scope:
             self._running[key] = _Running(job, scope, outcome)
             try:

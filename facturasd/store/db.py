@@ -274,7 +274,11 @@ class Database:
         return await self.read(lambda conn: conn.execute(sql, tuple(params)).fetchall())
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        return next(iter(await self.fetchall(sql, params)), None)
+        """The first row of a query (a SELECT: what is left of it is not needed)."""
+        row: sqlite3.Row | None = await self.read(
+            lambda conn: conn.execute(sql, tuple(params)).fetchone()
+        )
+        return row
 
 
 async def _on_thread(conn: aiosqlite.Connection, op: Op[T]) -> T:
