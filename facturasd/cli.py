@@ -245,15 +245,20 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _database_file(config: Config) -> Path:
+    """The daemon's database file; StoreError if there is none (a command never creates it)."""
+    path = config.paths.state_dir / DATABASE_FILE
+    if not path.is_file():
+        raise StoreError(f"{path}: no database here (is paths.state_dir right?)")
+    return path
+
+
 @asynccontextmanager
 async def _database(config: Config) -> AsyncIterator[Database]:
     """The daemon's database, opened beside it (never migrated from a command)."""
     from facturasd.store.db import Database
 
-    path = config.paths.state_dir / DATABASE_FILE
-    if not path.is_file():
-        raise StoreError(f"{path}: no database here (is paths.state_dir right?)")
-    db = await Database.open(path, upgrade=False)
+    db = await Database.open(_database_file(config), upgrade=False)
     try:
         yield db
     finally:
@@ -261,15 +266,18 @@ async def _database(config: Config) -> AsyncIterator[Database]:
 
 
 def _invoices(config: Config, args: argparse.Namespace) -> int:
-    from facturasd.review import Review
+    from facturasd.pipeline.review import Review
+    from facturasd.services import build
     from facturasd.store import ledger
 
     zone = ZoneInfo(config.daemon.timezone)
     action = "reprocess" if args.command == "reprocess" else args.action
 
     async def work() -> object:
-        async with _database(config) as db:
-            review = Review(config, db, getpass.getuser())
+        _database_file(config)
+        async with build(config, upgrade=False) as services:
+            db = services.db
+            review = Review(db, services.lifecycle, config.companies, getpass.getuser())
             if action == "reprocess":
                 for invoice_id in args.ids:
                     await review.reprocess(invoice_id, args.reason)

@@ -14,6 +14,25 @@ class QueueName(StrEnum):
     COMPLIANCE_RETRY = "compliance_retry"
     ALEGRA_SYNC = "alegra_sync"
     REPORT_GENERATION = "report_generation"
+    NOTIFICATIONS = "notifications"
+
+
+class WorkerGroup(StrEnum):
+    """The worker pools: each claims from its own queues with its own concurrency, so a hung
+    upstream never stalls local work (SPEC §2)."""
+
+    LOCAL = "local"
+    AUTHORITIES = "authorities"
+    ALEGRA = "alegra"
+    REPORTS = "reports"
+
+
+GROUP_QUEUES: dict[WorkerGroup, tuple[QueueName, ...]] = {
+    WorkerGroup.LOCAL: (QueueName.INVOICE_PROCESSING, QueueName.TAX_VALIDATION),
+    WorkerGroup.AUTHORITIES: (QueueName.DIAN_VALIDATION, QueueName.COMPLIANCE_RETRY),
+    WorkerGroup.ALEGRA: (QueueName.ALEGRA_SYNC,),
+    WorkerGroup.REPORTS: (QueueName.REPORT_GENERATION, QueueName.NOTIFICATIONS),
+}
 
 
 class JobState(StrEnum):
@@ -45,9 +64,6 @@ class ComplianceStatus(StrEnum):
     FAILED = "FAILED"
     FALLBACK = "FALLBACK"
 
-
-# Jobs that still have work ahead of them; a dedupe key is unique among these.
-LIVE_JOB_STATES = (JobState.QUEUED, JobState.RUNNING)
 
 DATABASE_FILE = "facturasd.db"
 LOCK_FILE = "facturasd.lock"

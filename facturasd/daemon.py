@@ -1,10 +1,11 @@
 """The supervisor: builds the components from the configuration and runs them.
 
-Start-up: take the state directory's lock, open (and migrate) the database, hand orphaned
-jobs back, listen on HTTP, then READY=1. Each component runs under `Supervisor.supervise`:
-one that raises is logged, shown as degraded and restarted with capped exponential backoff
-while the others go on. SIGTERM or SIGINT: stop claiming, give jobs in flight up to
-`daemon.shutdown_timeout` to finish, hand back the rest, exit 0.
+Start-up: take the state directory's lock, build the services (services.py: the database,
+opened and migrated, the queue, the stages, a worker pool per group), hand orphaned jobs back,
+finish interrupted ingests, listen on HTTP, then READY=1. Each component runs under
+`Supervisor.supervise`: one that raises is logged, shown as degraded and restarted with capped
+exponential backoff while the others go on. SIGTERM or SIGINT: stop claiming, give jobs in
+flight up to `daemon.shutdown_timeout` to finish, hand back the rest, exit 0.
 """
 
 from __future__ import annotations
@@ -13,27 +14,25 @@ import fcntl
 import logging
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
-from zoneinfo import ZoneInfo
 
 import anyio
 
+from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
-from facturasd.constants import BACKUP_DIR, DATABASE_FILE, LOCK_FILE, QueueName
+from facturasd.constants import LOCK_FILE
 from facturasd.errors import AlreadyRunning
 from facturasd.inbox.watcher import Watcher
-from facturasd.monitoring.health import ComponentView, HealthChecker
-from facturasd.pipeline import Pipeline
-from facturasd.store.db import Database
-from facturasd.store.queue import Queue
+from facturasd.monitoring.health import WEIGHTS, ComponentView, inbox_probe, supervisor_probe
+from facturasd.pipeline.lifecycle import STAGES, Stage
+from facturasd.services import Services, build
 from facturasd.systemd import Notifier
 from facturasd.web import app as web_app
-from facturasd.workers import BUILTIN_HANDLERS, Handler, WorkerPool
+from facturasd.workers import Handler, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +61,7 @@ class _Record:
 
 @dataclass
 class Supervisor:
+    clock: Clock = utcnow
     backoff_base: float = BACKOFF_BASE
     backoff_cap: float = BACKOFF_CAP
     degraded_for: float = DEGRADED_FOR
@@ -70,8 +70,11 @@ class Supervisor:
     stopping: bool = False
     _records: dict[str, _Record] = field(default_factory=dict)
 
+    def _now(self) -> float:
+        return self.clock().timestamp()
+
     def views(self) -> list[ComponentView]:
-        now = time.monotonic()
+        now = self._now()
         views = []
         for name, rec in self._records.items():
             state = rec.state
@@ -92,7 +95,7 @@ class Supervisor:
         failures = 0
         while True:
             rec.state = "running"
-            started = time.monotonic()
+            started = self._now()
             try:
                 await component.run()
                 if self.stopping:
@@ -102,7 +105,7 @@ class Supervisor:
             except Exception as exc:
                 rec.restarts += 1
                 rec.last_error = type(_root_cause(exc)).__name__
-                rec.last_crash = time.monotonic()
+                rec.last_crash = self._now()
                 rec.state = "degraded"
                 # A component that ran a good while before crashing starts its backoff afresh.
                 failures = 1 if rec.last_crash - started > self.degraded_for else failures + 1
@@ -167,15 +170,19 @@ class Daemon:
         self,
         config: Config,
         *,
+        clock: Clock = utcnow,
+        stages: Sequence[Stage] = STAGES,
         handlers: Mapping[str, Handler] | None = None,
         components: Sequence[Component] = (),
         environ: Mapping[str, str] = os.environ,
     ):
         self.config = config
-        self.handlers = {**BUILTIN_HANDLERS, **(handlers or {})}
+        self.clock = clock
+        self.stages = stages
+        self.handlers = handlers
         self.extra_components = list(components)
         self.notifier = Notifier(environ)
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(clock=clock)
         self._stop: anyio.Event | None = None
 
     def stop(self) -> None:
@@ -185,90 +192,78 @@ class Daemon:
 
     async def run(self) -> None:
         stop = self._stop = anyio.Event()
-        state_dir = self.config.paths.state_dir
         # Signals are caught from the first moment: one that arrives during start-up (a
         # migration, say) is acted on once the daemon is up, instead of killing it midway.
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with state_lock(state_dir):
-                db = await Database.open(
-                    state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR
-                )
-                try:
-                    await self._serve(db, stop, signals)
-                finally:
-                    await db.close()
+            async with (
+                state_lock(self.config.paths.state_dir),
+                build(
+                    self.config, clock=self.clock, stages=self.stages, handlers=self.handlers
+                ) as services,
+            ):
+                await self._serve(services, stop, signals)
         log.info("stopped")
 
     async def _serve(
-        self, db: Database, stop: anyio.Event, signals: AsyncIterator[signal.Signals]
+        self, services: Services, stop: anyio.Event, signals: AsyncIterator[signal.Signals]
     ) -> None:
         config = self.config
-        queue = Queue(db, config.queues, handoff=config.workers.concurrency)
-        if orphans := await queue.recover_orphans():
+        if orphans := await services.queue.recover_orphans():
             log.warning("%d job(s) left running by the previous process handed back", orphans)
-        queues = [q.value for q in QueueName]
         await anyio.to_thread.run_sync(_create_folders, config)
-        zone = await anyio.to_thread.run_sync(ZoneInfo, config.daemon.timezone)
-        pipeline = Pipeline(config, db, queue, zone=zone)
-        if resumed := await pipeline.reconcile():
+        if resumed := await services.ingest.reconcile():
             log.warning("%d file(s) whose ingest a crash interrupted: finished", resumed)
-        watcher = Watcher(config.paths.inbox, config.inbox, pipeline.ingest)
-        pool = WorkerPool(
-            queue,
-            {**pipeline.handlers, **self.handlers},
-            queues=queues,
-            concurrency=config.workers.concurrency,
-            lease=config.workers.lease,
+        watcher = Watcher(config.paths.inbox, config.inbox, services.ingest)
+        pools = list(services.pools.values())
+        services.health.register(
+            "supervisor:components", WEIGHTS["supervisor"], supervisor_probe(self.supervisor)
         )
-        checker = HealthChecker(
-            db,
-            queue,
-            pool,
-            self.supervisor,
-            queues=queues,
-            state_dir=config.paths.state_dir,
-            backlog_warn=config.alerts.queue_backlog,
-            inbox=watcher,
-        )
-        runner = await web_app.start(web_app.create_app(checker), config.http)
+        services.health.register("inbox:unreadable", WEIGHTS["inbox"], inbox_probe(watcher))
+        runner = await web_app.start(web_app.create_app(services.health), config.http)
         try:
             components = [
-                Component("workers", pool.run),
+                *(Component(f"workers:{pool.name}", pool.run) for pool in pools),
                 Component("inbox", watcher.run),
-                Component("watchdog", lambda: self._watchdog(pool)),
+                Component("watchdog", lambda: self._watchdog(pools)),
                 *self.extra_components,
             ]
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._stop_on_signal, signals)
                 for component in components:
                     tg.start_soon(self.supervisor.supervise, component)
+                sizes = ", ".join(f"{pool.name} {pool.concurrency}" for pool in pools)
                 log.info(
-                    "ready: %d workers, http on %s, database %s",
-                    pool.concurrency,
+                    "ready: workers %s, http on %s, database %s",
+                    sizes,
                     config.http.bind,
-                    db.path,
+                    services.db.path,
                 )
-                self.notifier.ready(f"ready: {pool.concurrency} workers")
+                self.notifier.ready(f"ready: workers {sizes}")
                 await stop.wait()
-                self.notifier.stopping(f"stopping: {pool.busy} job(s) in flight")
-                log.info("stopping: %d job(s) in flight", pool.busy)
+                busy = sum(pool.busy for pool in pools)
+                self.notifier.stopping(f"stopping: {busy} job(s) in flight")
+                log.info("stopping: %d job(s) in flight", busy)
                 self.supervisor.stopping = True
-                pool.stop()
+                for pool in pools:
+                    pool.stop()
                 with anyio.move_on_after(config.daemon.shutdown_timeout):
-                    await pool.drained()
-                if pool.busy:
-                    log.warning("%d job(s) did not finish in time; handed back", pool.busy)
+                    for pool in pools:
+                        await pool.drained()
+                if busy := sum(pool.busy for pool in pools):
+                    log.warning("%d job(s) did not finish in time; handed back", busy)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
 
-    async def _watchdog(self, pool: WorkerPool) -> None:
+    async def _watchdog(self, pools: Sequence[WorkerPool]) -> None:
         """WATCHDOG=1 from a task on the event loop: a stuck loop stops the pings."""
         interval = self.notifier.watchdog_interval or STATUS_INTERVAL
         while True:
             self.notifier.watchdog()
-            self.notifier.status(f"running: {pool.busy}/{pool.alive} workers busy")
+            busy = sum(pool.busy for pool in pools)
+            alive = sum(pool.alive for pool in pools)
+            self.notifier.status(f"running: {busy}/{alive} workers busy")
             await anyio.sleep(min(interval, STATUS_INTERVAL))
 
     async def _stop_on_signal(self, signals: AsyncIterator[signal.Signals]) -> None:

@@ -8,6 +8,7 @@
     ├── AlreadyRunning         another daemon holds the state directory's lock
     ├── RetryLater             a job handler asks to run again later (not a failure)
     ├── JobFailed              a job handler says retrying cannot help
+    ├── IllegalTransition      a change of an invoice's state the lifecycle does not allow
     ├── RulesError             a tax rules file in checks/rules/ does not fit its shape
     ├── ReviewRefused          a review action (assign, accept…) that does not apply
     └── FormatError            a received file cannot be read as a document (has a `code`)
@@ -76,6 +77,11 @@ class RetryLater(FacturasdError):
 
 class JobFailed(FacturasdError):
     """Raised by a job handler: retrying cannot help; the job goes straight to `dead`."""
+
+
+class IllegalTransition(FacturasdError):
+    """A change of an invoice's state that `pipeline.lifecycle.TRANSITIONS` does not allow: a
+    bug in the caller, never the user's data."""
 
 
 class FormatError(FacturasdError):

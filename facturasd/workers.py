@@ -1,4 +1,6 @@
-"""The worker pool: claims jobs and runs the handler registered for each job kind."""
+"""Worker pools: each claims jobs from its group's queues and runs the handler registered for
+each job kind. One pool per group (constants.GROUP_QUEUES), each with its own concurrency, so
+eight hung calls to an upstream never stop the parsing of the office's invoices."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import anyio
 
@@ -41,12 +42,14 @@ class WorkerPool:
         queue: Queue,
         handlers: Mapping[str, Handler],
         *,
+        name: str,
         queues: Sequence[str],
         concurrency: int,
         lease: float,
         clock: Clock = utcnow,
     ):
         self.queue = queue
+        self.name = name  # the group's, in logs and /health
         self.handlers = dict(handlers)
         self.queues = list(queues)
         self.concurrency = concurrency
@@ -127,18 +130,17 @@ class WorkerPool:
             await self.queue.fail(job, f"no handler for job kind {job.kind!r}", permanent=True)
             log.error("job %d has unknown kind %r: marked dead", job.id, job.kind)
             return
-        outcome: dict[str, Any] = {}
         key = job.lease_token  # (a job id can be in two hands: one whose lease expired)
         with anyio.CancelScope() as scope:
-            self._running[key] = _Running(job, scope, outcome)
+            running = self._running[key] = _Running(job, scope)
             try:
-                outcome["effect"] = await handler(job)
+                running.effect = await handler(job)
             except Exception as exc:
-                outcome["error"] = exc
+                running.error = exc
             finally:
                 self._running.pop(key, None)
         try:
-            await self._settle(job, outcome)
+            await self._settle(running)
         except LeaseLost as exc:
             log.warning("%s; its result is dropped", exc)
         except RetryLater as exc:
@@ -150,12 +152,12 @@ class WorkerPool:
             # attempt. If even that cannot be written, the lease runs out and the job reruns.
             await self._record_failure(job, exc)
 
-    async def _settle(self, job: Job, outcome: dict[str, Any]) -> None:
-        if "lost" in outcome:
-            raise outcome["lost"]
-        error = outcome.get("error")
+    async def _settle(self, running: _Running) -> None:
+        job, error = running.job, running.error
+        if running.lost is not None:
+            raise running.lost
         if error is None:
-            await self.queue.complete(job, outcome.get("effect"))
+            await self.queue.complete(job, running.effect)
             log.debug("job %d (%s) done", job.id, job.kind)
         elif isinstance(error, RetryLater):
             await self.queue.release(
@@ -191,16 +193,18 @@ class WorkerPool:
                 try:
                     await self.queue.extend(running.job, self.lease)
                 except LeaseLost as exc:
-                    running.outcome["lost"] = exc
+                    running.lost = exc
                     running.scope.cancel()
                 except Exception as exc:  # the database, say: the next round tries again
                     log.warning("job %d: lease not renewed (%s); trying again", running.job.id, exc)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Running:
-    """A job in a worker's hands: what stops it, and where its outcome goes."""
+    """A job in a worker's hands: what stops it, and its outcome."""
 
     job: Job
     scope: anyio.CancelScope
-    outcome: dict[str, Any]
+    effect: Effect | None = None
+    error: Exception | None = None
+    lost: LeaseLost | None = None

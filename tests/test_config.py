@@ -113,7 +113,7 @@ def test_durations_round_trip(millis: int) -> None:
         (
             "[queues.invoices]\n",
             "queues.invoices: unknown queue; the queues are invoice_processing, tax_validation, "
-            "dian_validation, compliance_retry, alegra_sync, report_generation",
+            "dian_validation, compliance_retry, alegra_sync, report_generation, notifications",
         ),
         (
             "[queues.alegra_sync]\nrate_limit = '10 per minute'\n",

@@ -105,12 +105,12 @@ async def test_crashing_component_is_restarted_and_shown_degraded(
         assert components["flaky"]["state"] == "degraded"
         assert components["flaky"]["restarts"] == 1
         assert components["flaky"]["lastError"] == "RuntimeError"
-        assert components["workers"]["state"] == "running"
+        assert components["workers:local"]["state"] == "running"
         assert components["alegra"]["state"] == "disabled"
         assert components["alegra"]["status"] == "pass"
         assert report["status"] == "warn"
         assert 0.0 < report["score"] < 1.0
-        assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 8
+        assert checks_of(report, "workers:alive")["local"]["observedValue"] == 8
 
 
 @pytest.mark.anyio
@@ -166,8 +166,8 @@ async def test_worker_pool_completes_retries_and_kills_jobs(
                 await anyio.sleep(0.05)
         report = (await client.get("/health")).json()
     # a failing effect is a failed attempt of its job, not a crash of the pool
-    assert checks_of(report, "workers:alive")["workers:alive"]["observedValue"] == 8
-    assert checks_of(report, "supervisor:components")["workers"]["restarts"] == 0
+    assert checks_of(report, "workers:alive")["local"]["observedValue"] == 8
+    assert checks_of(report, "supervisor:components")["workers:local"]["restarts"] == 0
     rows = {row[0]: row[1:] for row in states()}
     assert rows[ids[0]] == ("done", 1, None)
     assert rows[ids[1]] == ("dead", 1, "RuntimeError: kaput")
@@ -200,7 +200,7 @@ async def test_a_long_job_keeps_its_lease_and_one_that_lost_it_is_stopped(
 
         return effect
 
-    pool = WorkerPool(queue, {"slow": slow}, queues=[Q], concurrency=2, lease=0.3)
+    pool = WorkerPool(queue, {"slow": slow}, name="local", queues=[Q], concurrency=2, lease=0.3)
     long = await queue.enqueue(Q, "slow", {"name": "long", "seconds": 1.5})
     taken = await queue.enqueue(Q, "slow", {"name": "taken", "seconds": 5})
     async with anyio.create_task_group() as tg:
@@ -396,9 +396,14 @@ def test_health_fails_with_503_while_the_database_cannot_be_written(tmp_path: Pa
         blocker = sqlite3.connect(tmp_path / "state" / DATABASE_FILE, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
-            response = get_health(port, timeout=30)
-            assert response.status_code == 503
-            report = response.json()
+            # (a report is reused for a second: the next one sees the lock)
+            seen: list[httpx.Response] = []
+            wait_until(
+                lambda: seen.append(get_health(port, timeout=30)) or seen[-1].status_code == 503,
+                30,
+                "/health to fail",
+            )
+            report = seen[-1].json()
             assert report["status"] == "fail"
             database = report["checks"]["database:write"][0]
             assert database["status"] == "fail"

@@ -1,9 +1,12 @@
 """GET /health: the daemon's state as application/health+json.
 
-Each check is pass, warn or fail; the status is the worst of them (HTTP 503 on fail) and the
-score is their weighted mean (pass 1, warn 0.5, fail 0). Weights and thresholds are below and
-in docs/health.md. Nothing here carries a secret or a person's data: errors are reduced to
-their type or to SQLite's own message.
+The components register their probes (`Health.register`: a check's key, its group's weight, a
+coroutine that returns the check's items); the authorities, Alegra and the cache add theirs
+the same way. Each item is pass, warn or fail; the status is the worst of them (HTTP 503 on
+fail) and the score is the groups' weighted mean (pass 1, warn 0.5, fail 0). A report is reused
+for `REUSE_FOR` seconds, so a burst of requests does not fsync a probe row for each. Weights
+and thresholds are below and in docs/health.md. Nothing here carries a secret or a person's
+data: errors are reduced to their type or to SQLite's own message.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,6 +30,7 @@ Status = Literal["pass", "warn", "fail"]
 _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
 _POINTS: dict[Status, float] = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
 
+# The weight of each group of checks in the score.
 WEIGHTS = {
     "database": 0.30,
     "workers": 0.20,
@@ -35,6 +39,7 @@ WEIGHTS = {
     "disk": 0.10,
     "inbox": 0.10,
 }
+REUSE_FOR = 1.0
 DB_PROBE_TIMEOUT = 3.0
 DB_SLOW_MS = 500.0
 QUEUE_OLDEST_WARN = 900.0
@@ -42,7 +47,14 @@ DISK_WARN_BYTES = 1 << 30
 DISK_FAIL_BYTES = 100 << 20
 
 
+Item = dict[str, Any]
+# A probe: given the report's time (ISO 8601), the items of its check.
+ProbeFn = Callable[[str], Awaitable[list[Item]]]
+
+
 class Pool(Protocol):
+    name: str
+    queues: list[str]
     concurrency: int
     alive: int
     busy: int
@@ -70,54 +82,56 @@ def worst(statuses: Sequence[Status]) -> Status:
     return max(statuses, key=_RANK.__getitem__, default="pass")
 
 
-class HealthChecker:
-    def __init__(
-        self,
-        db: Database,
-        queue: Queue,
-        pool: Pool,
-        components: Components,
-        *,
-        queues: Sequence[str],
-        state_dir: Path,
-        backlog_warn: int,
-        inbox: InboxView | None = None,
-        clock: Clock = utcnow,
-    ):
-        self.db = db
-        self.queue = queue
-        self.pool = pool
-        self.components = components
-        self.queues = list(queues)
-        self.state_dir = state_dir
-        self.backlog_warn = backlog_warn
-        self.inbox = inbox
+@dataclass(frozen=True)
+class Probe:
+    key: str  # "group:name", as the report's `checks` names it
+    weight: float  # of its group in the score (the group's weights are added up)
+    run: ProbeFn
+
+    @property
+    def group(self) -> str:
+        return self.key.partition(":")[0]
+
+
+class Health:
+    def __init__(self, *, clock: Clock = utcnow, reuse_for: float = REUSE_FOR):
+        self.probes: list[Probe] = []
         self._clock = clock
+        self._reuse_for = reuse_for
+        self._last: tuple[float, dict[str, Any]] | None = None
+        self._lock = anyio.Lock()
+
+    def register(self, key: str, weight: float, run: ProbeFn) -> None:
+        if any(probe.key == key for probe in self.probes):
+            raise ValueError(f"health check {key!r} is registered twice")
+        self.probes.append(Probe(key, weight, run))
 
     async def report(self) -> dict[str, Any]:
-        now = self._clock().isoformat()
-        checks: dict[str, list[dict[str, Any]]] = {
-            "database:write": [await self._database(now)],
-            "workers:alive": [],
-            "queues:depth": await self._queues(now),
-            "supervisor:components": self._supervisor(now),
-            "disk:free": [await self._disk(now)],
-            "inbox:unreadable": [self._inbox(now)],
-        }
-        ready = sum(item["observedValue"] for item in checks["queues:depth"])
-        checks["workers:alive"].append(self._workers(now, ready))
+        """The last report if it is fresh, else a new one (one at a time)."""
+        async with self._lock:
+            now = self._clock()
+            if self._last is None or now.timestamp() - self._last[0] >= self._reuse_for:
+                self._last = (now.timestamp(), await self._report(now.isoformat()))
+            return self._last[1]
+
+    async def _report(self, now: str) -> dict[str, Any]:
+        checks = {probe.key: await probe.run(now) for probe in self.probes}
+        weights: dict[str, float] = {}
+        for probe in self.probes:
+            weights[probe.group] = weights.get(probe.group, 0.0) + probe.weight
         by_group: dict[str, Status] = {
             group: worst(
                 [
                     item["status"]
-                    for key, items in checks.items()
-                    if key.startswith(group)
-                    for item in items
+                    for probe in self.probes
+                    if probe.group == group
+                    for item in checks[probe.key]
                 ]
             )
-            for group in WEIGHTS
+            for group in weights
         }
-        score = sum(WEIGHTS[g] * _POINTS[s] for g, s in by_group.items())
+        total = sum(weights.values()) or 1.0
+        score = sum(weights[g] * _POINTS[s] for g, s in by_group.items()) / total
         return {
             "status": worst(list(by_group.values())),
             "score": round(score, 3),
@@ -127,7 +141,11 @@ class HealthChecker:
             "checks": checks,
         }
 
-    async def _database(self, now: str) -> dict[str, Any]:
+
+def database_probe(db: Database) -> ProbeFn:
+    """One row written through the same group-commit path as every other write."""
+
+    async def run(now: str) -> list[Item]:
         def probe(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO kv (key, value, updated_at) VALUES ('health.probe', ?, ?) "
@@ -136,28 +154,31 @@ class HealthChecker:
                 (now, time.time()),
             )
 
-        entry: dict[str, Any] = {"componentType": "datastore", "time": now}
+        entry: Item = {"componentType": "datastore", "time": now}
         started = time.perf_counter()
         try:
             with anyio.fail_after(DB_PROBE_TIMEOUT):
-                await self.db.write(probe)
+                await db.write(probe)
         except TimeoutError:
-            return {
-                **entry,
-                "status": "fail",
-                "output": f"a write did not commit within {DB_PROBE_TIMEOUT:g}s",
-            }
+            output = f"a write did not commit within {DB_PROBE_TIMEOUT:g}s"
+            return [{**entry, "status": "fail", "output": output}]
         except Exception as exc:  # any failure to write is the finding itself
-            return {**entry, "status": "fail", "output": f"cannot write: {exc}"}
+            return [{**entry, "status": "fail", "output": f"cannot write: {exc}"}]
         millis = (time.perf_counter() - started) * 1000
         status: Status = "warn" if millis > DB_SLOW_MS else "pass"
-        return {**entry, "status": status, "observedValue": round(millis, 2), "observedUnit": "ms"}
+        return [
+            {**entry, "status": status, "observedValue": round(millis, 2), "observedUnit": "ms"}
+        ]
 
-    async def _queues(self, now: str) -> list[dict[str, Any]]:
+    return run
+
+
+def queues_probe(queue: Queue, queues: Sequence[str], backlog_warn: int) -> ProbeFn:
+    async def run(now: str) -> list[Item]:
         items = []
-        for stats in await self.queue.stats(self.queues):
+        for stats in await queue.stats(queues):
             status: Status = "pass"
-            if stats.ready > self.backlog_warn or stats.oldest_ready_age > QUEUE_OLDEST_WARN:
+            if stats.ready > backlog_warn or stats.oldest_ready_age > QUEUE_OLDEST_WARN:
                 status = "warn"
             if stats.counts.get("dead", 0):
                 status = "warn"
@@ -175,22 +196,40 @@ class HealthChecker:
             )
         return items
 
-    def _workers(self, now: str, ready: int) -> dict[str, Any]:
-        alive, wanted = self.pool.alive, self.pool.concurrency
-        status: Status = "pass"
-        if alive < wanted:
-            status = "fail" if alive == 0 and ready else "warn"
-        return {
-            "componentType": "component",
-            "status": status,
-            "observedValue": alive,
-            "observedUnit": "workers",
-            "configured": wanted,
-            "busy": self.pool.busy,
-            "time": now,
-        }
+    return run
 
-    def _supervisor(self, now: str) -> list[dict[str, Any]]:
+
+def workers_probe(queue: Queue, pools: Sequence[Pool]) -> ProbeFn:
+    """Each pool: all its workers alive, fewer (warn), or none while its jobs are ready."""
+
+    async def run(now: str) -> list[Item]:
+        ready = {s.name: s.ready for s in await queue.stats([q for p in pools for q in p.queues])}
+        items = []
+        for pool in pools:
+            alive, wanted = pool.alive, pool.concurrency
+            status: Status = "pass"
+            if alive < wanted:
+                waiting = sum(ready.get(q, 0) for q in pool.queues)
+                status = "fail" if alive == 0 and waiting else "warn"
+            items.append(
+                {
+                    "componentId": pool.name,
+                    "componentType": "component",
+                    "status": status,
+                    "observedValue": alive,
+                    "observedUnit": "workers",
+                    "configured": wanted,
+                    "busy": pool.busy,
+                    "time": now,
+                }
+            )
+        return items
+
+    return run
+
+
+def supervisor_probe(components: Components) -> ProbeFn:
+    async def run(now: str) -> list[Item]:
         return [
             {
                 "componentId": view.name,
@@ -201,37 +240,48 @@ class HealthChecker:
                 "lastError": view.last_error,
                 "time": now,
             }
-            for view in self.components.views()
+            for view in components.views()
         ]
 
-    def _inbox(self, now: str) -> dict[str, Any]:
-        """Files left in the inbox because they do not open: someone must fix permissions.
-        Only their names: the inbox is the office's, its paths are not secrets."""
-        blocked = dict(self.inbox.blocked) if self.inbox is not None else {}
-        return {
+    return run
+
+
+def inbox_probe(inbox: InboxView) -> ProbeFn:
+    """Files left in the inbox because they do not open: someone must fix permissions. Only
+    their names: the inbox is the office's, its paths are not secrets."""
+
+    async def run(now: str) -> list[Item]:
+        blocked = dict(inbox.blocked)
+        item: Item = {
             "componentType": "component",
             "status": "warn" if blocked else "pass",
             "observedValue": len(blocked),
             "observedUnit": "files",
             "time": now,
-            **(
-                {"output": "; ".join(f"{p.name}: {why}" for p, why in sorted(blocked.items()))}
-                if blocked
-                else {}
-            ),
         }
+        if blocked:
+            item["output"] = "; ".join(f"{p.name}: {why}" for p, why in sorted(blocked.items()))
+        return [item]
 
-    async def _disk(self, now: str) -> dict[str, Any]:
-        usage = await anyio.to_thread.run_sync(shutil.disk_usage, self.state_dir)
+    return run
+
+
+def disk_probe(state_dir: Path) -> ProbeFn:
+    async def run(now: str) -> list[Item]:
+        usage = await anyio.to_thread.run_sync(shutil.disk_usage, state_dir)
         status: Status = "pass"
         if usage.free < DISK_FAIL_BYTES:
             status = "fail"
         elif usage.free < DISK_WARN_BYTES:
             status = "warn"
-        return {
-            "componentType": "system",
-            "status": status,
-            "observedValue": usage.free,
-            "observedUnit": "bytes",
-            "time": now,
-        }
+        return [
+            {
+                "componentType": "system",
+                "status": status,
+                "observedValue": usage.free,
+                "observedUnit": "bytes",
+                "time": now,
+            }
+        ]
+
+    return run

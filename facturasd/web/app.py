@@ -7,9 +7,9 @@ import json
 from aiohttp import web
 
 from facturasd.config import Http
-from facturasd.monitoring.health import HealthChecker
+from facturasd.monitoring.health import Health
 
-HEALTH = web.AppKey("health", HealthChecker)
+HEALTH = web.AppKey("health", Health)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -22,7 +22,7 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def create_app(checker: HealthChecker) -> web.Application:
+def create_app(checker: Health) -> web.Application:
     app = web.Application()
     app[HEALTH] = checker
     app.router.add_get("/health", health)

@@ -1,37 +1,37 @@
 """What a person does to an invoice from the CLI: reprocess, assign, accept, discard.
 
-Each is one write transaction on the ledger, recorded as an event with who did it and why. They
+Each is one write transaction through `Lifecycle.advance`, recorded as an event with who did it
+and why, so an invoice a person moves on gets the same next job as one the daemon moved. They
 run beside the daemon on the same SQLite file (WAL: the daemon keeps working; a write waits for
-the other's commit). Reprocessing queues the parse-and-check job again: the daemon takes it now,
-or at its next start.
+the other's commit). A job they queue is taken by the daemon now, or at its next start.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from facturasd.clock import Clock, utcnow
-from facturasd.config import Config
-from facturasd.constants import InvoiceState, QueueName
+from facturasd.config import Company
+from facturasd.constants import InvoiceState
 from facturasd.errors import ReviewRefused
-from facturasd.pipeline import PROCESS
+from facturasd.pipeline.lifecycle import Lifecycle
 from facturasd.store import ledger
 from facturasd.store.db import Database
-from facturasd.store.queue import Queue
 
 # Findings that keep an invoice in review whoever it is assigned to.
 STILL_IN_REVIEW = ("FMT-PDF-WITHOUT-XML", "DOC-OWN-SALE")
 
 
 class Review:
-    def __init__(self, config: Config, db: Database, actor: str, *, clock: Clock = utcnow):
-        self.config = config
+    def __init__(
+        self, db: Database, lifecycle: Lifecycle, companies: Sequence[Company], actor: str
+    ):
         self.db = db
-        self.queue = Queue(db, config.queues)
+        self.lifecycle = lifecycle
+        self.companies = tuple(companies)
         self.actor = actor
-        self._clock = clock
 
     async def _get(self, invoice_id: int) -> ledger.Invoice:
         invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
@@ -44,33 +44,13 @@ class Review:
         invoice = await self._get(invoice_id)
         if not invoice.archived or invoice.state is InvoiceState.RECEIVED:
             raise ReviewRefused(f"invoice #{invoice_id} is being read right now; try again")
-
-        def again(conn: sqlite3.Connection) -> None:
-            if not ledger.update(
-                conn,
-                invoice_id,
-                self._clock().timestamp(),
-                actor=self.actor,
-                reason=f"reprocess: {reason}",
-                state=InvoiceState.RECEIVED,
-                expect=invoice.state,
-            ):
-                raise ReviewRefused(f"invoice #{invoice_id} changed meanwhile; look again")
-            self.queue.add(
-                conn,
-                queue=QueueName.INVOICE_PROCESSING,
-                kind=PROCESS,
-                payload={"invoice": invoice_id},
-                dedupe_key=f"process:{invoice_id}",
-            )
-
-        await self.db.write(again)
+        await self._set(invoice, f"reprocess: {reason}", InvoiceState.RECEIVED)
 
     async def assign(self, invoice_id: int, company: str, reason: str) -> InvoiceState:
         """Give the invoice to a company; one in review only for want of a company is then
         checked."""
-        if company not in {c.slug for c in self.config.companies}:
-            known = ", ".join(c.slug for c in self.config.companies) or "none configured"
+        if company not in {c.slug for c in self.companies}:
+            known = ", ".join(c.slug for c in self.companies) or "none configured"
             raise ReviewRefused(f"no company {company!r} (companies: {known})")
         invoice = await self._get(invoice_id)
         state = invoice.state
@@ -109,16 +89,10 @@ class Review:
         it on meanwhile)."""
 
         def record(conn: sqlite3.Connection) -> bool:
-            return ledger.update(
-                conn,
-                invoice.id,
-                self._clock().timestamp(),
-                actor=self.actor,
-                reason=reason,
-                state=state,
-                expect=invoice.state,
-                **columns,
+            return self.lifecycle.advance(
+                conn, invoice, to=state, reason=reason, actor=self.actor, **columns
             )
 
         if not await self.db.write(record):
             raise ReviewRefused(f"invoice #{invoice.id} changed meanwhile; look again")
+        self.lifecycle.queue.wake()

@@ -1,0 +1,120 @@
+"""The one way an invoice changes state, and what each state starts.
+
+`Lifecycle.advance` is the only writer of an invoice's state after its row is created: it
+checks the change against `TRANSITIONS`, writes the state and its event, and queues the job of
+the stage that the new state starts, all inside the caller's transaction, so a state and its
+next job commit together or not at all. Stages are registered, not wired: a `Stage` names the
+job kind, its queue and the state that starts it; whoever runs workers maps kinds to handlers.
+The next capabilities (authorities, booking) add their stages and states here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from facturasd.clock import Clock, utcnow
+from facturasd.constants import InvoiceState, QueueName
+from facturasd.errors import IllegalTransition
+from facturasd.store import ledger
+from facturasd.store.queue import Job, Queue
+
+S = InvoiceState
+# Every change of state allowed, from → to. A row is created `received` (a file taken) or
+# `duplicate` (the same bytes as one taken before); staying in a state is not a change.
+TRANSITIONS: Mapping[InvoiceState, frozenset[InvoiceState]] = {
+    # Read and checked; or gone from the inbox before it could be archived (discarded).
+    S.RECEIVED: frozenset(
+        {S.UNREADABLE, S.REJECTED, S.DUPLICATE, S.NEEDS_REVIEW, S.CHECKED, S.LINKED, S.DISCARDED}
+    ),
+    # Superseded by a corrected invoice, discarded or reprocessed by a person.
+    S.UNREADABLE: frozenset({S.RECEIVED, S.DISCARDED}),
+    S.REJECTED: frozenset({S.RECEIVED, S.DISCARDED}),
+    S.DUPLICATE: frozenset({S.RECEIVED, S.DISCARDED}),
+    # Assigned or accepted by a person; a PDF alone linked to its XML when that arrives.
+    S.NEEDS_REVIEW: frozenset({S.CHECKED, S.LINKED, S.DISCARDED, S.RECEIVED}),
+    S.CHECKED: frozenset({S.DISCARDED, S.RECEIVED}),
+    S.LINKED: frozenset({S.DISCARDED, S.RECEIVED}),
+    S.DISCARDED: frozenset({S.RECEIVED}),
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of the pipeline: entering `starts_at` queues a job of `kind` on `queue`, with
+    the invoice's id as its payload."""
+
+    kind: str
+    queue: QueueName
+    starts_at: InvoiceState
+
+
+PROCESS = Stage("process", QueueName.INVOICE_PROCESSING, InvoiceState.RECEIVED)
+STAGES: tuple[Stage, ...] = (PROCESS,)
+
+
+class Lifecycle:
+    def __init__(self, queue: Queue, stages: Iterable[Stage] = STAGES, *, clock: Clock = utcnow):
+        self.queue = queue
+        self.stages = tuple(stages)
+        kinds = [stage.kind for stage in self.stages]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"a job kind is registered twice: {kinds}")
+        self._clock = clock
+
+    def advance(
+        self,
+        conn: sqlite3.Connection,
+        invoice: ledger.Invoice,
+        *,
+        to: InvoiceState,
+        reason: str,
+        actor: str = ledger.SYSTEM,
+        **columns: Any,
+    ) -> bool:
+        """Move `invoice` (as the caller read it) to `to`, with `columns`, and queue what `to`
+        starts. Only if the invoice is still in the state it was read in: returns whether it
+        was (someone else may have moved it meanwhile). IllegalTransition if the table does not
+        allow it."""
+        if to is not invoice.state and to not in TRANSITIONS[invoice.state]:
+            raise IllegalTransition(
+                f"invoice #{invoice.id}: {invoice.state} → {to} is not an allowed change"
+            )
+        changed = ledger.update(
+            conn,
+            invoice.id,
+            self._clock().timestamp(),
+            actor=actor,
+            reason=reason,
+            state=to,
+            expect=invoice.state,
+            **columns,
+        )
+        if changed and to is not invoice.state:
+            self.start(conn, invoice.id, to)
+        return changed
+
+    def start(
+        self,
+        conn: sqlite3.Connection,
+        invoice_id: int,
+        state: InvoiceState,
+        *,
+        claim: float | None = None,
+    ) -> list[Job]:
+        """Queue the jobs of the stages `state` starts (the ingest calls this itself once a
+        received file is archived: its parse-and-check cannot start before)."""
+        return [
+            self.queue.add(
+                conn,
+                queue=stage.queue,
+                kind=stage.kind,
+                payload={"invoice": invoice_id},
+                dedupe_key=f"{stage.kind}:{invoice_id}",
+                claim=claim,
+            )
+            for stage in self.stages
+            if stage.starts_at is state
+        ]

@@ -1,0 +1,125 @@
+"""The daemon's shared services, built once and closed in order.
+
+`build(config, clock)` opens the database and builds on it the queue, the lifecycle with its
+registered stages, the stages' handlers, one worker pool per group and the health probes of
+what it built; the next capabilities add here one `httpx.AsyncClient` per upstream (its
+transport injectable, so tests point it at the sandbox servers) and the cache. Everything is
+closed in the reverse order it was opened. The daemon runs what this builds; the commands run
+beside it use the same pieces (`facturasd invoices accept` advances an invoice through the
+same lifecycle as the daemon).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import anyio
+
+from facturasd.clock import Clock, utcnow
+from facturasd.config import Config
+from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerGroup
+from facturasd.inbox.archive import Folders
+from facturasd.monitoring import health
+from facturasd.pipeline.ingest import Ingest
+from facturasd.pipeline.lifecycle import PROCESS, STAGES, Lifecycle, Stage
+from facturasd.pipeline.process import Process, Settings
+from facturasd.store.db import Database
+from facturasd.store.queue import Queue
+from facturasd.workers import BUILTIN_HANDLERS, Handler, WorkerPool
+
+
+@dataclass(frozen=True)
+class Services:
+    config: Config
+    clock: Clock
+    zone: ZoneInfo
+    db: Database
+    queue: Queue
+    lifecycle: Lifecycle
+    folders: Folders
+    ingest: Ingest
+    process: Process
+    pools: dict[WorkerGroup, WorkerPool]
+    health: health.Health
+
+
+@asynccontextmanager
+async def build(
+    config: Config,
+    *,
+    clock: Clock = utcnow,
+    stages: Iterable[Stage] = STAGES,
+    handlers: Mapping[str, Handler] | None = None,
+    upgrade: bool = True,
+) -> AsyncIterator[Services]:
+    """The services of `config`. `stages` and `handlers` add to the built-in ones (a test's
+    stage, say); every stage must have a handler. Only the daemon (upgrade=True) creates or
+    migrates the database."""
+    state_dir = config.paths.state_dir
+    zone = await anyio.to_thread.run_sync(ZoneInfo, config.daemon.timezone)
+    db = await Database.open(
+        state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR, upgrade=upgrade
+    )
+    try:
+        local = config.workers.concurrency
+        queue = Queue(db, config.queues, clock=clock, handoff=local)
+        lifecycle = Lifecycle(queue, stages, clock=clock)
+        folders = Folders.from_paths(config.paths)
+        ingest = Ingest(
+            db,
+            lifecycle,
+            folders,
+            companies=config.companies,
+            zone=zone,
+            lease=config.workers.lease,
+            clock=clock,
+        )
+        settings = Settings(
+            config.formats.limits(),
+            config.checks,
+            tuple(config.companies),
+            config.reports.language,
+        )
+        processes = anyio.CapacityLimiter(os.cpu_count() or 1)
+        process = Process(
+            db, lifecycle, folders, settings, zone=zone, processes=processes, clock=clock
+        )
+        every: dict[str, Handler] = {**BUILTIN_HANDLERS, PROCESS.kind: process, **(handlers or {})}
+        if missing := [s.kind for s in lifecycle.stages if s.kind not in every]:
+            raise ValueError(f"stages without a handler: {', '.join(missing)}")
+        pools = {
+            group: WorkerPool(
+                queue,
+                every,
+                name=group.value,
+                queues=list(queues),
+                concurrency=local if group is WorkerGroup.LOCAL else 2,
+                lease=config.workers.lease,
+                clock=clock,
+            )
+            for group, queues in GROUP_QUEUES.items()
+        }
+        checker = health.Health(clock=clock)
+        weights = health.WEIGHTS
+        checker.register("database:write", weights["database"], health.database_probe(db))
+        checker.register(
+            "workers:alive", weights["workers"], health.workers_probe(queue, list(pools.values()))
+        )
+        checker.register(
+            "queues:depth",
+            weights["queues"],
+            health.queues_probe(
+                queue, [q for g in GROUP_QUEUES.values() for q in g], config.alerts.queue_backlog
+            ),
+        )
+        checker.register("disk:free", weights["disk"], health.disk_probe(state_dir))
+        yield Services(
+            config, clock, zone, db, queue, lifecycle, folders, ingest, process, pools, checker
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            await db.close()

@@ -1,0 +1,152 @@
+"""The one way an invoice changes state: the transition table, and the next stage's job queued
+in the same commit, whoever makes the change (the daemon or a person)."""
+
+from __future__ import annotations
+
+import getpass
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from facturasd.config import load_config
+from facturasd.constants import InvoiceState, QueueName
+from facturasd.daemon import Daemon
+from facturasd.errors import IllegalTransition
+from facturasd.pipeline.lifecycle import STAGES, TRANSITIONS, Lifecycle, Stage
+from facturasd.pipeline.review import Review
+from facturasd.services import build
+from facturasd.store import ledger
+from facturasd.store.db import Database
+from facturasd.store.queue import Effect, Job, Queue
+from tests.support import query, write_config
+from tests.test_inbox import COMPANY, STRANGER, drop, invoice
+
+NEXT = Stage("next-test", QueueName.DIAN_VALIDATION, InvoiceState.CHECKED)
+
+
+def _row(conn: sqlite3.Connection, state: InvoiceState) -> ledger.Invoice:
+    invoice = ledger.insert(
+        conn,
+        sha256="0" * 64,
+        original_name="f.xml",
+        inbox_path="f.xml",
+        path="/archive/f.xml",
+        state=InvoiceState.RECEIVED,
+        now=0.0,
+        reason="test",
+    )
+    conn.execute("UPDATE invoices SET state = ? WHERE id = ?", (state, invoice.id))
+    found = ledger.get(conn, invoice.id)
+    assert found is not None
+    return found
+
+
+@pytest.mark.anyio
+async def test_every_change_of_state_is_checked_against_the_table(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "ledger.db")
+    try:
+        lifecycle = Lifecycle(Queue(db), [*STAGES, NEXT])
+        for start in InvoiceState:
+            for to in InvoiceState:
+                invoice = await db.write(lambda conn, s=start: _row(conn, s))
+
+                def change(
+                    conn: sqlite3.Connection,
+                    invoice: ledger.Invoice = invoice,
+                    to: InvoiceState = to,
+                ) -> bool:
+                    return lifecycle.advance(conn, invoice, to=to, reason="test", actor="ana")
+
+                allowed = to is start or to in TRANSITIONS[start]
+                if allowed:
+                    assert await db.write(change)
+                else:
+                    with pytest.raises(IllegalTransition, match=f"{start} → {to}"):
+                        await db.write(change)
+                found = await db.read(lambda conn, i=invoice.id: ledger.get(conn, i))
+                assert found is not None
+                assert found.state is (to if allowed else start)
+                history = await ledger.events(db, invoice.id)
+                assert (history[-1].actor, history[-1].state) == (
+                    ("ana", to) if allowed else ("facturasd", InvoiceState.RECEIVED)
+                )
+                # Entering a state queues the stages it starts, in the same commit.
+                jobs = await db.fetchall(
+                    "SELECT kind, queue, payload FROM jobs WHERE payload = ?",
+                    (f'{{"invoice": {invoice.id}}}',),
+                )
+                expected = {
+                    (s.kind, s.queue.value)
+                    for s in (*STAGES, NEXT)
+                    if allowed and to is not start and s.starts_at is to
+                }
+                assert {(row["kind"], row["queue"]) for row in jobs} == expected
+    finally:
+        await db.close()
+
+
+@pytest.mark.anyio
+async def test_an_invoice_a_person_accepts_gets_the_same_next_job_as_one_checked_alone(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_config(tmp_path, COMPANY), {})
+    handled: list[int] = []
+
+    async def next_stage(job: Job) -> Effect | None:
+        handled.append(int(job.payload["invoice"]))
+        return None
+
+    daemon = Daemon(config, stages=[*STAGES, NEXT], handlers={NEXT.kind: next_stage})
+    db_path = config.paths.state_dir / "facturasd.db"
+
+    def states() -> dict[str, tuple[int, str]]:
+        rows = query(db_path, "SELECT original_name, id, state FROM invoices")
+        return {str(name): (int(i), str(state)) for name, i, state in rows}  # type: ignore[call-overload]
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        with anyio.fail_after(60):
+            while not (config.paths.inbox / "acme").is_dir():
+                await anyio.sleep(0.05)
+            drop(config.paths.inbox, "propia.xml", invoice(1))
+            drop(config.paths.inbox, "ajena.xml", invoice(2, override=STRANGER))
+            while {s for _, s in (await anyio.to_thread.run_sync(states)).values()} != {
+                "checked",
+                "needs_review",
+            }:
+                await anyio.sleep(0.05)
+            rows = await anyio.to_thread.run_sync(states)
+            checked, in_review = rows["propia.xml"][0], rows["ajena.xml"][0]
+            while handled != [checked]:
+                await anyio.sleep(0.05)
+            # As `facturasd invoices accept` does, beside the daemon (the same stages).
+            async with build(
+                config, stages=[*STAGES, NEXT], handlers={NEXT.kind: next_stage}, upgrade=False
+            ) as services:
+                review = Review(
+                    services.db, services.lifecycle, config.companies, getpass.getuser()
+                )
+                with pytest.raises(IllegalTransition):
+                    await services.db.write(
+                        lambda conn: services.lifecycle.advance(
+                            conn,
+                            ledger.get(conn, checked),  # type: ignore[arg-type]
+                            to=InvoiceState.NEEDS_REVIEW,
+                            reason="not allowed",
+                        )
+                    )
+                await review.accept(in_review, "es de la empresa")
+            while sorted(handled) != sorted([checked, in_review]):
+                await anyio.sleep(0.05)
+        daemon.stop()
+    jobs = query(
+        db_path,
+        "SELECT kind, queue, payload, state FROM jobs WHERE kind = ? ORDER BY id",
+        (NEXT.kind,),
+    )
+    assert jobs == [
+        (NEXT.kind, "dian_validation", f'{{"invoice": {checked}}}', "done"),
+        (NEXT.kind, "dian_validation", f'{{"invoice": {in_review}}}', "done"),
+    ]
