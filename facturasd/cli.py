@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import date, datetime
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(config, args.log_format)
         if args.command == "check-config":
-            return _check_config(config, args.json, os.environ)
+            return _check_config(config, args.json)
         if args.command == "backup":
             return _backup(config, args.dest)
         if args.command in ("invoices", "reprocess"):
@@ -180,9 +180,9 @@ def _run(config: Config, log_format: str | None) -> int:
     return EXIT_OK
 
 
-def _check_config(config: Config, as_json: bool, environ: Mapping[str, str]) -> int:
+def _check_config(config: Config, as_json: bool) -> int:
     report = check_folders(config)
-    warnings = inert_warnings(config, environ) + report.warnings
+    warnings = inert_warnings(config, os.environ) + report.warnings
     data = effective(config)
     if as_json:
         print(
