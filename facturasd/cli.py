@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +26,7 @@ from facturasd.config import (
     effective,
     find_config_file,
     flatten,
+    inert_warnings,
     load_config,
 )
 from facturasd.constants import DATABASE_FILE, InvoiceState, JobState
@@ -168,6 +170,8 @@ def _run(config: Config, log_format: str | None) -> int:
     from facturasd.daemon import Daemon
 
     logs.configure(log_format or config.daemon.log_format, config.daemon.log_level)
+    for line in inert_warnings(config, os.environ):
+        logging.getLogger("facturasd.config").warning("%s", line)
     try:
         anyio.run(Daemon(config).run)
     except OSError as exc:
@@ -178,11 +182,12 @@ def _run(config: Config, log_format: str | None) -> int:
 
 def _check_config(config: Config, as_json: bool) -> int:
     report = check_folders(config)
+    warnings = inert_warnings(config, os.environ) + report.warnings
     data = effective(config)
     if as_json:
         print(
             json.dumps(
-                {"config": data, "errors": report.errors, "warnings": report.warnings},
+                {"config": data, "errors": report.errors, "warnings": warnings},
                 indent=2,
                 ensure_ascii=False,
             )
@@ -190,7 +195,7 @@ def _check_config(config: Config, as_json: bool) -> int:
     else:
         for key, value in flatten(data).items():
             print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
-        for line in report.warnings:
+        for line in warnings:
             print(f"warning: {line}", file=sys.stderr)
         for line in report.errors:
             print(f"error: {line}", file=sys.stderr)

@@ -12,15 +12,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from facturasd.config import (
+    INERT,
     Config,
     RateLimit,
     flatten,
     format_duration,
+    inert_warnings,
     load_config,
     parse_duration,
 )
 from facturasd.errors import ConfigError
-from tests.support import PYTHON, REPO, SHIPPED_CONFIG, daemon_env
+from tests.support import (
+    PYTHON,
+    REPO,
+    SHIPPED_CONFIG,
+    DaemonProcess,
+    daemon_env,
+    free_port,
+    wait_healthy,
+    write_config,
+)
 
 
 def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Config:
@@ -290,19 +301,76 @@ def test_secret_files_come_from_systemd_credentials(tmp_path: Path) -> None:
 # ── the shipped file and check-config ─────────────────────────────────────────────────────
 
 
-def test_shipped_file_has_every_key_of_the_schema() -> None:
-    """Unknown keys are refused; this keeps the schema and the shipped file in step."""
+def test_shipped_file_shows_every_key_of_the_schema() -> None:
+    """Unknown keys are refused; this keeps the schema and the shipped file in step. Keys
+    with no effect yet, and optional files, are shown commented out, so a fresh start is
+    quiet and the file still documents every key."""
     text = SHIPPED_CONFIG.read_text(encoding="utf-8")
     shipped = flatten(tomllib.loads(text))
+    # The commented-out keys and sections read as TOML once their "# " goes (the example
+    # companies at the end are left out: they are no defaults).
+    marker = "# ── Accepted, no effect"
+    examples = text.split("# [[companies]]")[0] + marker + text.split(marker)[1]
+    shown = flatten(
+        tomllib.loads(re.sub(r"^# ((?:\[[a-z_.]+\]|[a-z_]+ = ).*)$", r"\1", examples, flags=re.M))
+    )
     for key, value in flatten(Config().model_dump(mode="json")).items():
         if key.startswith("companies"):
             continue
-        if value is None:  # optional files are shown commented out
-            assert re.search(rf"^# {re.escape(key.rsplit('.', 1)[1])} = ", text, re.M), key
+        if key in INERT or value is None:
+            assert key not in shipped, f"{key} is set in facturasd.toml"
+            assert key in shown, f"{key} is not shown commented out in facturasd.toml"
+            if value is not None:
+                assert shown[key] == value, f"{key} is shown with another value than its default"
         else:
             assert key in shipped, f"{key} is missing from facturasd.toml"
-    # and its values are the schema's defaults, so the documentation in it does not lie
+    # and the values it sets are the schema's defaults, so the documentation in it does not lie
     assert load_config(SHIPPED_CONFIG, {}) == Config.model_validate({}, context={"base_dir": REPO})
+
+
+def test_inert_keys_are_keys_of_the_schema() -> None:
+    """Each name in INERT is a key a file can set, so no warning is lost to a typo there."""
+    assert set(flatten(Config().model_dump(mode="json"))) >= INERT
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        ("", {}, []),
+        ('[http]\nbind = "127.0.0.1:9000"\n[alerts]\nqueue_backlog = 5\n', {}, []),
+        (
+            '[notify.email]\nenabled = true\nrecipients = ["a@b.co"]\n[retry]\nschedule = ["1m"]\n',
+            {},
+            [
+                "retry.schedule: no effect in this version",
+                "notify.email.enabled: no effect in this version",
+                "notify.email.recipients: no effect in this version",
+            ],
+        ),
+        # Set to its default is still set: the person expects it to do something.
+        ("[notify.log]\nenabled = true\n", {}, ["notify.log.enabled: no effect in this version"]),
+        (
+            "[retry]\nmax_retries = 1\n",
+            {"DIAN_MAX_RETRIES": "5", "FACTURASD_ALERTS__COOLDOWN": "1h", "REDIS_URL": "redis://c"},
+            [
+                "retry.max_retries (from DIAN_MAX_RETRIES): no effect in this version",
+                "cache.backend (from REDIS_URL): no effect in this version",
+                "cache.url (from REDIS_URL): no effect in this version",
+                "alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version",
+            ],
+        ),
+        (
+            "",
+            {"FACTURASD_CACHE__TTL": '{contacts = "1h"}'},
+            ["cache.ttl.contacts (from FACTURASD_CACHE__TTL): no effect in this version"],
+        ),
+    ],
+)
+def test_keys_with_no_effect_are_named_when_set(
+    tmp_path: Path, text: str, environ: dict[str, str], expected: list[str]
+) -> None:
+    warnings = inert_warnings(load(tmp_path, text, environ), environ)
+    assert [w.split(" (accepted")[0] for w in warnings] == expected
 
 
 def run_cli(
@@ -323,6 +391,47 @@ def test_check_config_accepts_the_shipped_file() -> None:
     assert result.returncode == 0, result.stderr
     assert 'http.bind = "127.0.0.1:8080"' in result.stdout
     assert "Traceback" not in result.stderr
+    assert "no effect" not in result.stderr  # a fresh start is quiet
+
+
+def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[notify.email]\nenabled = true\n[retry]\nschedule = ["1m", "5m"]\n')
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "no effect in this version" in line]
+    assert [line.split(":")[:2] for line in warned] == [
+        ["warning", " retry.schedule"],
+        ["warning", " notify.email.enabled"],
+    ]
+    seeded = run_cli(
+        "check-config", "--config", str(config), "--json", env=daemon_env(DIAN_MAX_RETRIES="5")
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    assert any(
+        w.startswith("retry.max_retries (from DIAN_MAX_RETRIES): no effect in this version")
+        for w in json.loads(seeded.stdout)["warnings"]
+    )
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text('[http]\nbind = "127.0.0.1:9000"\n')
+    result = run_cli("check-config", "--config", str(quiet))
+    assert result.returncode == 0, result.stderr
+    assert "no effect" not in result.stderr
+
+
+def test_the_daemon_logs_each_key_with_no_effect_at_start(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, "[notify.webhook]\nenabled = true\n", port=port)
+    daemon = DaemonProcess(config, daemon_env(DIAN_MAX_RETRIES="5"), log_dir=tmp_path)
+    try:
+        wait_healthy(port, daemon)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    logged = [line for line in daemon.stderr().splitlines() if "no effect" in line]
+    assert len(logged) == 2
+    assert "retry.max_retries (from DIAN_MAX_RETRIES): no effect in this version" in logged[0]
+    assert "notify.webhook.enabled: no effect in this version" in logged[1]
 
 
 @pytest.mark.parametrize(

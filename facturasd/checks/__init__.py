@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from facturasd.checks import arithmetic, document, identity, taxes, withholdings
 from facturasd.checks.base import Findings
+from facturasd.checks.company import Company
 from facturasd.checks.rules import Rules, load
 from facturasd.findings import Language, finding
 from facturasd.formats.model import Document, Inspection
 
 if TYPE_CHECKING:
-    from facturasd.config import Checks, Company
+    from facturasd.config import Checks
 
 __all__ = ["Context", "Seen", "check", "duplicate"]
 

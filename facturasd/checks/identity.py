@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from stdnum.co import nit
 from stdnum.exceptions import ValidationError
 from stdnum.mx import rfc
 
 from facturasd.checks.base import Findings, fold
+from facturasd.checks.company import Company
 from facturasd.checks.rules import Rules
 from facturasd.formats.model import Document, FormatName, Party
-
-if TYPE_CHECKING:
-    from facturasd.config import Company
 
 NIT_TYPE = "31"
 _NIT = re.compile(r"^\d{3,15}$")

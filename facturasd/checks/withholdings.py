@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
 
 from facturasd.checks.base import Findings, fold, plain
+from facturasd.checks.company import Company
 from facturasd.checks.identity import tax_id
 from facturasd.checks.rules import Colombia
 from facturasd.findings import phrase
 from facturasd.formats.model import Document, WithholdingDue, number
-
-if TYPE_CHECKING:
-    from facturasd.config import Company
 
 CENT = Decimal("0.01")
 PERCENT = Decimal("0.01")

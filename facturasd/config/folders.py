@@ -1,0 +1,58 @@
+"""What check-config finds out about the folders and files a configuration names: each folder
+exists or can be created and is writable, the moves out of the inbox stay on one filesystem,
+and each secret file is there. It looks; it creates nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from facturasd.config.sections import Config, Paths, flatten
+
+
+@dataclass(frozen=True)
+class FolderReport:
+    errors: list[str]
+    warnings: list[str]
+
+
+def check_folders(config: Config) -> FolderReport:
+    """Each folder exists or can be created, and is writable; moves stay on one filesystem."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    devices: dict[str, int] = {}
+    for name in Paths.model_fields:
+        path: Path = getattr(config.paths, name)
+        try:
+            anchor = _existing_ancestor(path)
+            devices[name] = anchor.stat().st_dev
+            if anchor == path and not path.is_dir():
+                errors.append(f"paths.{name}: {str(path)!r} exists and is not a folder")
+            elif not os.access(anchor, os.W_OK | os.X_OK):
+                verb = "is not writable" if anchor == path else f"cannot be created in {anchor}"
+                errors.append(f"paths.{name}: {str(path)!r} {verb}")
+        except OSError as exc:
+            errors.append(f"paths.{name}: {str(path)!r} cannot be checked: {exc.strerror}")
+    for name in ("archive", "rejected", "duplicates"):
+        if name in devices and "inbox" in devices and devices[name] != devices["inbox"]:
+            warnings.append(
+                f"paths.{name} is on another filesystem than paths.inbox: files are copied "
+                "and fsync'd instead of renamed, which is slower (one data root avoids it)"
+            )
+    for key, value in flatten(config.model_dump()).items():
+        if key.endswith("_file") and value is not None:
+            try:
+                present = Path(value).is_file()
+            except OSError:
+                present = False
+            if not present:
+                warnings.append(f"{key}: {str(value)!r} does not exist or cannot be read")
+    return FolderReport(errors, warnings)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

@@ -1,0 +1,406 @@
+"""The configuration's sections as pydantic models, `Config` over them, and which of their
+keys have no effect yet (`INERT`).
+
+Defaults are written here once; the shipped facturasd.toml repeats them (a test keeps the two
+equal). The company profile is the checks' own model (facturasd.checks.company); the
+configuration only lists companies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from facturasd.checks.company import Company
+from facturasd.config.types import (
+    ConfigPath,
+    Cron,
+    Duration,
+    OptionalRateLimit,
+    RateLimit,
+    SecretFile,
+    TimeZoneName,
+    Url,
+    WebhookUrl,
+)
+from facturasd.constants import QueueName
+from facturasd.formats.safexml import Limits
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Section):
+    model_config = ConfigDict(validate_default=True)
+
+    state_dir: ConfigPath = Path("var/state")
+    inbox: ConfigPath = Path("var/inbox")
+    archive: ConfigPath = Path("var/archive")
+    rejected: ConfigPath = Path("var/rejected")
+    duplicates: ConfigPath = Path("var/duplicates")
+    reports: ConfigPath = Path("var/reports")
+
+
+class Http(_Section):
+    bind: str = "127.0.0.1:8080"
+    token_file: SecretFile = None
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        host, port = split_bind(value)
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise PydanticCustomError(
+                "bind", 'is not an address like "127.0.0.1:8080" or "[::1]:8080"'
+            )
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_bind(self.bind)[0]
+
+    @property
+    def port(self) -> int:
+        return int(split_bind(self.bind)[1])
+
+
+def split_bind(value: str) -> tuple[str, str]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), port
+
+
+class Daemon(_Section):
+    shutdown_timeout: Duration = 20.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    timezone: TimeZoneName = "America/Bogota"
+
+
+class Workers(_Section):
+    concurrency: int = Field(8, ge=1, le=64)
+    lease: Duration = Field(60.0, gt=0)
+
+
+class QueueSettings(_Section):
+    rate_limit: OptionalRateLimit = None
+    max_attempts: int = Field(5, ge=1)
+
+
+# Only stages that call an upstream are throttled (SPEC §2): Alegra allows 150 requests a
+# minute per user and a booking costs up to three (contact, bill, attachment), so 45 bills a
+# minute stay under it; the authorities' public services get 60 a minute. Local stages run as
+# fast as the disk allows: a 1,000-invoice backlog clears in about 25 minutes, bound by Alegra.
+_DEFAULT_QUEUES: dict[QueueName, QueueSettings] = {
+    QueueName.INVOICE_PROCESSING: QueueSettings(),
+    QueueName.TAX_VALIDATION: QueueSettings(),
+    QueueName.DIAN_VALIDATION: QueueSettings(rate_limit=RateLimit(60, 60.0)),
+    QueueName.COMPLIANCE_RETRY: QueueSettings(rate_limit=RateLimit(30, 60.0)),
+    QueueName.ALEGRA_SYNC: QueueSettings(rate_limit=RateLimit(45, 60.0)),
+    QueueName.REPORT_GENERATION: QueueSettings(),
+}
+
+
+class Inbox(_Section):
+    stable_seconds: Duration = 2.0
+    rescan_interval: Duration = Field(60.0, gt=0)
+    force_polling: bool = False
+    # false: no watcher, the periodic scans alone find files (where change events cannot
+    # work at all; tests use it to drop files no event reports).
+    watch: bool = True
+
+
+class Formats(_Section):
+    # Defaults live with the parsers that enforce them.
+    max_file_bytes: int = Field(Limits.max_file_bytes, ge=1024)
+    max_xml_depth: int = Field(Limits.max_xml_depth, ge=8, le=Limits.max_xml_depth)
+    max_xml_elements: int = Field(Limits.max_xml_elements, ge=100)
+    zip_max_members: int = Field(Limits.zip_max_members, ge=1)
+    zip_max_total_bytes: int = Field(Limits.zip_max_total_bytes, ge=1024)
+    zip_max_ratio: int = Field(Limits.zip_max_ratio, ge=1)
+    zip_max_depth: int = Field(Limits.zip_max_depth, ge=1)
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class Checks(_Section):
+    accept_test_documents: bool = False
+    max_age: Duration = 365 * 86400.0
+
+
+class Retry(_Section):
+    schedule: list[Duration] = Field(default_factory=lambda: [60.0, 300.0, 900.0], min_length=1)
+    max_retries: int = Field(3, ge=0)
+    interval: Duration = Field(300.0, gt=0)
+
+
+class CacheTtl(_Section):
+    contacts: Duration = 3600.0
+    items: Duration = 1800.0
+    accounts: Duration = 7200.0
+
+
+class Cache(_Section):
+    backend: Literal["memory", "redis"] = "memory"
+    url: Url = "redis://localhost:6379/0"
+    ttl: CacheTtl = CacheTtl()
+
+
+class Alegra(_Section):
+    base_url: Url = "https://api.alegra.com/api/v1"
+    email: str = ""
+    token_file: SecretFile = None
+    mode: Literal["bills", "import"] = "bills"
+    timeout: Duration = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        """Alegra is off until both the user's e-mail and a token file are configured."""
+        return bool(self.email) and self.token_file is not None
+
+
+class Sat(_Section):
+    url: Url = "https://consultaqr.facturaelectronica.sat.gob.mx/ConsultaCFDIService.svc"
+    timeout: Duration = 30.0
+
+
+class Dian(_Section):
+    verify_online: bool = False
+    url: Url = "https://vpfe.dian.gov.co/WcfDianCustomerServices.svc"
+    certificate_file: SecretFile = None
+    certificate_password_file: SecretFile = None
+    timeout: Duration = 30.0
+
+
+class Authorities(_Section):
+    book_when: Literal["validated", "checked"] = "validated"
+    sat: Sat = Sat()
+    dian: Dian = Dian()
+
+
+class Schedule(_Section):
+    contacts_sync: Cron = "0 1 * * *"
+    items_sync: Cron = "30 1 * * *"
+    file_cleanup: Cron = "0 2 * * *"
+    compliance_cleanup: Cron = "0 3 * * *"
+    compliance_cleanup_after: Duration = 30 * 86400.0
+    daily_report: Cron = "0 8 * * *"
+    weekly_statistics: Cron = "0 9 * * 1"
+
+
+class Alerts(_Section):
+    queue_backlog: int = Field(100, ge=1)
+    cache_hit_rate_min: float = Field(0.70, ge=0, le=1)
+    error_rate_max: float = Field(0.05, ge=0, le=1)
+    authority_failure_rate_max: float = Field(0.10, ge=0, le=1)
+    cooldown: Duration = 1800.0
+
+
+class EmailNotify(_Section):
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username: str = ""
+    password_file: SecretFile = None
+    sender: str = "facturasd@localhost"
+    recipients: list[str] = Field(default_factory=list)
+
+
+class WebhookNotify(_Section):
+    enabled: bool = False
+    url: WebhookUrl = ""
+    secret_file: SecretFile = None
+
+
+class NanobotNotify(_Section):
+    enabled: bool = False
+    url: WebhookUrl = ""
+    token_file: SecretFile = None
+
+
+class LogNotify(_Section):
+    enabled: bool = True
+
+
+class Notify(_Section):
+    email: EmailNotify = EmailNotify()
+    webhook: WebhookNotify = WebhookNotify()
+    nanobot: NanobotNotify = NanobotNotify()
+    log: LogNotify = LogNotify()
+
+
+class Reports(_Section):
+    language: Literal["es", "en"] = "es"
+
+
+class Config(_Section):
+    paths: Paths = Paths()
+    http: Http = Http()
+    daemon: Daemon = Daemon()
+    workers: Workers = Workers()
+    queues: dict[QueueName, QueueSettings] = Field(default_factory=lambda: dict(_DEFAULT_QUEUES))
+    inbox: Inbox = Inbox()
+    formats: Formats = Formats()
+    checks: Checks = Checks()
+    retry: Retry = Retry()
+    cache: Cache = Cache()
+    alegra: Alegra = Alegra()
+    authorities: Authorities = Authorities()
+    schedule: Schedule = Schedule()
+    alerts: Alerts = Alerts()
+    notify: Notify = Notify()
+    reports: Reports = Reports()
+    companies: list[Company] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_section(cls, data: object) -> object:
+        # Absent sections are validated from {} so their defaults see the context (the
+        # config file's folder for relative paths), as written ones do.
+        if isinstance(data, Mapping):
+            sections: dict[str, object] = {
+                name: {}
+                for name, field in cls.model_fields.items()
+                if section_model(field.annotation) is field.annotation
+            }
+            return {**sections, **data}
+        return data
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _fill_queues(cls, value: object) -> object:
+        # A section for one queue must not drop the defaults of the others.
+        if isinstance(value, Mapping):
+            return {**_DEFAULT_QUEUES, **value}
+        return value
+
+    @model_validator(mode="after")
+    def _unique_companies(self) -> Config:
+        for key in ("slug", "tax_id"):
+            seen = [getattr(c, key) for c in self.companies]
+            if dupes := sorted({v for v in seen if seen.count(v) > 1}):
+                raise PydanticCustomError(
+                    "unique",
+                    "companies: {key} {dupes} appears more than once",
+                    {"key": key, "dupes": ", ".join(dupes)},
+                )
+        return self
+
+
+# The keys no code reads yet. They stay in the schema, validated, as the contract the next
+# stages fill in; but setting one changes nothing, so check-config and the daemon's start-up
+# say so, key by key. The change that makes a key work removes it from this list.
+INERT: frozenset[str] = frozenset(
+    {
+        # the HTTP API's actions
+        "http.token_file",
+        # the authorities' retry loop
+        "retry.schedule",
+        "retry.max_retries",
+        "retry.interval",
+        # the Alegra cache
+        "cache.backend",
+        "cache.url",
+        "cache.ttl.contacts",
+        "cache.ttl.items",
+        "cache.ttl.accounts",
+        # booking in Alegra
+        "alegra.base_url",
+        "alegra.email",
+        "alegra.token_file",
+        "alegra.mode",
+        "alegra.timeout",
+        # DIAN and SAT
+        "authorities.book_when",
+        "authorities.sat.url",
+        "authorities.sat.timeout",
+        "authorities.dian.verify_online",
+        "authorities.dian.url",
+        "authorities.dian.certificate_file",
+        "authorities.dian.certificate_password_file",
+        "authorities.dian.timeout",
+        # the scheduler
+        "schedule.contacts_sync",
+        "schedule.items_sync",
+        "schedule.file_cleanup",
+        "schedule.compliance_cleanup",
+        "schedule.compliance_cleanup_after",
+        "schedule.daily_report",
+        "schedule.weekly_statistics",
+        # alerts (alerts.queue_backlog is read by the health check)
+        "alerts.cache_hit_rate_min",
+        "alerts.error_rate_max",
+        "alerts.authority_failure_rate_max",
+        "alerts.cooldown",
+        # notifications
+        "notify.email.enabled",
+        "notify.email.host",
+        "notify.email.port",
+        "notify.email.starttls",
+        "notify.email.username",
+        "notify.email.password_file",
+        "notify.email.sender",
+        "notify.email.recipients",
+        "notify.webhook.enabled",
+        "notify.webhook.url",
+        "notify.webhook.secret_file",
+        "notify.nanobot.enabled",
+        "notify.nanobot.url",
+        "notify.nanobot.token_file",
+        "notify.log.enabled",
+    }
+)
+
+
+def inert_keys(config: Config) -> list[str]:
+    """The keys of INERT that `config` was given (by its file or the environment), in the
+    schema's order. A default is not counted: a fresh configuration gives none."""
+    return [key for key in _given_keys(config) if key in INERT]
+
+
+def _given_keys(model: BaseModel, prefix: str = "") -> Iterator[str]:
+    for name in type(model).model_fields:
+        if name not in model.model_fields_set:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from _given_keys(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def section_model(annotation: object) -> type[BaseModel] | None:
+    """The section model inside an annotation: Paths, list[Company], dict[QueueName, …]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if found := section_model(arg):
+            return found
+    return None
+
+
+def effective(config: Config) -> dict[str, Any]:
+    """The configuration as JSON-ready data, with every secret masked."""
+    data: dict[str, Any] = config.model_dump(mode="json")
+    return data
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists of sections keep their index."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{path}."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for index, item in enumerate(value):
+                flat.update(flatten(item, f"{path}[{index}]."))
+        else:
+            flat[path] = value
+    return flat
