@@ -65,8 +65,10 @@ async def build(
         state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR, upgrade=upgrade
     )
     try:
-        local = config.workers.concurrency
-        queue = Queue(db, config.queues, clock=clock, handoff=local)
+        workers = config.workers
+        queue = Queue(
+            db, config.queues, clock=clock, handoff=workers.concurrency(WorkerGroup.LOCAL)
+        )
         lifecycle = Lifecycle(queue, stages, clock=clock)
         folders = Folders.from_paths(config.paths)
         ingest = Ingest(
@@ -84,7 +86,7 @@ async def build(
             tuple(config.companies),
             config.reports.language,
         )
-        processes = anyio.CapacityLimiter(os.cpu_count() or 1)
+        processes = anyio.CapacityLimiter(workers.processes or os.cpu_count() or 1)
         process = Process(
             db, lifecycle, folders, settings, zone=zone, processes=processes, clock=clock
         )
@@ -97,7 +99,7 @@ async def build(
                 every,
                 name=group.value,
                 queues=list(queues),
-                concurrency=local if group is WorkerGroup.LOCAL else 2,
+                concurrency=workers.concurrency(group),
                 lease=config.workers.lease,
                 clock=clock,
             )

@@ -131,8 +131,11 @@ def test_durations_round_trip(millis: int) -> None:
             'queues.alegra_sync.rate_limit: "10 per minute" is not a rate like "10/m" '
             "(per s, m, h or d)",
         ),
-        ("[workers]\nconcurrency = 'four'\n", 'workers.concurrency: "four" is not a whole number'),
-        ("[workers]\nconcurrency = 0\n", "workers.concurrency: 0 must be at least 1"),
+        (
+            "[workers.local]\nconcurrency = 'four'\n",
+            'workers.local.concurrency: "four" is not a whole number',
+        ),
+        ("[workers.local]\nconcurrency = 0\n", "workers.local.concurrency: 0 must be at least 1"),
         ("[retry]\nschedule = []\n", "retry.schedule: [] must have at least 1 item(s)"),
         (
             "[inbox]\nforce_polling = 'yes please'\n",
@@ -193,9 +196,9 @@ def test_errors_name_the_key_the_value_and_why(tmp_path: Path, text: str, expect
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    found = problems(tmp_path, "[workers]\nconcurrency = 'x'\n[retry]\ninterval = 'soon'\n")
+    found = problems(tmp_path, "[workers.local]\nconcurrency = 'x'\n[retry]\ninterval = 'soon'\n")
     assert found == [
-        'workers.concurrency: "x" is not a whole number',
+        'workers.local.concurrency: "x" is not a whole number',
         'retry.interval: "soon" is not a duration like "5m"',
     ]
 
@@ -214,11 +217,11 @@ def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
 def test_facturasd_variables_override_the_file(tmp_path: Path) -> None:
     config = load(
         tmp_path,
-        '[http]\nbind = "127.0.0.1:8080"\n[workers]\nconcurrency = 2\n',
+        '[http]\nbind = "127.0.0.1:8080"\n[workers.local]\nconcurrency = 2\n',
         {
             "FACTURASD_HTTP__BIND": "127.0.0.1:18080",
             "FACTURASD_PATHS__STATE_DIR": "/tmp/x",
-            "FACTURASD_WORKERS__CONCURRENCY": "8",
+            "FACTURASD_WORKERS__LOCAL__CONCURRENCY": "8",
             "FACTURASD_RETRY__SCHEDULE": '["10s", "20s"]',
             "FACTURASD_QUEUES__ALEGRA_SYNC__RATE_LIMIT": "10/m",
             "FACTURASD_CONFIG": "/ignored/for/overrides.toml",
@@ -226,7 +229,7 @@ def test_facturasd_variables_override_the_file(tmp_path: Path) -> None:
     )
     assert config.http.bind == "127.0.0.1:18080"
     assert config.paths.state_dir == Path("/tmp/x")
-    assert config.workers.concurrency == 8
+    assert config.workers.local.concurrency == 8
     assert config.retry.schedule == [10.0, 20.0]
     assert config.queues["alegra_sync"].rate_limit == RateLimit(10, 60.0)  # type: ignore[index]
 

@@ -27,7 +27,7 @@ from facturasd.config.types import (
     Url,
     WebhookUrl,
 )
-from facturasd.constants import QueueName
+from facturasd.constants import QueueName, WorkerGroup
 from facturasd.formats.safexml import Limits
 
 
@@ -81,9 +81,24 @@ class Daemon(_Section):
     timezone: TimeZoneName = "America/Bogota"
 
 
+class Pool(_Section):
+    concurrency: int = Field(ge=1, le=64)
+
+
 class Workers(_Section):
-    concurrency: int = Field(8, ge=1, le=64)
+    """A pool of workers per queue group (constants.GROUP_QUEUES), so a hung upstream never
+    stalls local work; parsing runs in `processes` worker processes (0: one per CPU)."""
+
     lease: Duration = Field(60.0, gt=0)
+    processes: int = Field(0, ge=0, le=64)
+    local: Pool = Pool(concurrency=8)
+    authorities: Pool = Pool(concurrency=4)
+    alegra: Pool = Pool(concurrency=2)
+    reports: Pool = Pool(concurrency=2)
+
+    def concurrency(self, group: WorkerGroup) -> int:
+        pool: Pool = getattr(self, group.value)
+        return pool.concurrency
 
 
 class QueueSettings(_Section):
@@ -102,6 +117,7 @@ _DEFAULT_QUEUES: dict[QueueName, QueueSettings] = {
     QueueName.COMPLIANCE_RETRY: QueueSettings(rate_limit=RateLimit(30, 60.0)),
     QueueName.ALEGRA_SYNC: QueueSettings(rate_limit=RateLimit(45, 60.0)),
     QueueName.REPORT_GENERATION: QueueSettings(),
+    QueueName.NOTIFICATIONS: QueueSettings(),
 }
 
 
