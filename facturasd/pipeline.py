@@ -29,8 +29,8 @@ from facturasd.clock import Clock, utcnow
 from facturasd.config import Checks, Company, Config
 from facturasd.constants import InvoiceState, QueueName
 from facturasd.errors import JobFailed, RetryLater
-from facturasd.findings import Language, finding, motivo
-from facturasd.formats.model import Finding, Inspection
+from facturasd.findings import Finding, Language, finding, motivo
+from facturasd.formats.model import Inspection
 from facturasd.formats.reader import read_file
 from facturasd.formats.safexml import Limits
 from facturasd.hashing import hash_file
@@ -114,10 +114,10 @@ class Checked:
     def verdict(self) -> str:
         return str(self.columns["verdict"])
 
-    def as_duplicate(self, earlier: str, lang: Language, companies: Sequence[Company]) -> Checked:
+    def as_duplicate(self, earlier: str, companies: Sequence[Company]) -> Checked:
         """With the finding that it repeats `earlier` (the rare case: read back whole)."""
         inspection = Inspection.model_validate_json(self.columns["inspection"])
-        return Checked.of(duplicate(inspection, earlier, lang), companies)
+        return Checked.of(duplicate(inspection, earlier), companies)
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,6 @@ class Pipeline:
         self.queue = queue
         self.folders = Folders.from_paths(config.paths)
         self.zone = zone  # the configured time zone: dates of receipt, folder names
-        self.lang: Language = config.reports.language
         self.limits = config.formats.limits()
         self._clock = clock
         self._next_stage = next_stage
@@ -250,12 +249,7 @@ class Pipeline:
                 TITLES[InvoiceState.DUPLICATE],
                 invoice.original_name,
                 self._local(invoice.received_at),
-                {
-                    lang: [
-                        finding("DOC-DUPLICATE-FILE", "file", lang, earlier=self._named(earlier))
-                    ]
-                    for lang in ("es", "en")
-                },
+                [finding("DOC-DUPLICATE-FILE", "file", earlier=self._named(earlier))],
             )
             await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
         job = await self.db.write(lambda conn: self._mark_archived(conn, invoice))
@@ -328,7 +322,7 @@ class Pipeline:
         # Where the ledger says, or already moved by a run that crashed before it committed.
         path = Path(invoice.path)
         candidates = list(dict.fromkeys([path, *(self.folders.relocated(path, f) for f in Folder)]))
-        here, checked = await self._inspect(candidates, invoice, self.lang)
+        here, checked = await self._inspect(candidates, invoice)
         outcomes = [self._decide(invoice, found, first) for found, first in checked]
         # The documents that are not taken: each file's reason names them. The file goes to
         # the archive if any of its documents is taken (a ZIP of several), else to the folder
@@ -350,14 +344,8 @@ class Pipeline:
         if dest != here:  # (a checked file stays where it is: no trip to a thread)
             await anyio.to_thread.run_sync(move, here, dest)
         if title is not None:
-            # The reason, in both languages (the file is read again in the other: rare).
-            other: Language = "en" if self.lang == "es" else "es"
-            _, again = await self._inspect([dest], invoice, other)
-            by_lang = {self.lang: checked, other: again}
-            findings = {
-                lang: [f for n in shown for f in found[n][0].findings]
-                for lang, found in by_lang.items()
-            }
+            # The reason, in both languages, from the findings of the documents not taken.
+            findings = [f for n in shown for f in outcomes[n].checked.findings]
             label = invoice.original_name
             if folder is Folder.ARCHIVE:  # some of its documents only: which ones
                 members = [str(outcomes[n].checked.columns.get("member")) for n in shown]
@@ -371,7 +359,7 @@ class Pipeline:
         return effect
 
     async def _inspect(
-        self, candidates: list[Path], invoice: Invoice, lang: Language
+        self, candidates: list[Path], invoice: Invoice
     ) -> tuple[Path, list[tuple[Checked, Invoice | None]]]:
         """Read the file, the first of `candidates` there is, and run the checks on each
         document, in a worker process (parsing is CPU work: here it would starve the event
@@ -384,7 +372,6 @@ class Pipeline:
             invoice.original_name,
             invoice.sha256,
             self.limits,
-            lang,
             self._now(),
             self.config.checks,
             list(self.config.companies),
@@ -397,7 +384,7 @@ class Pipeline:
             uuid = checked.uuid
             first = await self.db.read(partial(self._standing, uuid=uuid, invoice_id=invoice.id))
             if first is not None and checked.format != "pdf":
-                checked = checked.as_duplicate(self._named(first), lang, self.config.companies)
+                checked = checked.as_duplicate(self._named(first), self.config.companies)
             found.append((checked, first))
         return Path(here), found
 
@@ -559,7 +546,6 @@ def inspect_file(
     name: str,
     sha256: str,
     limits: Limits,
-    lang: Language,
     now: datetime,
     settings: Checks,
     companies: list[Company],
@@ -569,8 +555,8 @@ def inspect_file(
     path = next((Path(c) for c in candidates if Path(c).is_file()), None)
     if path is None:
         return None
-    context = Context.configured(settings, companies, now, lang)
-    found = read_file(path, name, limits, lang, sha256=sha256)
+    context = Context.configured(settings, companies, now)
+    found = read_file(path, name, limits, sha256=sha256)
     return str(path), [Checked.of(check(i, context), companies) for i in found]
 
 
