@@ -330,7 +330,9 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
 
 
 def _inspection(stored: dict[str, Any] | None, lang: Language) -> dict[str, Any] | None:
-    """The ledger's inspection of an invoice, its findings' messages rendered in `lang`."""
+    """The ledger's inspection of an invoice, its findings' messages rendered in `lang`. Kept
+    as the stored JSON, not read into today's Inspection: a row an earlier version wrote need
+    not fit it."""
     if stored is None:
         return None
     findings = [shown(Finding.model_validate(f), lang) for f in stored.get("findings", [])]

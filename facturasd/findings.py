@@ -27,17 +27,19 @@ LANGUAGES: tuple[Language, ...] = ("es", "en")
 Severity = Literal["error", "warning", "info"]
 
 # A value a message names, as stored: text (amounts as printed, or as computed with their
-# decimals) or a whole number.
+# decimals), a whole number, or None for a value the document does not have.
 Value = str | int | None
 # A phrase of PHRASES with its own values, stored as {"phrase": key, **values}: a placeholder
 # it fills is worded in the language the message is rendered in.
 Phrase = dict[str, Value]
 # What fills a placeholder.
 Param = Value | Phrase
-T = TypeVar("T", bound=Param)
+_P = TypeVar("_P", bound=Param)
 
 
 class Finding(BaseModel):
+    """One thing found in a document, as the ledger stores it; `message` words it."""
+
     model_config = ConfigDict(extra="forbid")
 
     code: str
@@ -549,7 +551,7 @@ def finding(code: str, path: str, /, **values: Param | Decimal) -> Finding:
     )
 
 
-def _stored(value: T | Decimal) -> T | str:
+def _stored(value: _P | Decimal) -> _P | str:
     # A Decimal is stored as its text, which is how a message prints it.
     return str(value) if isinstance(value, Decimal) else value
 
