@@ -1,22 +1,54 @@
-"""The catalogue of findings: every code the formats layer and the checks can report.
+"""Findings: what the formats layer and the checks report, and the catalogue that words them.
 
-One entry per code: its severity, the message a person reads (Spanish and English, with named
-placeholders) and what the accountant should do about it. `.motivo.txt` files, reports and
-`facturasd inspect` all print from here; `docs/findings.md` is generated from it
+A finding is data: a code, its severity, the path of the value it is about and the values its
+message names (`params`). It is stored so, and its message is rendered where it is read
+(`message`), in the language asked for: a `.motivo.txt` in Spanish then English, `facturasd
+inspect`, `facturasd invoices show`, reports. The catalogue has one entry per code: its
+severity, the message a person reads (Spanish and English, with named placeholders) and what
+the accountant should do about it. `docs/findings.md` is generated from it
 (`python -m facturasd.findings docs/findings.md`) and a test keeps the two equal.
+
+This module imports nothing of the formats layer or the checks: they import it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from facturasd.formats.model import Finding, Severity
+from pydantic import BaseModel, ConfigDict, Field
 
 Language = Literal["es", "en"]
+LANGUAGES: tuple[Language, ...] = ("es", "en")
+Severity = Literal["error", "warning", "info"]
+
+# A value a message names, as stored: text (amounts as printed, or as computed with their
+# decimals), a whole number, or None for a value the document does not have.
+Value = str | int | None
+# A phrase of PHRASES with its own values, stored as {"phrase": key, **values}: a placeholder
+# it fills is worded in the language the message is rendered in.
+Phrase = dict[str, Value]
+# What fills a placeholder.
+Param = Value | Phrase
+_P = TypeVar("_P", bound=Param)
+
+
+class Finding(BaseModel):
+    """One thing found in a document, as the ledger stores it; `message` words it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    severity: Severity
+    path: str
+    params: dict[str, Param] = Field(default_factory=dict)
+    # Versions before findings were data stored the message already rendered, in the
+    # language configured then, and no params: such a finding is shown as it was stored.
+    stored_message: str | None = Field(default=None, validation_alias="message", exclude=True)
 
 
 @dataclass(frozen=True)
@@ -502,19 +534,51 @@ PHRASES: dict[str, dict[Language, str]] = {
 }
 
 
-def phrase(key: str, lang: Language, **values: object) -> str:
-    return PHRASES[key][lang].format(**values)
+def phrase(key: str, /, **values: Value | Decimal) -> Phrase:
+    """The phrase `key` of PHRASES with `values`, as a finding stores it."""
+    if key not in PHRASES:
+        raise KeyError(key)
+    return {"phrase": key, **{name: _stored(value) for name, value in values.items()}}
 
 
-def finding(code: str, path: str, lang: Language, /, **values: object) -> Finding:
-    """A finding of `code` at `path`, its message in `lang` with `values` filled in."""
-    entry = CATALOGUE[code]
+def finding(code: str, path: str, /, **values: Param | Decimal) -> Finding:
+    """A finding of `code` at `path`; `values` fill its message's placeholders."""
     return Finding(
         code=code,
-        severity=entry.severity,
-        message=entry.message[lang].format(**values),
+        severity=CATALOGUE[code].severity,
         path=path,
+        params={name: _stored(value) for name, value in values.items()},
     )
+
+
+def _stored(value: _P | Decimal) -> _P | str:
+    # A Decimal is stored as its text, which is how a message prints it.
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def message(item: Finding, lang: Language) -> str:
+    """What `item` says, in `lang`."""
+    if item.stored_message is not None:
+        return item.stored_message
+    values: dict[str, Any] = {
+        name: PHRASES[str(value["phrase"])][lang].format(**value)
+        if isinstance(value, dict)
+        else value
+        for name, value in item.params.items()
+    }
+    return CATALOGUE[item.code].message[lang].format(**values)
+
+
+def shown(item: Finding, lang: Language) -> dict[str, Any]:
+    """`item` as the JSON a person's tools read (SPEC §2.2): its message rendered in `lang`,
+    beside the values it names."""
+    return {
+        "code": item.code,
+        "severity": item.severity,
+        "message": message(item, lang),
+        "path": item.path,
+        "params": item.params,
+    }
 
 
 MOTIVO_WORDS: dict[Language, dict[str, str]] = {
@@ -524,22 +588,21 @@ MOTIVO_WORDS: dict[Language, dict[str, str]] = {
 
 
 def motivo(
-    titles: dict[Language, str],
-    file: str,
-    received: str,
-    findings: Mapping[Language, Sequence[Finding]],
+    titles: dict[Language, str], file: str, received: str, findings: Sequence[Finding]
 ) -> str:
     """A `.motivo.txt`: what was wrong and what to do, in Spanish, then in English. Info
     findings are left out (they judge nothing)."""
+    order = {"error": 0, "warning": 1}
+    judged = sorted(
+        (item for item in findings if item.severity != "info"),
+        key=lambda item: order[item.severity],
+    )
     parts = []
-    for lang in ("es", "en"):
+    for lang in LANGUAGES:
         words = MOTIVO_WORDS[lang]
         lines = [titles[lang], f"{words['file']}: {file}", f"{words['received']}: {received}", ""]
-        order = {"error": 0, "warning": 1}
-        for item in sorted(findings[lang], key=lambda f: order.get(f.severity, 2)):
-            if item.severity == "info":
-                continue
-            lines.append(f"- [{item.severity}] {item.code} ({item.path}): {item.message}")
+        for item in judged:
+            lines.append(f"- [{item.severity}] {item.code} ({item.path}): {message(item, lang)}")
             lines.append(f"  {words['todo']}: {CATALOGUE[item.code].action[lang]}")
         parts.append("\n".join(lines))
     return "\n\n----\n\n".join(parts) + "\n"

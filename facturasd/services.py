@@ -84,7 +84,6 @@ async def build(
             config.formats.limits(),
             config.checks,
             tuple(config.companies),
-            config.reports.language,
         )
         processes = anyio.CapacityLimiter(workers.processes or os.cpu_count() or 1)
         process = Process(

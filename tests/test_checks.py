@@ -7,6 +7,7 @@ scaled by what multiplies it), and nothing more.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from facturasd.checks import Context, check
 from facturasd.config import Company
+from facturasd.findings import Finding, message
 from facturasd.formats.model import Inspection
 from facturasd.formats.reader import read
 from tests.documents import (
@@ -154,7 +156,7 @@ def test_fv7_withholdings_for_a_bogota_buyer_match_what_the_supplier_printed() -
     assert "CO-WITHHOLDING-DIFFERS" not in codes  # the supplier printed the same two
     # Not a gran contribuyente nor an IVA agent: no ReteIVA, and the finding says why.
     [not_due] = [f for f in result.findings if f.code == "CO-WITHHOLDING-NOT-DUE"]
-    assert "ReteIVA" in not_due.message and "O-13" in not_due.message
+    assert "ReteIVA" in message(not_due, "es") and "O-13" in message(not_due, "es")
     assert result.verdict == "ok"
 
 
@@ -173,7 +175,8 @@ def test_reteiva_for_a_gran_contribuyente_and_the_supplier_exemptions() -> None:
         result = checked(data, SAMPLE_CONTEXT, companies=[company()])
         assert {w.code for w in result.withholdings_due}.isdisjoint(absent)
         assert any(
-            f.code == "CO-WITHHOLDING-NOT-DUE" and codes in f.message for f in result.findings
+            f.code == "CO-WITHHOLDING-NOT-DUE" and codes in message(f, "es")
+            for f in result.findings
         )
 
 
@@ -186,7 +189,26 @@ def test_withholding_thresholds_at_the_edge_of_the_uvt_base() -> None:
         ("06", "13093.50")
     ]
     assert not [w for w in below.withholdings_due if w.code == "06"]
-    assert any("52374" in f.message for f in below.findings if f.code == "CO-WITHHOLDING-NOT-DUE")
+    [not_due] = [
+        f
+        for f in below.findings
+        if f.code == "CO-WITHHOLDING-NOT-DUE" and f.params["name"] == "ReteFuente"
+    ]
+    # Why not is kept as data (the phrase and its values), worded in the language asked for.
+    assert not_due.params["why"] == {
+        "phrase": "below",
+        "base": "523739.99",
+        "uvt": "10",
+        "threshold": "523740",
+        "year": 2026,
+    }
+    assert message(not_due, "es") == (
+        "No se practica ReteFuente: la base 523739.99 es menor que 10 UVT (523740 con la UVT "
+        "de 2026)"
+    )
+    assert message(not_due, "en") == (
+        "No ReteFuente is withheld: the base 523739.99 is below 10 UVT (523740 at the UVT of 2026)"
+    )
     # Services reach their 2 UVT base (104,748) with the same invoice.
     services = company(tax_id=CUSTOMER_NIT, concept="servicios")
     result = checked(co_invoice([Item("Asesoría", "1", "523739.99", "19")]), companies=[services])
@@ -448,7 +470,7 @@ def test_nits() -> None:
     wrong_dv = checked(co_invoice(TWO, override={"customer.dv": "2"}))
     assert problems(wrong_dv) == {("CO-NIT-CHECK-DIGIT", "receiver.check_digit")}
     [finding] = wrong_dv.findings
-    assert "901956924" in finding.message and "1" in finding.message  # the right digit is 1
+    assert "901956924" in message(finding, "es") and "1" in message(finding, "es")  # digit 1
 
 
 def test_rfcs() -> None:
@@ -512,16 +534,33 @@ def test_keys_test_documents_and_duplicates() -> None:
     ledger = {UUID: "factura #12, recibida 2026-11-02"}
     again = checked(cfdi40(MX), seen=ledger.get)
     assert problems(again) == {("DOC-DUPLICATE", "uuid")}
-    assert "factura #12" in again.findings[0].message
+    assert "factura #12" in message(again.findings[0], "es")
     assert problems(checked(co_invoice(TWO), seen=ledger.get)) == set()
 
 
-def test_messages_are_spanish_by_default_and_english_on_request() -> None:
-    data = co_invoice(TWO, override={"total": "1.00"})
-    spanish = checked(data).findings[0].message
-    english = checked(data, lang="en").findings[0].message
-    assert spanish.startswith("El total a pagar impreso es 1.00")
-    assert english.startswith("The printed amount payable is 1.00")
+def test_a_finding_is_data_that_reads_in_spanish_and_in_english() -> None:
+    [wrong] = checked(co_invoice(TWO, override={"total": "1.00"})).findings
+    assert json.loads(wrong.model_dump_json()) == {
+        "code": "CO-TOTAL-MISMATCH",
+        "severity": "error",
+        "path": "totals.total",
+        "params": {"printed": "1.00", "computed": "163074.04"},
+    }
+    assert message(wrong, "es").startswith("El total a pagar impreso es 1.00")
+    assert message(wrong, "en").startswith("The printed amount payable is 1.00")
+
+
+def test_a_finding_stored_with_its_message_is_shown_as_stored() -> None:
+    # What versions before findings were data wrote in the ledger: one language, no params.
+    old = Finding.model_validate(
+        {
+            "code": "CO-TOTAL-MISMATCH",
+            "severity": "error",
+            "message": "El total a pagar impreso es 1.00, pero …",
+            "path": "totals.total",
+        }
+    )
+    assert message(old, "es") == message(old, "en") == "El total a pagar impreso es 1.00, pero …"
 
 
 # ── properties ────────────────────────────────────────────────────────────────────────────
@@ -679,8 +718,6 @@ def test_inspect_prints_findings_and_exits_1_on_an_error(tmp_path: Path) -> None
     fv7 = str(SAMPLES / "dian" / "siigo-blindacces-FV7.xml")
     result = inspect("--config", str(config), fv7, "--json")
     assert result.returncode == 0, result.stderr
-    import json
-
     payload = json.loads(result.stdout)
     assert [w["code"] for w in payload["withholdings_due"]] == ["06", "07"]
     assert payload["rules"].startswith("co ")
@@ -749,9 +786,9 @@ def test_a_document_tax_no_concept_carries_is_checked() -> None:
 
 
 def test_line_tax_messages_name_the_rate_once() -> None:
-    result = checked(co_invoice(TWO, override={"tax.19.amount": "26038.03"}), lang="en")
-    [message] = [f.message for f in result.findings if f.code == "CO-LINE-TAXES-MISMATCH"]
-    assert message == "IVA 19 % adds up to 26037.03 in the lines, but 26038.03 in the document"
+    result = checked(co_invoice(TWO, override={"tax.19.amount": "26038.03"}))
+    [text] = [message(f, "en") for f in result.findings if f.code == "CO-LINE-TAXES-MISMATCH"]
+    assert text == "IVA 19 % adds up to 26037.03 in the lines, but 26038.03 in the document"
 
 
 def test_zero_groups_and_zero_discounts_may_be_left_out() -> None:
@@ -811,5 +848,5 @@ def test_support_documents_name_their_key_cuds() -> None:
     data = co_invoice(TWO, override={"uuid": "x"}).replace(
         b"<cbc:InvoiceTypeCode>01<", b"<cbc:InvoiceTypeCode>05<"
     )
-    [bad] = [f for f in checked(data, lang="en").findings if f.code == "DOC-BAD-UUID"]
-    assert bad.message.startswith("CUDS 'x'")
+    [bad] = [f for f in checked(data).findings if f.code == "DOC-BAD-UUID"]
+    assert message(bad, "en").startswith("CUDS 'x'")

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facturasd.checks import Context, check
+from facturasd.findings import message
 from facturasd.formats.reader import read
 from facturasd.formats.safexml import Limits
 from tests.support import PYTHON, REPO, daemon_env
@@ -141,6 +142,19 @@ def test_inspect_a_bad_file_is_a_finding_not_a_traceback(tmp_path: Path) -> None
     assert missing.returncode == 2 and "No such file" in missing.stderr
 
 
+def test_inspect_speaks_the_configured_language_unless_told(tmp_path: Path) -> None:
+    bad = tmp_path / "factura.xml"
+    bad.write_bytes(b"not xml at all")
+    config = tmp_path / "facturasd.toml"
+    config.write_text("[reports]\nlanguage = 'en'\n", encoding="utf-8")
+    english = json.loads(inspect("--config", str(config), "--json", str(bad)).stdout)
+    [found] = english["findings"]
+    assert found["message"].startswith("The file is not readable XML (")
+    assert found["params"]["detail"] in found["message"]  # the parser's own words, as data
+    spanish = inspect("--config", str(config), "--lang", "es", str(bad))
+    assert "[error] FMT-NOT-XML: El archivo no es un XML legible (" in spanish.stdout
+
+
 def test_inspect_writes_nothing(tmp_path: Path) -> None:
     before = sorted(tmp_path.rglob("*"))
     assert inspect(str(FV7), cwd=tmp_path).returncode == 0
@@ -220,7 +234,7 @@ def test_zips_nested_five_deep_are_refused() -> None:
         data = zipped({f"level{level}.zip" if level else "fv7.xml": data})
     [item] = read(data, "deep.zip")
     assert [f.code for f in item.findings] == ["FMT-ZIP-BOMB"]
-    assert "nested" in item.findings[0].message
+    assert "nested" in message(item.findings[0], "en")
     assert (
         read(zipped({"inner.zip": zipped({"fv7.xml": FV7.read_bytes()})}), "ok.zip")[0].verdict
         == "ok"
@@ -250,7 +264,7 @@ def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
 def test_an_xml_that_is_no_invoice_is_unknown(tmp_path: Path) -> None:
     [item] = read(b'<?xml version="1.0"?><note><to>Ana</to></note>', "note.xml")
     assert [f.code for f in item.findings] == ["FMT-UNKNOWN-DOCUMENT"]
-    assert "<note> of no namespace" in item.findings[0].message
+    assert "<note> of no namespace" in message(item.findings[0], "es")
 
 
 # ── the CUFE in every place ───────────────────────────────────────────────────────────────
@@ -268,7 +282,7 @@ def test_a_cufe_that_differs_between_places_is_reported() -> None:
     [item] = read(attach(inner), "ad.xml", Limits())
     [found] = item.findings
     assert (found.code, found.path, item.verdict) == ("FMT-CUFE-MISMATCH", "uuid", "rejected")
-    assert f"qr: {'cd' * 48}" in found.message and CUFE in found.message
+    assert f"qr: {'cd' * 48}" in message(found, "es") and CUFE in message(found, "es")
     [agreeing] = read(attach(make_ubl()), "ad.xml")
     assert agreeing.findings == []
 

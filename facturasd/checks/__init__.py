@@ -16,7 +16,7 @@ from facturasd.checks import arithmetic, document, identity, taxes, withholdings
 from facturasd.checks.base import Findings
 from facturasd.checks.company import Company
 from facturasd.checks.rules import Rules, load
-from facturasd.findings import Language, finding
+from facturasd.findings import finding
 from facturasd.formats.model import Document, Inspection
 
 if TYPE_CHECKING:
@@ -37,20 +37,16 @@ class Context:
     accept_test_documents: bool = False
     max_age: timedelta = timedelta(days=365)
     seen: Seen | None = None
-    lang: Language = "es"
     rules: Rules = field(default_factory=load)
 
     @classmethod
-    def configured(
-        cls, settings: Checks, companies: Sequence[Company], now: datetime, lang: Language
-    ) -> Context:
+    def configured(cls, settings: Checks, companies: Sequence[Company], now: datetime) -> Context:
         """The context the configuration's `[checks]` and `[[companies]]` describe."""
         return cls(
             now=now,
             companies=companies,
             accept_test_documents=settings.accept_test_documents,
             max_age=timedelta(seconds=settings.max_age),
-            lang=lang,
         )
 
 
@@ -66,21 +62,21 @@ def check(inspection: Inspection, context: Context) -> Inspection:
     with localcontext(prec=PRECISION):
         checked = _check(inspection, doc, context)
     if context.seen is not None and doc.uuid and (earlier := context.seen(doc.uuid)):
-        return duplicate(checked, earlier, context.lang)
+        return duplicate(checked, earlier)
     return checked
 
 
-def duplicate(inspection: Inspection, earlier: str, lang: Language) -> Inspection:
+def duplicate(inspection: Inspection, earlier: str) -> Inspection:
     """`inspection`, whose UUID an earlier document already has (`earlier` names it), with
     the DOC-DUPLICATE finding and graded again. For a caller that asks its ledger after the
     checks ran (the daemon, which runs them in worker processes)."""
     assert inspection.document is not None and inspection.document.uuid is not None
-    found = finding("DOC-DUPLICATE", "uuid", lang, uuid=inspection.document.uuid, earlier=earlier)
+    found = finding("DOC-DUPLICATE", "uuid", uuid=inspection.document.uuid, earlier=earlier)
     return inspection.rejudged(findings=[*inspection.findings, found])
 
 
 def _check(inspection: Inspection, doc: Document, context: Context) -> Inspection:
-    out = Findings(context.lang)
+    out = Findings()
     rules = context.rules
     company = identity.check(doc, inspection.format, context.companies, rules, out)
     document.check(

@@ -21,6 +21,7 @@ from facturasd.checks.base import (
     taxes_of,
     within_sat_limits,
 )
+from facturasd.findings import Value
 from facturasd.formats.model import Document, Tax, number
 
 PERCENT = Decimal("0.01")
@@ -266,7 +267,7 @@ def _agree(
     printed: str | None,
     items: Sequence[Item],
     /,
-    **values: object,
+    **values: Value,
 ) -> None:
     """Report `code` at `path` unless the printed `items` add up to the `printed` amount."""
     amount = out.amount(printed, path, True)

@@ -21,22 +21,21 @@ import unicodedata
 from collections.abc import Iterable
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from facturasd.findings import Language, finding
-from facturasd.formats.model import Document, Finding, Tax, number
+from facturasd.findings import Finding, Param, finding
+from facturasd.formats.model import Document, Tax, number
 
 LOCAL = "implocal"  # the code of MX local taxes (outside SAT's federal totals and catalogue)
 
 
 class Findings:
-    """Findings collected in one language; a bad amount is reported once per path."""
+    """The findings collected; a bad amount is reported once per path."""
 
-    def __init__(self, lang: Language) -> None:
-        self.lang = lang
+    def __init__(self) -> None:
         self.items: list[Finding] = []
         self._bad: set[str] = set()
 
-    def add(self, code: str, path: str, /, **values: object) -> None:
-        self.items.append(finding(code, path, self.lang, **values))
+    def add(self, code: str, path: str, /, **values: Param | Decimal) -> None:
+        self.items.append(finding(code, path, **values))
 
     def amount(self, value: str | None, path: str, required: bool = False) -> Decimal | None:
         """`value` as a Decimal; None (reported at `path`) if it is not a plain number, or if
@@ -65,7 +64,7 @@ class Findings:
                 found.append(amount * sign)
         return found if readable else None
 
-    def _once(self, code: str, path: str, **values: object) -> None:
+    def _once(self, code: str, path: str, **values: Param) -> None:
         if path not in self._bad:
             self._bad.add(path)
             self.add(code, path, **values)

@@ -15,7 +15,7 @@ from facturasd.checks.base import Findings, fold, plain
 from facturasd.checks.company import Company
 from facturasd.checks.identity import tax_id
 from facturasd.checks.rules import Colombia
-from facturasd.findings import phrase
+from facturasd.findings import Phrase, phrase
 from facturasd.formats.model import Document, WithholdingDue, number
 
 CENT = Decimal("0.01")
@@ -52,19 +52,16 @@ def due(doc: Document, company: Company, rules: Colombia, out: Findings) -> list
     concept_name, rule = choose_concept(doc, company)
     concept = rules.concepts[concept_name]
     uvt_year, uvt = rules.uvt_for(invoice.year)
-    lang = out.lang
     result: list[WithholdingDue] = []
 
-    def threshold(base_uvt: Decimal, base: Decimal) -> str | None:
+    def threshold(base_uvt: Decimal, base: Decimal) -> Phrase | None:
         """Why nothing is due below the minimum base, or None when `base` reaches it."""
         minimum = base_uvt * uvt.value
         if base >= minimum:
             return None
-        return phrase(
-            "below", lang, base=base, uvt=plain(base_uvt), threshold=minimum, year=uvt_year
-        )
+        return phrase("below", base=base, uvt=plain(base_uvt), threshold=minimum, year=uvt_year)
 
-    def apply(code: str, base: Decimal, rate: Decimal, why_not: str | None) -> None:
+    def apply(code: str, base: Decimal, rate: Decimal, why_not: Phrase | None) -> None:
         if why_not is not None:
             out.add("CO-WITHHOLDING-NOT-DUE", "withholdings_due", name=NAMES[code], why=why_not)
             return
@@ -95,9 +92,9 @@ def due(doc: Document, company: Company, rules: Colombia, out: Findings) -> list
         "06",
         invoice.base,
         concept.rate,
-        phrase("autorretenedor", lang)
+        phrase("autorretenedor")
         if AUTORRETENEDOR in codes
-        else phrase("simple", lang)
+        else phrase("simple")
         if SIMPLE in codes
         else threshold(concept.base_uvt, invoice.base),
     )
@@ -106,9 +103,9 @@ def due(doc: Document, company: Company, rules: Colombia, out: Findings) -> list
             "05",
             invoice.iva,
             rules.reteiva.rate,
-            phrase("no_iva", lang)
+            phrase("no_iva")
             if invoice.iva == 0
-            else phrase("iva_agents", lang)
+            else phrase("iva_agents")
             if set(IVA_AGENTS) & codes
             else threshold(concept.base_uvt, invoice.base),
         )
@@ -117,11 +114,11 @@ def due(doc: Document, company: Company, rules: Colombia, out: Findings) -> list
             "CO-WITHHOLDING-NOT-DUE",
             "withholdings_due",
             name=NAMES["05"],
-            why=phrase("not_iva_agent", lang),
+            why=phrase("not_iva_agent"),
         )
     city = rules.ica.get(company.city)
     if city is None:
-        why = phrase("no_ica_city", lang, city=company.city or "—")
+        why = phrase("no_ica_city", city=company.city or "—")
         out.add("CO-WITHHOLDING-NOT-DUE", "withholdings_due", name=NAMES["07"], why=why)
     else:
         base_uvt = city.base_uvt_goods if concept.goods else city.base_uvt_services
@@ -129,7 +126,7 @@ def due(doc: Document, company: Company, rules: Colombia, out: Findings) -> list
             "07",
             invoice.base,
             city.rates[concept_name],
-            phrase("simple", lang) if SIMPLE in codes else threshold(base_uvt, invoice.base),
+            phrase("simple") if SIMPLE in codes else threshold(base_uvt, invoice.base),
         )
     _compare_with_printed(doc, result, out)
     return result

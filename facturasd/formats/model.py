@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facturasd.findings import Finding, Language, shown
+
 Country = Literal["CO", "MX"]
 Kind = Literal[
     "invoice", "credit_note", "debit_note", "support_document", "payment", "payroll", "transfer"
@@ -28,7 +30,6 @@ FormatName = Literal[
     "cfdi-3.2",
     "pdf",
 ]
-Severity = Literal["error", "warning", "info"]
 Verdict = Literal["ok", "warnings", "rejected"]
 
 
@@ -151,13 +152,6 @@ class Document(_Model):
     certificate: str | None = None
 
 
-class Finding(_Model):
-    code: str
-    severity: Severity
-    message: str
-    path: str
-
-
 class WithholdingDue(_Model):
     """A withholding the buyer must apply (the checks compute these; booking uses them)."""
 
@@ -170,7 +164,8 @@ class WithholdingDue(_Model):
 
 
 class Inspection(_Model):
-    """One document read from one file: what `facturasd inspect --json` prints."""
+    """One document read from one file. Its JSON is what the ledger keeps (findings as data);
+    `shown` is what `facturasd inspect --json` prints."""
 
     file: str
     member: str | None = None
@@ -195,6 +190,13 @@ class Inspection(_Model):
         """A copy with `update` applied and score and verdict graded again."""
         findings = update.get("findings", self.findings)
         return self.model_copy(update={**update, **_grade(findings)})
+
+    def shown(self, lang: Language) -> dict[str, Any]:
+        """As `facturasd inspect --json` prints it: its findings' messages in `lang`."""
+        return {
+            **self.model_dump(mode="json"),
+            "findings": [shown(finding, lang) for finding in self.findings],
+        }
 
 
 def _grade(findings: list[Finding]) -> dict[str, Any]:

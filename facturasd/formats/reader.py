@@ -1,26 +1,26 @@
 """Bytes of a received file in, one Inspection per document out: the formats layer's front door.
 
 `read` is pure: no file system, no clock, no configuration. A file that cannot be read becomes
-an Inspection with one error finding (its code, a message in Spanish or English, path `file`),
-never an exception; in a ZIP, each member succeeds or fails on its own. `read_file` opens a file
-for it, refusing one over the size limit unread.
+an Inspection with one error finding (its code, the parser's detail, path `file`),
+never an exception; in a ZIP, each member succeeds or fails on its own. Opening the file is
+the caller's (`pipeline.process.read_file`); one over the size limit is refused unread with
+`too_large`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from lxml import etree
 
 from facturasd.errors import FormatError, TooLarge, UnknownDocument
-from facturasd.findings import Language, finding
+from facturasd.findings import Finding, finding
 from facturasd.formats import cfdi, container, pdf, ubl
-from facturasd.formats.model import Finding, Inspection
+from facturasd.formats.model import Inspection
 from facturasd.formats.safexml import Limits, parse
-from facturasd.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -34,31 +34,29 @@ class _Origin:
     def inspection(self, **fields: Any) -> Inspection:
         return Inspection.judge(file=self.file, sha256=self.sha256, member=self.member, **fields)
 
-    def failed(self, exc: FormatError, lang: Language) -> Inspection:
-        return self.inspection(findings=[finding(exc.code, "file", lang, detail=str(exc))])
+    def failed(self, exc: FormatError) -> Inspection:
+        return self.inspection(findings=[finding(exc.code, "file", detail=str(exc))])
 
     def inside(self, member: str | None) -> _Origin:
         return _Origin(self.file, self.sha256, member)
 
 
-def read(
-    data: bytes, file: str, limits: Limits | None = None, lang: Language = "es"
-) -> list[Inspection]:
+def read(data: bytes, file: str, limits: Limits | None = None) -> list[Inspection]:
     """Every document in `data` (a CFDI, a DIAN XML, a PDF, or a ZIP of them)."""
     limits = limits or Limits()
     origin = _Origin(file, hashlib.sha256(data).hexdigest())
     if len(data) > limits.max_file_bytes:
-        return [_too_large(file, len(data), origin.sha256, limits, lang)]
+        return [too_large(file, len(data), origin.sha256, limits)]
     try:
         if pdf.is_pdf(data):
-            return _pdf(origin, data, limits, lang)
+            return _pdf(origin, data, limits)
         if not container.is_zip(data):
-            return [_xml(origin, data, limits, lang)]
+            return [_xml(origin, data, limits)]
         members = container.zip_members(data, limits)
     except FormatError as exc:
-        return [origin.failed(exc, lang)]
+        return [origin.failed(exc)]
     documents = [
-        _xml(origin.inside(name), content, limits, lang)
+        _xml(origin.inside(name), content, limits)
         for name, content in members
         if _looks_like_xml(content) or name.lower().endswith(".xml")
     ]
@@ -69,11 +67,11 @@ def read(
             inspection
             for name, content in members
             if pdf.is_pdf(content)
-            for inspection in _pdf(origin.inside(name), content, limits, lang)
+            for inspection in _pdf(origin.inside(name), content, limits)
         ]
         pdfs = []
     if not documents:
-        return [origin.failed(UnknownDocument("the ZIP holds no XML or PDF document"), lang)]
+        return [origin.failed(UnknownDocument("the ZIP holds no XML or PDF document"))]
     if not pdfs:
         return documents
     return [
@@ -82,43 +80,27 @@ def read(
     ]
 
 
-def read_file(
-    path: Path, name: str, limits: Limits, lang: Language = "es", sha256: str | None = None
-) -> list[Inspection]:
-    """`read` on a file's bytes. A file over `limits.max_file_bytes` is refused from its size
-    (hashed as a stream unless `sha256` is given), never read into memory; one that grows
-    meanwhile is cut at the limit. OSError if it cannot be opened."""
-    size = path.stat().st_size
-    if size > limits.max_file_bytes:
-        return [_too_large(name, size, sha256 or sha256_file(path), limits, lang)]
-    with path.open("rb") as handle:
-        data = handle.read(limits.max_file_bytes + 1)
-    return read(data, name, limits, lang)
-
-
-def _too_large(
-    file: str, size: int, sha256: str, limits: Limits, lang: Language = "es"
-) -> Inspection:
+def too_large(file: str, size: int, sha256: str, limits: Limits) -> Inspection:
     """The Inspection of a file refused for its size alone, without reading it."""
     error = TooLarge(f"{size} bytes is more than the limit of {limits.max_file_bytes}")
-    return _Origin(file, sha256).failed(error, lang)
+    return _Origin(file, sha256).failed(error)
 
 
 def _looks_like_xml(data: bytes) -> bool:
     return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
-def _pdf(origin: _Origin, data: bytes, limits: Limits, lang: Language) -> list[Inspection]:
+def _pdf(origin: _Origin, data: bytes, limits: Limits) -> list[Inspection]:
     """The XML files a PDF embeds, read as documents; else the partial document of its text."""
     try:
         content = pdf.open_pdf(data, limits.max_file_bytes)
         embedded = [(name, xml) for name, xml in content.attachments if _looks_like_xml(xml)]
         if embedded:
-            return [_xml(origin.inside(name), xml, limits, lang) for name, xml in embedded]
+            return [_xml(origin.inside(name), xml, limits) for name, xml in embedded]
         document = pdf.partial_document(content.text)
     except FormatError as exc:
-        return [origin.failed(exc, lang)]
-    review = finding("FMT-PDF-WITHOUT-XML", "file", lang)
+        return [origin.failed(exc)]
+    review = finding("FMT-PDF-WITHOUT-XML", "file")
     return [origin.inspection(format="pdf", document=document, findings=[review])]
 
 
@@ -130,7 +112,7 @@ def _pdfs_for(member: str | None, pdfs: list[str], documents: int) -> list[str]:
     return [pdf for pdf in pdfs if PurePosixPath(pdf).stem == stem]
 
 
-def _xml(origin: _Origin, data: bytes, limits: Limits, lang: Language) -> Inspection:
+def _xml(origin: _Origin, data: bytes, limits: Limits) -> Inspection:
     try:
         root = parse(data, limits)
         if cfdi.is_cfdi(root):
@@ -138,19 +120,19 @@ def _xml(origin: _Origin, data: bytes, limits: Limits, lang: Language) -> Inspec
             return origin.inspection(format=fmt, document=document)
         if ubl.is_ubl_document(root):
             fmt, document = ubl.parse(root)
-            findings = _cufe_agreement(document.uuid, {"qr": ubl.qr_cufes(root)}, lang)
+            findings = _cufe_agreement(document.uuid, {"qr": ubl.qr_cufes(root)})
             return origin.inspection(format=fmt, document=document, findings=findings)
         if container.is_attached_document(root):
-            return _attached(origin, root, limits, lang)
+            return _attached(origin, root, limits)
         qname = etree.QName(root)
         raise UnknownDocument(
             f"a <{qname.localname}> of {qname.namespace or 'no namespace'} is not an invoice"
         )
     except FormatError as exc:
-        return origin.failed(exc, lang)
+        return origin.failed(exc)
 
 
-def _attached(origin: _Origin, root: etree._Element, limits: Limits, lang: Language) -> Inspection:
+def _attached(origin: _Origin, root: etree._Element, limits: Limits) -> Inspection:
     attached = container.open_attached(root, limits)
     if not ubl.is_ubl_document(attached.inner):
         raise UnknownDocument(
@@ -165,11 +147,11 @@ def _attached(origin: _Origin, root: etree._Element, limits: Limits, lang: Langu
     return origin.inspection(
         format="dian-attached-document",
         document=document,
-        findings=_cufe_agreement(document.uuid, places, lang),
+        findings=_cufe_agreement(document.uuid, places),
     )
 
 
-def _cufe_agreement(uuid: str | None, places: dict[str, set[str]], lang: Language) -> list[Finding]:
+def _cufe_agreement(uuid: str | None, places: dict[str, set[str]]) -> list[Finding]:
     """The document's CUFE/CUDE must be the one every other place names."""
     differing = {place: values for place, values in places.items() if values and values != {uuid}}
     if not differing:
@@ -177,4 +159,4 @@ def _cufe_agreement(uuid: str | None, places: dict[str, set[str]], lang: Languag
     detail = "; ".join(
         f"{place}: {', '.join(sorted(values))}" for place, values in differing.items()
     )
-    return [finding("FMT-CUFE-MISMATCH", "uuid", lang, detail=f"uuid: {uuid}; {detail}")]
+    return [finding("FMT-CUFE-MISMATCH", "uuid", detail=f"uuid: {uuid}; {detail}")]

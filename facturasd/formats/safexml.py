@@ -25,7 +25,8 @@ _ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
 _DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 _CHUNK = 64 * 1024
 _LIBXML2_DEPTH = 256
-# lxml parsers must not be shared between threads (the daemon parses in worker threads).
+# lxml parsers must not be shared between threads, so each thread keeps its own: the daemon
+# parses in worker processes, but `read` is a library call a caller may make from threads.
 _local = threading.local()
 
 

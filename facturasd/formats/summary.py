@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facturasd.findings import Language
+from facturasd.findings import Language, message
 from facturasd.formats.model import Inspection
 
 KINDS = {
@@ -80,7 +80,9 @@ def render(inspection: Inspection, lang: Language) -> str:
             lines.append(f"  {words['evidence']}: {evidence.code} {evidence.description or ''}")
         if inspection.attachments:
             lines.append(f"  {words['pdf']}: {', '.join(inspection.attachments)}")
-    lines += [f"  [{f.severity}] {f.code}: {f.message} ({f.path})" for f in inspection.findings]
+    lines += [
+        f"  [{f.severity}] {f.code}: {message(f, lang)} ({f.path})" for f in inspection.findings
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 

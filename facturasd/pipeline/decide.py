@@ -15,8 +15,8 @@ from facturasd.checks import duplicate
 from facturasd.checks.identity import company_for
 from facturasd.config import Company
 from facturasd.constants import InvoiceState
-from facturasd.findings import Language
-from facturasd.formats.model import Finding, Inspection
+from facturasd.findings import Finding
+from facturasd.formats.model import Inspection
 from facturasd.inbox.archive import Folder
 from facturasd.store import ledger
 
@@ -69,10 +69,10 @@ class Checked:
         member: str | None = self.columns.get("member")
         return member
 
-    def as_duplicate(self, earlier: str, lang: Language, companies: Sequence[Company]) -> Checked:
+    def as_duplicate(self, earlier: str, companies: Sequence[Company]) -> Checked:
         """With the finding that it repeats `earlier` (the rare case: read back whole)."""
         inspection = Inspection.model_validate_json(self.columns["inspection"])
-        return Checked.of(duplicate(inspection, earlier, lang), companies)
+        return Checked.of(duplicate(inspection, earlier), companies)
 
 
 @dataclass(frozen=True)

@@ -150,10 +150,7 @@ class Ingest:
                 InvoiceState.DUPLICATE,
                 invoice.original_name,
                 motivo.local_time(invoice.received_at, self.zone),
-                {
-                    lang: [finding("DOC-DUPLICATE-FILE", "file", lang, earlier=described)]
-                    for lang in ("es", "en")
-                },
+                [finding("DOC-DUPLICATE-FILE", "file", earlier=described)],
             )
         jobs = await self.db.write(lambda conn: self._mark_archived(conn, invoice))
         for job in jobs:

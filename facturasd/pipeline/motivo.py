@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
 
 import anyio
 
 from facturasd.constants import InvoiceState
-from facturasd.findings import Language, motivo
-from facturasd.formats.model import Finding
+from facturasd.findings import Finding, Language, motivo
 from facturasd.inbox.archive import motivo_path, write_atomically
 from facturasd.store.ledger import Invoice
 
@@ -45,8 +44,8 @@ async def write(
     state: InvoiceState,
     label: str,
     received: str,
-    findings: Mapping[Language, Sequence[Finding]],
+    findings: Sequence[Finding],
 ) -> None:
-    """The `.motivo.txt` of the file at `dest`, written atomically."""
+    """The `.motivo.txt` of the file at `dest`, written atomically: Spanish, then English."""
     text = motivo(TITLES[state], label, received, findings)
     await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)

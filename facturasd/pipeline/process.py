@@ -23,9 +23,10 @@ from facturasd.clock import Clock, utcnow
 from facturasd.config import Checks, Company
 from facturasd.constants import InvoiceState
 from facturasd.errors import JobFailed, RetryLater
-from facturasd.findings import Language
-from facturasd.formats.reader import read_file
+from facturasd.formats.model import Inspection
+from facturasd.formats.reader import read, too_large
 from facturasd.formats.safexml import Limits
+from facturasd.hashing import sha256_file
 from facturasd.inbox.archive import Folder, Folders, move
 from facturasd.logs import invoice_id_var
 from facturasd.pipeline import motivo
@@ -46,7 +47,6 @@ class Settings:
     limits: Limits
     checks: Checks
     companies: tuple[Company, ...]
-    lang: Language
 
 
 class Process:
@@ -86,7 +86,7 @@ class Process:
         # Where the ledger says, or already moved by a run that crashed before it committed.
         path = Path(invoice.path)
         candidates = list(dict.fromkeys([path, *(self.folders.relocated(path, f) for f in Folder)]))
-        here, checked = await self._inspect(candidates, invoice, self.settings.lang)
+        here, checked = await self._inspect(candidates, invoice)
         companies_configured = bool(self.settings.companies)
         outcomes = [
             decide(found, first, company=invoice.company, companies_configured=companies_configured)
@@ -97,14 +97,8 @@ class Process:
         if dest != here:  # (a checked file stays where it is: no trip to a thread)
             await anyio.to_thread.run_sync(move, here, dest)
         if title is not None:
-            # The reason, in both languages (the file is read again in the other: rare).
-            other: Language = "en" if self.settings.lang == "es" else "es"
-            _, again = await self._inspect([dest], invoice, other)
-            by_lang = {self.settings.lang: checked, other: again}
-            findings = {
-                lang: [f for n in shown for f in found[n][0].findings]
-                for lang, found in by_lang.items()
-            }
+            # The reason, in both languages, from the findings of the documents not taken.
+            findings = [f for n in shown for f in outcomes[n].checked.findings]
             label = invoice.original_name
             if folder is Folder.ARCHIVE:  # some of its documents only: which ones
                 label += f" ({', '.join(str(outcomes[n].checked.member) for n in shown)})"
@@ -117,7 +111,7 @@ class Process:
         return effect
 
     async def _inspect(
-        self, candidates: list[Path], invoice: Invoice, lang: Language
+        self, candidates: list[Path], invoice: Invoice
     ) -> tuple[Path, list[tuple[Checked, Invoice | None]]]:
         """Read the file, the first of `candidates` there is, and run the checks on each
         document, in a worker process (parsing is CPU work: here it would starve the event
@@ -130,7 +124,6 @@ class Process:
             invoice.original_name,
             invoice.sha256,
             self.settings,
-            lang,
             self._clock(),
             limiter=self.processes,
         )
@@ -143,7 +136,7 @@ class Process:
             first = await self.db.read(partial(_standing, uuid=uuid, invoice_id=invoice.id))
             if first is not None and checked.format != "pdf":
                 earlier = motivo.named(first, self.zone)
-                checked = checked.as_duplicate(earlier, lang, self.settings.companies)
+                checked = checked.as_duplicate(earlier, self.settings.companies)
             found.append((checked, first))
         return Path(here), found
 
@@ -230,13 +223,28 @@ def _still_true(conn: sqlite3.Connection, invoice: Invoice, outcome: Outcome) ->
 
 
 def inspect_file(
-    candidates: list[str], name: str, sha256: str, settings: Settings, lang: Language, now: datetime
+    candidates: list[str], name: str, sha256: str, settings: Settings, now: datetime
 ) -> tuple[str, list[Checked]] | None:
     """Read and check one received file, the first of `candidates` there is (None if none
     is): what a worker process runs for `Process`. Returns where it was and what it holds."""
     path = next((Path(c) for c in candidates if Path(c).is_file()), None)
     if path is None:
         return None
-    context = Context.configured(settings.checks, settings.companies, now, lang)
-    found = read_file(path, name, settings.limits, lang, sha256=sha256)
+    context = Context.configured(settings.checks, settings.companies, now)
+    found = read_file(path, name, settings.limits, sha256=sha256)
     return str(path), [Checked.of(check(i, context), settings.companies) for i in found]
+
+
+def read_file(
+    path: Path, name: str, limits: Limits, *, sha256: str | None = None
+) -> list[Inspection]:
+    """The formats layer's `read` on a file's bytes, for the daemon and `facturasd inspect`. A
+    file over `limits.max_file_bytes` is refused from its size (hashed as a stream unless
+    `sha256` is given), never read into memory; one that grows meanwhile is cut at the limit.
+    OSError if it cannot be opened."""
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        return [too_large(name, size, sha256 or sha256_file(path), limits)]
+    with path.open("rb") as handle:
+        data = handle.read(limits.max_file_bytes + 1)
+    return read(data, name, limits)
