@@ -7,6 +7,7 @@
     │   └── LeaseLost          a job's lease expired and another worker took it
     ├── AlreadyRunning         another daemon holds the state directory's lock
     ├── RetryLater             a job handler asks to run again later (not a failure)
+    │   └── Unavailable        an upstream gave no answer: the job goes back uncounted
     ├── JobFailed              a job handler says retrying cannot help
     ├── IllegalTransition      a change of an invoice's state the lifecycle does not allow
     ├── RulesError             a tax rules file in checks/rules/ does not fit its shape
@@ -73,6 +74,16 @@ class RetryLater(FacturasdError):
     def __init__(self, reason: str, delay: float):
         super().__init__(reason)
         self.delay = delay
+
+
+class Unavailable(RetryLater):
+    """An upstream (SAT, DIAN, Alegra, SMTP) gave no answer: a timeout, a 5xx, a 429, a refused
+    connection, an open circuit. The job goes back to its queue without counting an attempt:
+    only an answer counts, so an outage of any length never uses up a job's attempts."""
+
+    def __init__(self, upstream: str, reason: str, delay: float):
+        super().__init__(f"{upstream} gave no answer: {reason}", delay)
+        self.upstream = upstream
 
 
 class JobFailed(FacturasdError):
