@@ -134,7 +134,7 @@ def _inspect(args: argparse.Namespace) -> int:
     """Reads and checks the files with the configured limits, companies and checks settings
     (defaults when no configuration is found); never opens the daemon's database, so it
     cannot tell a duplicate."""
-    from facturasd.checks import Context, check
+    from facturasd.checks import check
     from facturasd.clock import utcnow
     from facturasd.formats.summary import render
     from facturasd.pipeline.process import read_file
@@ -149,7 +149,7 @@ def _inspect(args: argparse.Namespace) -> int:
         config = load_config(path, os.environ)
     lang = args.lang or config.reports.language
     limits = config.formats.limits()
-    context = Context.configured(config.checks, config.companies, utcnow())
+    context = config.checks.context(config.companies, utcnow())
     inspections = []
     for file in args.files:
         try:

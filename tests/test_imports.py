@@ -2,9 +2,9 @@
 
 Modules are found by walking the folder, so a module or package added or moved is covered
 without naming it here. Every import statement counts, at module level or inside a function
-(a function's import runs the first time it is called, and a cycle there fails then). Those
-under `if TYPE_CHECKING:` do not: they never run, and exist so an annotation can name a type
-of a module that imports this one.
+(a function's import runs the first time it is called, and a cycle there fails then), and so
+do those under `if TYPE_CHECKING:`: a type named across a cycle is a dependency running both
+ways all the same.
 """
 
 from __future__ import annotations
@@ -31,20 +31,9 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _import_nodes(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import under `node`, skipping the body of an `if TYPE_CHECKING:`."""
-    if isinstance(node, ast.Import | ast.ImportFrom):
-        return [node]
-    children: list[ast.AST] = list(ast.iter_child_nodes(node))
-    if isinstance(node, ast.If) and _is_type_checking(node.test):
-        children = list(node.orelse)
-    return [found for child in children for found in _import_nodes(child)]
+    """Every import statement under `node`."""
+    return [n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)]
 
 
 def _targets(module: str, node: ast.Import | ast.ImportFrom) -> set[str]:
@@ -123,6 +112,7 @@ def test_the_walk_sees_the_imports() -> None:
         "def f():\n    from facturasd.store import db\n"
     )
     assert {t for node in _import_nodes(source) for t in _targets("facturasd.cli", node)} == {
+        "facturasd.daemon",
         "facturasd.clock",
         "facturasd.store",
         "facturasd.store.db",

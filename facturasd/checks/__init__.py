@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import localcontext
-from typing import TYPE_CHECKING
 
 from facturasd.checks import arithmetic, document, identity, taxes, withholdings
 from facturasd.checks.base import Findings
@@ -18,9 +17,6 @@ from facturasd.checks.company import Company
 from facturasd.checks.rules import Rules, load
 from facturasd.findings import finding
 from facturasd.formats.model import Document, Inspection
-
-if TYPE_CHECKING:
-    from facturasd.config import Checks
 
 __all__ = ["Context", "Seen", "check", "duplicate"]
 
@@ -38,16 +34,6 @@ class Context:
     max_age: timedelta = timedelta(days=365)
     seen: Seen | None = None
     rules: Rules = field(default_factory=load)
-
-    @classmethod
-    def configured(cls, settings: Checks, companies: Sequence[Company], now: datetime) -> Context:
-        """The context the configuration's `[checks]` and `[[companies]]` describe."""
-        return cls(
-            now=now,
-            companies=companies,
-            accept_test_documents=settings.accept_test_documents,
-            max_age=timedelta(seconds=settings.max_age),
-        )
 
 
 def check(inspection: Inspection, context: Context) -> Inspection:

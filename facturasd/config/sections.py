@@ -8,13 +8,15 @@ configuration only lists companies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from facturasd.checks import Context
 from facturasd.checks.company import Company
 from facturasd.config.types import (
     ConfigPath,
@@ -147,6 +149,15 @@ class Formats(_Section):
 class Checks(_Section):
     accept_test_documents: bool = False
     max_age: Duration = 365 * 86400.0
+
+    def context(self, companies: Sequence[Company], now: datetime) -> Context:
+        """The checks' context this section and the configured companies describe."""
+        return Context(
+            now=now,
+            companies=companies,
+            accept_test_documents=self.accept_test_documents,
+            max_age=timedelta(seconds=self.max_age),
+        )
 
 
 class Retry(_Section):

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from facturasd.checks import Context, check
+from facturasd.checks import check
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Checks, Company
 from facturasd.constants import InvoiceState
@@ -230,7 +230,7 @@ def inspect_file(
     path = next((Path(c) for c in candidates if Path(c).is_file()), None)
     if path is None:
         return None
-    context = Context.configured(settings.checks, settings.companies, now)
+    context = settings.checks.context(settings.companies, now)
     found = read_file(path, name, settings.limits, sha256=sha256)
     return str(path), [Checked.of(check(i, context), settings.companies) for i in found]
 
