@@ -47,7 +47,7 @@ from facturasd.inbox.archive import (
 from facturasd.store import ledger
 from facturasd.store.db import Database
 from facturasd.store.ledger import Invoice
-from facturasd.store.queue import Effect, Job, Queue
+from facturasd.store.queue import Effect, Job, Queue, Reservation
 from facturasd.workers import Handler
 
 log = logging.getLogger(__name__)
@@ -258,11 +258,16 @@ class Pipeline:
                 },
             )
             await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)
-        job = await self.db.write(lambda conn: self._mark_archived(conn, invoice))
-        if job is not None:
-            self.queue.hand_over(job)
+        claim = self.queue.reserve(QueueName.INVOICE_PROCESSING, self.config.workers.lease)
+        job = None
+        try:
+            job = await self.db.write(partial(self._mark_archived, invoice=invoice, claim=claim))
+        finally:
+            self.queue.hand_over(claim, job)
 
-    def _mark_archived(self, conn: sqlite3.Connection, invoice: Invoice) -> Job | None:
+    def _mark_archived(
+        self, conn: sqlite3.Connection, *, invoice: Invoice, claim: Reservation | None
+    ) -> Job | None:
         """Archived; a received file's parse-and-check queued, claimed for this process's
         workers (one write less than a claim of their own)."""
         ledger.update(
@@ -280,7 +285,7 @@ class Pipeline:
             kind=PROCESS,
             payload={"invoice": invoice.id},
             dedupe_key=f"process:{invoice.id}",
-            claim=self.config.workers.lease,
+            claim=claim,
         )
 
     async def reconcile(self) -> int:

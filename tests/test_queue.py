@@ -352,15 +352,19 @@ async def test_concurrent_writes_share_commits(queue: Queue, db: Database) -> No
 
 async def test_a_job_added_claimed_is_handed_over_without_a_write(db: Database) -> None:
     queue = Queue(db, handoff=2)
+    claims = [queue.reserve(Q, 60) for _ in range(3)]
+    assert claims[2] is None  # room for two: the third is queued as usual
 
     def add_three(conn: sqlite3.Connection) -> list[Job]:
-        return [queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=60) for n in range(3)]
+        return [
+            queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=claim)
+            for n, claim in enumerate(claims)
+        ]
 
     first, second, third = await db.write(add_three)
-    # room for two: the third is queued as usual
     assert [j.state for j in (first, second, third)] == [JobState.RUNNING] * 2 + [JobState.QUEUED]
-    for job in (first, second, third):
-        queue.hand_over(job)
+    for claim, job in zip(claims, (first, second, third), strict=True):
+        queue.hand_over(claim, job)
     commits = db.stats.commits
     taken = [await queue.claim([Q], 60), await queue.claim([Q], 60)]
     assert [j.id for j in taken if j] == [first.id, second.id]
@@ -378,13 +382,17 @@ async def test_handed_over_jobs_do_not_starve_the_stored_ones_and_go_back_at_shu
 ) -> None:
     stored = await Queue(db).enqueue(QueueName.TAX_VALIDATION, "ping", {})
     queue = Queue(db, handoff=8)
+    claims = [queue.reserve(Q, 60) for _ in range(5)]
 
     def add_five(conn: sqlite3.Connection) -> list[Job]:
-        return [queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=60) for n in range(5)]
+        return [
+            queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=claim)
+            for n, claim in enumerate(claims)
+        ]
 
     handed = await db.write(add_five)
-    for job in handed:
-        queue.hand_over(job)
+    for claim, job in zip(claims, handed, strict=True):
+        queue.hand_over(claim, job)
     queues = [Q, QueueName.TAX_VALIDATION]
     taken = [await queue.claim(queues, 60) for _ in range(4)]
     # the fourth claim looks at the database first: the older stored job is not left waiting
@@ -397,7 +405,9 @@ async def test_handed_over_jobs_do_not_starve_the_stored_ones_and_go_back_at_shu
 async def test_a_job_added_claimed_by_a_process_that_died_runs_again(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "q.db")
     gone = Queue(db, handoff=4)
-    job = await db.write(partial(gone.add, queue=Q, kind="ping", payload={}, claim=60))
+    claim = gone.reserve(Q, 60)
+    job = await db.write(partial(gone.add, queue=Q, kind="ping", payload={}, claim=claim))
+    assert job.state is JobState.RUNNING
     await db.close()  # never handed over: the process died
     db = await Database.open(tmp_path / "q.db")
     queue = Queue(db)
