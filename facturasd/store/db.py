@@ -264,8 +264,8 @@ class Database:
                 self._pending.remove(entry)
             raise
         await entry.done.wait()
-        if isinstance(entry.error, sqlite3.Error) and _unavailable(entry.error):
-            raise _store_error(entry.error, str(self.path)) from entry.error
+        if isinstance(entry.error, sqlite3.Error) and (kind := _unavailable(entry.error)):
+            raise kind(_described(entry.error)) from entry.error
         if entry.error is not None:
             raise entry.error
         return entry.result  # type: ignore[return-value]
@@ -275,8 +275,8 @@ class Database:
         try:
             return await _on_thread(self._reader, op)
         except sqlite3.Error as exc:
-            if _unavailable(exc):
-                raise _store_error(exc, str(self.path)) from exc
+            if kind := _unavailable(exc):
+                raise kind(_described(exc)) from exc
             raise
 
     def _commit(self, conn: sqlite3.Connection, *, batch: list[_Pending[Any]]) -> None:
