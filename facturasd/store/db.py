@@ -63,12 +63,22 @@ _UNAVAILABLE: dict[int, type[StoreUnavailable]] = {
 }
 
 
-def _unavailable(exc: sqlite3.Error) -> type[StoreUnavailable] | None:
+def _kind(exc: sqlite3.Error) -> type[StoreUnavailable] | None:
     """The store's error for `exc` if it is SQLite's own failure; None for the operation's (a
     constraint it broke, a mistake in its SQL)."""
     # Errors the sqlite3 module raises itself (a closed connection) carry no code.
     code = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else _UNAVAILABLE.get(code & 0xFF)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """`exc`, raised by an operation or around it, as the store's error if SQLite itself
+    failed; None for any other, which reaches the caller unchanged."""
+    if isinstance(exc, sqlite3.Error) and (kind := _kind(exc)):
+        error = kind(_described(exc))
+        error.__cause__ = exc
+        return error
+    return None
 
 
 def _described(exc: sqlite3.Error) -> str:
@@ -78,7 +88,7 @@ def _described(exc: sqlite3.Error) -> str:
 
 def _store_error(exc: sqlite3.Error, doing: str) -> StoreError:
     """`exc` as the store's error, typed if SQLite itself failed."""
-    return (_unavailable(exc) or StoreError)(f"{doing}: {_described(exc)}")
+    return (_kind(exc) or StoreError)(f"{doing}: {_described(exc)}")
 
 
 async def _pragma(conn: aiosqlite.Connection, statement: str) -> object:
@@ -264,10 +274,8 @@ class Database:
                 self._pending.remove(entry)
             raise
         await entry.done.wait()
-        if isinstance(entry.error, sqlite3.Error) and (kind := _unavailable(entry.error)):
-            raise kind(_described(entry.error)) from entry.error
         if entry.error is not None:
-            raise entry.error
+            raise _unavailable(entry.error) or entry.error
         return entry.result  # type: ignore[return-value]
 
     async def read(self, op: Op[T]) -> T:
@@ -275,9 +283,9 @@ class Database:
         try:
             return await _on_thread(self._reader, op)
         except sqlite3.Error as exc:
-            if kind := _unavailable(exc):
-                raise kind(_described(exc)) from exc
-            raise
+            if (error := _unavailable(exc)) is None:
+                raise
+            raise error from exc
 
     def _commit(self, conn: sqlite3.Connection, *, batch: list[_Pending[Any]]) -> None:
         """The batch in one transaction, on the writer's thread. Should one operation raise,
