@@ -4,7 +4,12 @@
     ├── ConfigError            the configuration file or environment is wrong (exit 2)
     ├── StoreError             the SQLite store cannot be used as asked
     │   ├── SchemaTooNew       the database was written by a newer facturasd
-    │   └── LeaseLost          a job's lease expired and another worker took it
+    │   ├── LeaseLost          a job's lease expired and another worker took it
+    │   └── StoreUnavailable   SQLite itself failed the operation (no fault of the operation)
+    │       ├── StoreBusy      another connection held the database past the busy timeout
+    │       ├── StoreDamaged   the file is not a database, or it is corrupt
+    │       └── StoreDiskError the disk failed a read or a write
+    │           └── StoreFull  the disk is full (or the database at its size limit)
     ├── AlreadyRunning         another daemon holds the state directory's lock
     ├── RetryLater             a job handler asks to run again later (not a failure)
     │   └── Unavailable        an upstream gave no answer: the job goes back uncounted
@@ -62,6 +67,30 @@ class SchemaTooNew(StoreError):
 
 class LeaseLost(StoreError):
     """The job's lease expired and the job was handed to someone else; drop the result."""
+
+
+class StoreUnavailable(StoreError):
+    """SQLite could not carry an operation out, whatever the operation: the store's state or
+    the machine's (the database's own code, e.g. `SQLITE_BUSY`, ends the message). An error of
+    the operation itself (a constraint it broke, a mistake in its SQL) is not one: it reaches
+    the caller as SQLite raised it."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Another connection (a second process on the file) held the database locked for longer
+    than the busy timeout; trying again later may succeed."""
+
+
+class StoreDamaged(StoreUnavailable):
+    """The file is not a SQLite database, or it is corrupt: restore a backup."""
+
+
+class StoreDiskError(StoreUnavailable):
+    """The operating system failed a read or a write of the database's files."""
+
+
+class StoreFull(StoreDiskError):
+    """No room to write: the disk (or the database's size limit) is full."""
 
 
 class AlreadyRunning(FacturasdError):

@@ -18,8 +18,11 @@ invoice_id_var: ContextVar[int | None] = ContextVar("invoice_id", default=None)
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.job_id = job_id_var.get()
-        record.invoice_id = invoice_id_var.get()
+        # A record that names its invoice or job itself (`extra=`) keeps it.
+        if getattr(record, "job_id", None) is None:
+            record.job_id = job_id_var.get()
+        if getattr(record, "invoice_id", None) is None:
+            record.invoice_id = invoice_id_var.get()
         return True
 
 

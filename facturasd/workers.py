@@ -5,7 +5,6 @@ eight hung calls to an upstream never stop the parsing of the office's invoices.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +12,7 @@ from datetime import timedelta
 import anyio
 
 from facturasd.clock import Clock, utcnow
-from facturasd.errors import JobFailed, LeaseLost, RetryLater
+from facturasd.errors import JobFailed, LeaseLost, RetryLater, StoreUnavailable
 from facturasd.logs import job_id_var
 from facturasd.store.queue import Effect, Job, Queue, backoff
 
@@ -89,7 +88,7 @@ class WorkerPool:
                 # their jobs in flight, down with it.
                 try:
                     await self._step()
-                except sqlite3.OperationalError as exc:
+                except StoreUnavailable as exc:
                     log.warning("database unavailable: %s; trying again in %.0fs", exc, DB_RETRY)
                     await anyio.sleep(DB_RETRY)
                 except Exception:

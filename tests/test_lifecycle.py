@@ -4,12 +4,18 @@ in the same commit, whoever makes the change (the daemon or a person)."""
 from __future__ import annotations
 
 import getpass
+import io
+import json
+import logging
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from facturasd import logs
 from facturasd.config import load_config
 from facturasd.constants import InvoiceState, QueueName
 from facturasd.daemon import Daemon
@@ -87,9 +93,25 @@ async def test_every_change_of_state_is_checked_against_the_table(tmp_path: Path
         await db.close()
 
 
+@pytest.fixture
+def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The daemon's own log set-up (JSON lines), read back as records."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("json", "info")
+    written = io.StringIO()
+    assert isinstance(root.handlers[0], logging.StreamHandler)
+    root.handlers[0].setStream(written)
+    try:
+        yield lambda: [json.loads(line) for line in written.getvalue().splitlines()]
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 @pytest.mark.anyio
 async def test_an_invoice_a_person_accepts_gets_the_same_next_job_as_one_checked_alone(
-    tmp_path: Path,
+    tmp_path: Path, json_logs: Callable[[], list[dict[str, Any]]]
 ) -> None:
     config = load_config(write_config(tmp_path, COMPANY), {})
     handled: list[int] = []
@@ -150,3 +172,20 @@ async def test_an_invoice_a_person_accepts_gets_the_same_next_job_as_one_checked
         (NEXT.kind, "dian_validation", f'{{"invoice": {checked}}}', "done"),
         (NEXT.kind, "dian_validation", f'{{"invoice": {in_review}}}', "done"),
     ]
+    # One INFO line per change of state, each naming its invoice.
+    records = json_logs()
+    changes = [
+        (r["invoice_id"], r["message"].split(": ")[0])
+        for r in records
+        if r["level"] == "info" and r["logger"].startswith("facturasd.pipeline")
+    ]
+    user = getpass.getuser()
+    assert sorted(changes) == sorted(
+        [
+            (checked, "received"),
+            (checked, f"invoice #{checked} received → checked (facturasd)"),
+            (in_review, "received"),
+            (in_review, f"invoice #{in_review} received → needs_review (facturasd)"),
+            (in_review, f"invoice #{in_review} needs_review → checked ({user})"),
+        ]
+    )

@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -352,15 +353,19 @@ async def test_concurrent_writes_share_commits(queue: Queue, db: Database) -> No
 
 async def test_a_job_added_claimed_is_handed_over_without_a_write(db: Database) -> None:
     queue = Queue(db, handoff=2)
+    claims = [queue.reserve(Q, 60) for _ in range(3)]
+    assert claims[2] is None  # room for two: the third is queued as usual
 
     def add_three(conn: sqlite3.Connection) -> list[Job]:
-        return [queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=60) for n in range(3)]
+        return [
+            queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=claim)
+            for n, claim in enumerate(claims)
+        ]
 
     first, second, third = await db.write(add_three)
-    # room for two: the third is queued as usual
     assert [j.state for j in (first, second, third)] == [JobState.RUNNING] * 2 + [JobState.QUEUED]
-    for job in (first, second, third):
-        queue.hand_over(job)
+    for claim, job in zip(claims, (first, second, third), strict=True):
+        queue.hand_over(claim, job)
     commits = db.stats.commits
     taken = [await queue.claim([Q], 60), await queue.claim([Q], 60)]
     assert [j.id for j in taken if j] == [first.id, second.id]
@@ -378,13 +383,17 @@ async def test_handed_over_jobs_do_not_starve_the_stored_ones_and_go_back_at_shu
 ) -> None:
     stored = await Queue(db).enqueue(QueueName.TAX_VALIDATION, "ping", {})
     queue = Queue(db, handoff=8)
+    claims = [queue.reserve(Q, 60) for _ in range(5)]
 
     def add_five(conn: sqlite3.Connection) -> list[Job]:
-        return [queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=60) for n in range(5)]
+        return [
+            queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=claim)
+            for n, claim in enumerate(claims)
+        ]
 
     handed = await db.write(add_five)
-    for job in handed:
-        queue.hand_over(job)
+    for claim, job in zip(claims, handed, strict=True):
+        queue.hand_over(claim, job)
     queues = [Q, QueueName.TAX_VALIDATION]
     taken = [await queue.claim(queues, 60) for _ in range(4)]
     # the fourth claim looks at the database first: the older stored job is not left waiting
@@ -397,7 +406,9 @@ async def test_handed_over_jobs_do_not_starve_the_stored_ones_and_go_back_at_shu
 async def test_a_job_added_claimed_by_a_process_that_died_runs_again(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "q.db")
     gone = Queue(db, handoff=4)
-    job = await db.write(partial(gone.add, queue=Q, kind="ping", payload={}, claim=60))
+    claim = gone.reserve(Q, 60)
+    job = await db.write(partial(gone.add, queue=Q, kind="ping", payload={}, claim=claim))
+    assert job.state is JobState.RUNNING
     await db.close()  # never handed over: the process died
     db = await Database.open(tmp_path / "q.db")
     queue = Queue(db)
@@ -428,6 +439,96 @@ async def test_one_failing_operation_does_not_undo_its_batch(db: Database) -> No
             tg.start_soon(attempt, key)
     assert sorted(outcomes) == ["duplicate", "ok", "ok", "ok"]
     assert raw(db.path, "SELECT key FROM kv ORDER BY key") == [("a",), ("b",), ("c",)]
+
+
+async def in_one_batch(db: Database, *writers: Callable[[], Awaitable[object]]) -> None:
+    """Runs `writers` concurrently, in this order, their writes committed as one batch: the
+    writer is kept busy until every one of them waits for it."""
+    gate = threading.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(db.write, lambda conn: gate.wait(10))
+            await anyio.wait_all_tasks_blocked()
+            for writer in writers:
+                tg.start_soon(writer)
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+    finally:
+        gate.set()
+
+
+class EffectFailed(Exception):
+    pass
+
+
+async def test_a_batch_run_again_one_by_one_hands_over_what_committed_once(db: Database) -> None:
+    queue = Queue(db, handoff=3)
+    failed: list[int] = []
+
+    async def ingest(n: int) -> None:
+        """As the ingest does: a place reserved, the job added claimed, handed over."""
+        claim = queue.reserve(Q, 60)
+
+        def op(conn: sqlite3.Connection) -> Job:
+            job = queue.add(conn, queue=Q, kind="ping", payload={"n": n}, claim=claim)
+            if n == 1:
+                raise EffectFailed("rolled back with its job")
+            return job
+
+        job = None
+        try:
+            job = await db.write(op)
+        except EffectFailed:
+            failed.append(n)
+        finally:
+            queue.hand_over(claim, job)
+
+    before = db.stats.commits
+    await in_one_batch(db, *(partial(ingest, n) for n in range(4)))
+    # the held write, then the batch failed and its four ran again one by one: three commit
+    assert db.stats.commits - before == 1 + 3
+    assert failed == [1]
+    # places for 0, 1 and 2 (the handoff is 3): 0 and 2 committed claimed, 3 found no place
+    rows = raw(db.path, "SELECT payload, state, attempts FROM jobs ORDER BY id")
+    assert rows == [
+        ('{"n": 0}', "running", 1),
+        ('{"n": 2}', "running", 1),
+        ('{"n": 3}', "queued", 0),
+    ]
+    # two jobs wait in memory and no place is held by a write that failed: room for one more
+    spare = [queue.reserve(Q, 60) for _ in range(2)]
+    assert spare[0] is not None and spare[1] is None
+    queue.hand_over(spare[0], None)
+    commits = db.stats.commits
+    handed = [await queue.claim([Q], 60), await queue.claim([Q], 60)]
+    assert [j.payload for j in handed if j] == [{"n": 0}, {"n": 2}]
+    assert db.stats.commits == commits  # taken from memory, each once
+    stored = await queue.claim([Q], 60)
+    assert stored is not None and stored.payload == {"n": 3}
+    assert await queue.claim([Q], 60) is None
+
+
+async def test_a_claim_run_again_after_its_batch_failed_still_reclaims_expired_leases(
+    db: Database, clock: FakeClock
+) -> None:
+    queue = Queue(db, clock=clock)
+    job = await queue.enqueue(Q, "ping", {})
+    assert await queue.claim([Q], 60) is not None  # its worker is killed
+    clock.advance(120)
+    claimed: list[Job | None] = []
+
+    async def claim() -> None:
+        claimed.append(await queue.claim([Q], 60))
+
+    async def fail() -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            raise EffectFailed("rolls its batch back")
+
+        with pytest.raises(EffectFailed):
+            await db.write(op)
+
+    await in_one_batch(db, claim, fail)
+    assert [(j.id, j.attempts) for j in claimed if j] == [(job.id, 2)]
 
 
 # ── migrations and backups ────────────────────────────────────────────────────────────────

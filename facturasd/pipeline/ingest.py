@@ -26,11 +26,11 @@ from facturasd.hashing import hash_file
 from facturasd.inbox.archive import Folder, Folders, dated_name, move, same_file, taken
 from facturasd.logs import invoice_id_var
 from facturasd.pipeline import motivo
-from facturasd.pipeline.lifecycle import Lifecycle
+from facturasd.pipeline.lifecycle import PROCESS, Lifecycle
 from facturasd.store import ledger
 from facturasd.store.db import Database
 from facturasd.store.ledger import Invoice
-from facturasd.store.queue import Job
+from facturasd.store.queue import Job, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +152,23 @@ class Ingest:
                 motivo.local_time(invoice.received_at, self.zone),
                 [finding("DOC-DUPLICATE-FILE", "file", earlier=described)],
             )
-        jobs = await self.db.write(lambda conn: self._mark_archived(conn, invoice))
-        for job in jobs:
-            self.lifecycle.queue.hand_over(job)
+        # A received file's parse-and-check is added claimed for this process's workers, if
+        # there is room: one write less than a claim of their own.
+        queue = self.lifecycle.queue
+        claim = None
+        if invoice.state is InvoiceState.RECEIVED:
+            claim = queue.reserve(PROCESS.queue, self.lease)
+        jobs: list[Job] = []
+        try:
+            jobs = await self.db.write(partial(self._mark_archived, invoice=invoice, claim=claim))
+        finally:
+            token = claim.token if claim else None
+            queue.hand_over(claim, next((j for j in jobs if j.lease_token == token), None))
 
-    def _mark_archived(self, conn: sqlite3.Connection, invoice: Invoice) -> list[Job]:
-        """Archived; a received file's parse-and-check queued, claimed for this process's
-        workers (one write less than a claim of their own)."""
+    def _mark_archived(
+        self, conn: sqlite3.Connection, *, invoice: Invoice, claim: Reservation | None
+    ) -> list[Job]:
+        """Archived, and the jobs of the stages its state starts queued."""
         ledger.update(
             conn,
             invoice.id,
@@ -166,7 +176,7 @@ class Ingest:
             archived=1,
             reason=f"moved to {invoice.path}",
         )
-        return self.lifecycle.start(conn, invoice.id, invoice.state, claim=self.lease)
+        return self.lifecycle.start(conn, invoice.id, invoice.state, claim=claim)
 
     async def reconcile(self) -> int:
         """At start-up: finish every ingest a crash interrupted. Returns how many. One that

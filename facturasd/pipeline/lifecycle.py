@@ -10,6 +10,7 @@ The next capabilities (authorities, booking) add their stages and states here.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ from facturasd.clock import Clock, utcnow
 from facturasd.constants import InvoiceState, QueueName
 from facturasd.errors import IllegalTransition
 from facturasd.store import ledger
-from facturasd.store.queue import Job, Queue
+from facturasd.store.db import after_commit
+from facturasd.store.queue import Job, Queue, Reservation
+
+log = logging.getLogger(__name__)
 
 S = InvoiceState
 # Every change of state allowed, from → to. A row is created `received` (a file taken) or
@@ -94,6 +98,17 @@ class Lifecycle:
         )
         if changed and to is not invoice.state:
             self.start(conn, invoice.id, to)
+            after_commit(
+                lambda: log.info(
+                    "invoice #%d %s → %s (%s): %s",
+                    invoice.id,
+                    invoice.state,
+                    to,
+                    actor,
+                    reason,
+                    extra={"invoice_id": invoice.id},
+                )
+            )
         return changed
 
     def start(
@@ -102,10 +117,11 @@ class Lifecycle:
         invoice_id: int,
         state: InvoiceState,
         *,
-        claim: float | None = None,
+        claim: Reservation | None = None,
     ) -> list[Job]:
         """Queue the jobs of the stages `state` starts (the ingest calls this itself once a
-        received file is archived: its parse-and-check cannot start before)."""
+        received file is archived: its parse-and-check cannot start before). The stage on
+        `claim`'s queue is added claimed with it, to be handed over once committed."""
         return [
             self.queue.add(
                 conn,
@@ -113,7 +129,7 @@ class Lifecycle:
                 kind=stage.kind,
                 payload={"invoice": invoice_id},
                 dedupe_key=f"{stage.kind}:{invoice_id}",
-                claim=claim,
+                claim=claim if claim is not None and claim.queue == stage.queue else None,
             )
             for stage in self.stages
             if stage.starts_at is state

@@ -7,6 +7,9 @@ operation does not undo the others. A whole batch runs in one trip to the writer
 under load each trip through the event loop costs about 1.7 ms, so one per statement (as
 aiosqlite's own API goes) made the writer the daemon's bottleneck. Reads use a second
 connection, also one trip per read (`Database.read(op)`); WAL lets them run beside the writer.
+
+SQLite's own failures leave the store as its typed errors (`StoreBusy`, `StoreDamaged`,
+`StoreFull`, … in facturasd/errors.py); an operation's own errors reach its caller unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,17 +28,68 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 import anyio
 
-from facturasd.errors import SchemaTooNew, StoreError
+from facturasd.errors import (
+    SchemaTooNew,
+    StoreBusy,
+    StoreDamaged,
+    StoreDiskError,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 from facturasd.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # An operation: plain code on the connection, run on the connection's thread. It cannot wait
-# on anything but SQLite, so it never holds up the writers behind it.
+# on anything but SQLite, so it never holds up the writers behind it. It changes nothing but
+# the database: a write runs again if its batch failed (`Database._commit`), so whatever it
+# changed in memory would change twice, and for a transaction that did not commit.
 Op = Callable[[sqlite3.Connection], T]
 
 BUSY_TIMEOUT_MS = 5000
+
+# SQLite's primary result codes that say the store, not the operation, failed.
+_UNAVAILABLE: dict[int, type[StoreUnavailable]] = {
+    sqlite3.SQLITE_BUSY: StoreBusy,
+    sqlite3.SQLITE_LOCKED: StoreBusy,
+    sqlite3.SQLITE_CORRUPT: StoreDamaged,
+    sqlite3.SQLITE_NOTADB: StoreDamaged,
+    sqlite3.SQLITE_IOERR: StoreDiskError,
+    sqlite3.SQLITE_FULL: StoreFull,
+    sqlite3.SQLITE_CANTOPEN: StoreUnavailable,
+    sqlite3.SQLITE_READONLY: StoreUnavailable,
+    sqlite3.SQLITE_PERM: StoreUnavailable,
+}
+
+
+def _kind(exc: sqlite3.Error) -> type[StoreUnavailable] | None:
+    """The store's error for `exc` if it is SQLite's own failure; None for the operation's (a
+    constraint it broke, a mistake in its SQL)."""
+    # Errors the sqlite3 module raises itself (a closed connection) carry no code.
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else _UNAVAILABLE.get(code & 0xFF)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """`exc`, raised by an operation or around it, as the store's error if SQLite itself
+    failed; None for any other, which reaches the caller unchanged."""
+    if isinstance(exc, sqlite3.Error) and (kind := _kind(exc)):
+        error = kind(_described(exc))
+        error.__cause__ = exc
+        return error
+    return None
+
+
+def _described(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
+
+
+def _store_error(exc: sqlite3.Error, doing: str) -> StoreError:
+    """`exc` as the store's error, typed if SQLite itself failed."""
+    return (_kind(exc) or StoreError)(f"{doing}: {_described(exc)}")
 
 
 async def _pragma(conn: aiosqlite.Connection, statement: str) -> object:
@@ -48,7 +103,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     try:
         conn = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+        raise _store_error(exc, f"{path}: cannot open the database") from exc
     try:
         conn.row_factory = aiosqlite.Row
         await _pragma(conn, f"busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -63,7 +118,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
         # An unclosed connection's thread would keep the process alive after the error.
         await conn.close()
         if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"{path}: cannot use the database: {exc}") from exc
+            raise _store_error(exc, f"{path}: cannot use the database") from exc
         raise
     return conn
 
@@ -109,7 +164,7 @@ async def migrate(
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 await conn.rollback()
-            raise StoreError(f"{path}: migration to v{version} failed: {exc}") from exc
+            raise _store_error(exc, f"{path}: migration to v{version} failed") from exc
         log.info("database migrated to schema v%d", version)
     return found
 
@@ -141,6 +196,23 @@ class _Pending(Generic[T]):
     done: anyio.Event = field(default_factory=anyio.Event)
     result: T | None = None
     error: BaseException | None = None
+    # What the operation asked to run once its transaction committed (`after_commit`).
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
+# The operation running on this thread (a writer's), for `after_commit`.
+_running = threading.local()
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """From inside an operation given to `Database.write`: run `callback` on the event loop
+    once the operation's transaction committed, and never if it rolled back (an operation of
+    a failed batch runs again: its callbacks are those of the run that committed). For the
+    side effects of a write: a log line, a notification."""
+    entry: _Pending[Any] | None = getattr(_running, "entry", None)
+    if entry is None:
+        raise RuntimeError("after_commit is called from an operation given to Database.write")
+    entry.after.append(callback)
 
 
 @dataclass
@@ -187,7 +259,7 @@ class Database:
         except BaseException as exc:
             await writer.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{path}: cannot use the database: {exc}") from exc
+                raise _store_error(exc, f"{path}: cannot use the database") from exc
             raise
         return cls(path, writer, reader)
 
@@ -221,12 +293,19 @@ class Database:
             raise
         await entry.done.wait()
         if entry.error is not None:
-            raise entry.error
+            raise _unavailable(entry.error) or entry.error
+        for callback in entry.after:
+            callback()
         return entry.result  # type: ignore[return-value]
 
     async def read(self, op: Op[T]) -> T:
         """Runs `op` on the reader connection, in one trip to its thread."""
-        return await _on_thread(self._reader, op)
+        try:
+            return await _on_thread(self._reader, op)
+        except sqlite3.Error as exc:
+            if (error := _unavailable(exc)) is None:
+                raise
+            raise error from exc
 
     def _commit(self, conn: sqlite3.Connection, *, batch: list[_Pending[Any]]) -> None:
         """The batch in one transaction, on the writer's thread. Should one operation raise,
@@ -247,14 +326,18 @@ class Database:
         and returns None: running them one by one would only meet it again."""
         for entry in entries:
             entry.result, entry.error = None, None
+            entry.after.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for entry in entries:
+                _running.entry = entry
                 try:
                     entry.result = entry.op(conn)
                 except BaseException as exc:
                     entry.error = exc
                     raise
+                finally:
+                    _running.entry = None
             conn.execute("COMMIT")
             self.stats.commits += 1
             self.stats.operations += len(entries)
@@ -264,6 +347,7 @@ class Database:
             # Nothing of the transaction was committed, whatever happens next.
             for entry in entries:
                 entry.result, entry.error = None, entry.error or exc
+                entry.after.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if not isinstance(exc, Exception):
@@ -308,6 +392,13 @@ async def backup_file(source: Path, dest: Path) -> BackupResult:
         dest = dest / f"{source.stem}-{stamp}.db"
     if await anyio.Path(dest).exists():
         raise StoreError(f"{dest}: already exists; choose another name or a folder")
+    try:
+        return await _copy_and_check(source, dest)
+    except sqlite3.Error as exc:
+        raise _store_error(exc, f"{source}: cannot back up to {dest}") from exc
+
+
+async def _copy_and_check(source: Path, dest: Path) -> BackupResult:
     async with aiosqlite.connect(source) as conn:
         await _pragma(conn, f"busy_timeout = {BUSY_TIMEOUT_MS}")
         await backup_connection(conn, dest)

@@ -14,6 +14,11 @@ A stage that queues the next one for this very process (the ingest, for parse-an
 add it already claimed and hand it over in memory: the next `claim()` takes it without a
 write of its own. At most `handoff` jobs wait so, a few seconds' work, well inside a lease; a
 process that dies with some is a process whose running jobs the next start hands back.
+
+Every operation given to the database changes nothing but the database (a failed batch runs
+its operations again): what the queue keeps in memory changes on the event loop, before the
+write (a place reserved for a job handed over; the reclaim of expired leases marked as done)
+and after it (the job handed over; the place or the mark given back if it did not commit).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,6 +89,17 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """A place among the jobs handed over, reserved before the write that adds one claimed
+    (`add(conn, …, claim=reservation)`) and given back by `hand_over` after it: its lease
+    token, the end of its lease and the queue it is for."""
+
+    token: str
+    until: float
+    queue: str
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """One queue's figures for /health and metrics."""
 
@@ -129,10 +144,8 @@ class Queue:
         self.handoff = handoff
         # Jobs added claimed, committed, waiting for a worker: (job, lease until).
         self._handed: deque[tuple[Job, float]] = deque()
-        # Lease token → lease end, of the jobs added claimed here and not yet handed over
-        # (written on the database's thread, read on the event loop's).
-        self._ours: dict[str, float] = {}
-        self._ours_lock = threading.Lock()
+        # Lease tokens of the reservations whose write has not returned yet.
+        self._reserved: set[str] = set()
         self._claims = 0
         self._clock = clock
         self._settings = {str(name): s for name, s in (settings or {}).items()}
@@ -182,25 +195,20 @@ class Queue:
         dedupe_key: str | None = None,
         run_at: datetime | None = None,
         priority: int = 0,
-        claim: float | None = None,
+        claim: Reservation | None = None,
     ) -> Job:
         """`enqueue` inside a transaction already open on `conn`: a handler's effect uses it
-        to queue the next stage in the same commit that completes the current one. With
-        `claim` (a lease, in seconds) the job is added claimed by this process, to `hand_over`
-        once committed, if it can run now and there is room (else it is added as usual)."""
+        to queue the next stage in the same commit that completes the current one. With a
+        `claim` (see `reserve`) the job is added claimed by this process, to `hand_over` once
+        committed, if it can run now (else it is added as usual)."""
         now = self._now()
         settings = self._settings.get(queue)
         max_attempts = settings.max_attempts if settings else DEFAULT_MAX_ATTEMPTS
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
         when = run_at.timestamp() if run_at else now
         claimed: tuple[str, int, str | None, float | None] = ("queued", 0, None, None)
-        # Room: jobs waiting in memory, and those added claimed whose commit is on its way.
-        if claim is not None and when <= now and queue not in self._windows:
-            with self._ours_lock:
-                if len(self._handed) + len(self._ours) < self.handoff:
-                    token = secrets.token_hex(8)
-                    self._ours[token] = now + claim
-                    claimed = ("running", 1, token, now + claim)
+        if claim is not None and when <= now:
+            claimed = ("running", 1, claim.token, claim.until)
         row = _one(
             conn,
             f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
@@ -229,24 +237,32 @@ class Queue:
 
     # ── consuming ─────────────────────────────────────────────────────────────────────────
 
-    def hand_over(self, job: Job) -> None:
-        """A job `add`ed claimed, its transaction committed: the next `claim()` takes it.
-        (Any other job is left to be claimed as usual.)"""
-        with self._ours_lock:
-            until = self._ours.pop(job.lease_token or "", None)
-        if until is not None:
-            self._handed.append((job, until))
+    def reserve(self, queue: str, lease: float) -> Reservation | None:
+        """A place for one job of `queue` to be added claimed and handed over, if there is
+        room: jobs waiting in memory and places reserved are fewer than `handoff`. None for a
+        queue with a rate limit (its claims are counted one by one). Whatever the write that
+        uses it does, give it back with `hand_over`."""
+        if queue in self._windows or len(self._handed) + len(self._reserved) >= self.handoff:
+            return None
+        reservation = Reservation(secrets.token_hex(8), self._now() + lease, queue)
+        self._reserved.add(reservation.token)
+        return reservation
+
+    def hand_over(self, reservation: Reservation | None, job: Job | None) -> None:
+        """After the write that used `reservation`: the place is given back and, if that
+        write committed `job` claimed with it, the next `claim()` takes the job. Pass None for
+        `job` if the write failed (its transaction rolled back: nothing to hand over)."""
+        if reservation is None:
+            return
+        self._reserved.discard(reservation.token)
+        if job is not None and job.lease_token == reservation.token:
+            self._handed.append((job, reservation.until))
             self.wake()
 
     async def claim(self, queues: Sequence[str], lease: float) -> Job | None:
         """The next ready job of `queues` (highest priority, then oldest), leased to the caller;
         or one handed over. Those go first, but every few claims the database's next job
         does, so its jobs (other queues, retries, a burst's overflow) never wait behind them."""
-        now = self._now()
-        # Tokens of adds whose transaction rolled back are never handed over: let them go.
-        with self._ours_lock:
-            for token in [t for t, until in self._ours.items() if until <= now]:
-                del self._ours[token]
         self._claims += 1
         if self._claims % DATABASE_FIRST_EVERY and (job := await self._handed_job(queues, lease)):
             return job
@@ -271,11 +287,15 @@ class Queue:
         if not open_queues:
             return None
 
+        # Expired leases are looked for at most once a second, not on every claim: marked as
+        # looked for now, before the write, so the claims in the same batch do not look too.
+        reclaim, reclaimed_at = now - self._reclaimed_at >= RECLAIM_EVERY, self._reclaimed_at
+        if reclaim:
+            self._reclaimed_at = now
+
         def take(conn: sqlite3.Connection) -> Job | None:
-            # Expired leases are looked for at most once a second, not on every claim.
-            if now - self._reclaimed_at >= RECLAIM_EVERY:
+            if reclaim:
                 self._reclaim_expired(conn, now)
-                self._reclaimed_at = now
             marks = ", ".join("?" * len(open_queues))
             row = _one(
                 conn,
@@ -290,7 +310,12 @@ class Queue:
             )
             return Job.from_row(row) if row else None
 
-        job = await self.db.write(take)
+        try:
+            job = await self.db.write(take)
+        except BaseException:
+            if reclaim:  # rolled back with the claim: the next claim looks again
+                self._reclaimed_at = reclaimed_at
+            raise
         # The windows are the event loop's: counted here, not on the database's thread.
         if job is not None and (window := self._windows.get(job.queue)):
             window.take(now)
