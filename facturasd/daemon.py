@@ -212,7 +212,9 @@ class Daemon:
         pipeline = Pipeline(config, db, queue, zone=zone)
         if resumed := await pipeline.reconcile():
             log.warning("%d file(s) whose ingest a crash interrupted: finished", resumed)
-        watcher = Watcher(config.paths.inbox, config.inbox, pipeline.ingest)
+        watcher = Watcher(
+            config.paths.inbox, config.inbox, pipeline.ingest, takers=config.workers.concurrency
+        )
         pool = WorkerPool(
             queue,
             {**pipeline.handlers, **self.handlers},

@@ -53,6 +53,18 @@ class InboxView(Protocol):
     def blocked(self) -> Mapping[Path, str]:
         """Files that do not open for reading (path → why): they stay in the inbox."""
 
+    @property
+    def rescans(self) -> int:
+        """Full scans of the inbox done."""
+
+    @property
+    def waiting(self) -> int:
+        """Files seen and waiting to hold still."""
+
+    @property
+    def taking(self) -> int:
+        """Files handed on and not yet taken."""
+
 
 @dataclass(frozen=True)
 class ComponentView:
@@ -214,6 +226,17 @@ class HealthChecker:
             "observedValue": len(blocked),
             "observedUnit": "files",
             "time": now,
+            # What the watcher is doing: a file dropped before a rescan counted here is, by
+            # then, waiting, being taken or in the ledger.
+            **(
+                {
+                    "rescans": self.inbox.rescans,
+                    "waiting": self.inbox.waiting,
+                    "taking": self.inbox.taking,
+                }
+                if self.inbox is not None
+                else {}
+            ),
             **(
                 {"output": "; ".join(f"{p.name}: {why}" for p, why in sorted(blocked.items()))}
                 if blocked
