@@ -18,6 +18,9 @@ from pathlib import Path
 
 import anyio
 from watchfiles import Change, awatch
+
+# Private to watchfiles, and what its watch raises (and stops on) for a file name that is not
+# UTF-8; tests/test_watchfiles.py fails, saying what to do, if it moves or is no longer raised.
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from facturasd.config import Inbox
