@@ -68,8 +68,8 @@ class Watcher:
         self.tracker = StabilityTracker(settings.stable_seconds)
         # Handed on and not finished: never handed on twice.
         self.queued: set[Path] = set()
-        # Full scans of the inbox done: what a scan would have found is, once this counts
-        # past it, waiting, being taken or taken (/health shows it; tests wait on it).
+        # Full scans of the inbox done: a file there when a scan began is, once that scan is
+        # counted, waiting, being taken or taken (/health shows the count; tests wait on it).
         self.rescans = 0
         # Files that do not open (permissions): path → why; shown in /health.
         self.blocked: dict[Path, str] = {}

@@ -226,8 +226,8 @@ class HealthChecker:
             "observedValue": len(blocked),
             "observedUnit": "files",
             "time": now,
-            # What the watcher is doing: a file dropped before a rescan counted here is, by
-            # then, waiting, being taken or in the ledger.
+            # What the watcher is doing: a file in the inbox when a rescan began is, once that
+            # rescan is counted here, waiting, being taken or in the ledger.
             **(
                 {
                     "rescans": self.inbox.rescans,
