@@ -24,7 +24,7 @@ import anyio
 
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
-from facturasd.constants import LOCK_FILE
+from facturasd.constants import LOCK_FILE, WorkerGroup
 from facturasd.errors import AlreadyRunning
 from facturasd.inbox.watcher import Watcher
 from facturasd.monitoring.health import WEIGHTS, ComponentView, inbox_probe, supervisor_probe
@@ -213,7 +213,12 @@ class Daemon:
         await anyio.to_thread.run_sync(_create_folders, config)
         if resumed := await services.ingest.reconcile():
             log.warning("%d file(s) whose ingest a crash interrupted: finished", resumed)
-        watcher = Watcher(config.paths.inbox, config.inbox, services.ingest)
+        watcher = Watcher(
+            config.paths.inbox,
+            config.inbox,
+            services.ingest,
+            takers=config.workers.concurrency(WorkerGroup.LOCAL),
+        )
         pools = list(services.pools.values())
         services.health.register(
             "supervisor:components", WEIGHTS["supervisor"], supervisor_probe(self.supervisor)

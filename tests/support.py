@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: configuration files, ports, subprocess environments."""
+"""Helpers shared by the tests: configuration files, ports, subprocess environments, files
+dropped into an inbox."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 
 from facturasd.config import QueueSettings
 from facturasd.constants import QueueName
+from tests.documents import Item, co_invoice
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "facturasd.toml"
@@ -157,3 +159,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str =
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what or predicate}")
         time.sleep(0.05)
+
+
+def drop(folder: Path, name: str, data: bytes) -> Path:
+    """As a mail fetcher does: written under a temporary name, then renamed."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    partial.rename(path)
+    return path
+
+
+def cufe(n: int) -> str:
+    return f"{n:096x}"
+
+
+def invoice(n: int, *, prepaid: str | None = None, override: dict[str, str] | None = None) -> bytes:
+    """A correct generated invoice whose CUFE is `n`; `override` injects a defect."""
+    items = [Item(f"Producto {n}", "2", f"{1000 + n}.00", "19")]
+    return co_invoice(items, prepaid=prepaid, override={"uuid": cufe(n), **(override or {})})

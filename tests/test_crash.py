@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from facturasd.constants import DATABASE_FILE
 from tests.support import (
     PYTHON,
@@ -17,6 +19,8 @@ from tests.support import (
     wait_until,
     write_config,
 )
+
+pytestmark = pytest.mark.slow
 
 JOBS = 500
 

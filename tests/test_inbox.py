@@ -15,20 +15,23 @@ import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
 from facturasd.inbox.archive import dated_name, move
 from facturasd.inbox.stability import StabilityTracker
 from facturasd.inbox.watcher import wanted
-from tests.documents import Item, co_invoice
 from tests.pdfs import text_pdf, with_attachments
 from tests.support import (
     PYTHON,
     REPO,
     DaemonProcess,
+    cufe,
     daemon_env,
+    drop,
     get_health,
+    invoice,
     query,
     wait_healthy,
     wait_until,
@@ -168,6 +171,23 @@ class Office:
         wait_until(done, timeout, f"{count} invoices settled")
         return self.rows("SELECT id, state, original_name FROM invoices ORDER BY id")
 
+    def scanned(self) -> None:
+        """Waits until the watcher scanned the whole inbox after this call and has nothing
+        waiting or being taken: what it could find there by now is in the ledger."""
+        before = self.watcher()["rescans"]
+
+        def idle() -> bool:
+            now = self.watcher()
+            # Two: the scan under way at the call may have passed the file's folder already.
+            return now["rescans"] >= before + 2 and now["waiting"] == now["taking"] == 0
+
+        wait_until(idle, 30, "two rescans, nothing waiting or being taken")
+
+    def watcher(self) -> dict[str, Any]:
+        """The watcher's counts, as /health shows them."""
+        check: dict[str, Any] = get_health(self.port).json()["checks"]["inbox:unreadable"][0]
+        return check
+
     def files(self, folder: str) -> list[Path]:
         return sorted(
             p for p in (self.data / folder).rglob("*") if p.is_file() and not p.name.startswith(".")
@@ -191,26 +211,7 @@ def office(tmp_path: Path) -> Iterator[Office]:
     found.kill()
 
 
-def drop(folder: Path, name: str, data: bytes) -> Path:
-    """As a mail fetcher does: written under a temporary name, then renamed."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    partial.rename(path)
-    return path
-
-
-def cufe(n: int) -> str:
-    return f"{n:096x}"
-
-
-def invoice(n: int, *, prepaid: str | None = None, override: dict[str, str] | None = None) -> bytes:
-    """A correct generated invoice whose CUFE is `n`; `override` injects a defect."""
-    items = [Item(f"Producto {n}", "2", f"{1000 + n}.00", "19")]
-    return co_invoice(items, prepaid=prepaid, override={"uuid": cufe(n), **(override or {})})
-
-
+@pytest.mark.slow
 def test_a_file_written_slowly_is_taken_once_and_whole(office: Office) -> None:
     data = FV7.read_bytes()
     target = office.inbox / "lento.xml"
@@ -226,6 +227,7 @@ def test_a_file_written_slowly_is_taken_once_and_whole(office: Office) -> None:
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_names_people_use_and_same_names_in_two_folders(office: Office) -> None:
     names = [
         "Factura Nº 7 de Ñandú & Cía.xml",
@@ -252,6 +254,7 @@ def test_names_people_use_and_same_names_in_two_folders(office: Office) -> None:
     assert office.daemon is not None and "crashed" not in office.daemon.stderr()
 
 
+@pytest.mark.slow
 def test_duplicates_rejections_and_a_pdf_linked_to_its_xml(office: Office) -> None:
     first = invoice(1)
     drop(office.inbox, "original.xml", first)
@@ -316,6 +319,7 @@ def test_duplicates_rejections_and_a_pdf_linked_to_its_xml(office: Office) -> No
     )
 
 
+@pytest.mark.slow
 def test_files_dropped_while_down_and_files_no_event_reports(tmp_path: Path) -> None:
     office = Office(tmp_path, "watch = false\n")
     office.inbox.mkdir(parents=True)
@@ -331,6 +335,7 @@ def test_files_dropped_while_down_and_files_no_event_reports(tmp_path: Path) -> 
         office.kill()
 
 
+@pytest.mark.slow
 def test_symlinks_out_of_the_inbox_are_not_followed(tmp_path: Path) -> None:
     office = Office(tmp_path)
     office.inbox.mkdir(parents=True)
@@ -346,7 +351,7 @@ def test_symlinks_out_of_the_inbox_are_not_followed(tmp_path: Path) -> None:
         drop(office.inbox, "normal.xml", invoice(6))
         office.settled(1)
         (elsewhere / "nueva.xml").write_bytes(invoice(7))
-        time.sleep(2.5)  # rescans have passed
+        office.scanned()
         assert [name for _, _, name in office.settled(1)] == ["normal.xml"]
         assert outside.exists() and (elsewhere / "otra.xml").exists()
         assert (elsewhere / "nueva.xml").exists()
@@ -356,6 +361,7 @@ def test_symlinks_out_of_the_inbox_are_not_followed(tmp_path: Path) -> None:
         office.kill()
 
 
+@pytest.mark.slow
 def test_a_file_that_does_not_open_stays_and_shows_in_health(tmp_path: Path) -> None:
     # Root opens every file: the daemon runs without the capabilities that let it, as the
     # service's own user would.
@@ -394,6 +400,7 @@ def test_a_file_that_does_not_open_stays_and_shows_in_health(tmp_path: Path) -> 
         office.kill()
 
 
+@pytest.mark.slow
 def test_a_thousand_files_at_once(office: Office) -> None:
     staging = office.root / "staging"
     staging.mkdir()
@@ -409,6 +416,7 @@ def test_a_thousand_files_at_once(office: Office) -> None:
     assert not list(office.inbox.iterdir())
 
 
+@pytest.mark.slow
 def test_kill_9_while_files_leave_the_inbox(tmp_path: Path) -> None:
     office = Office(tmp_path)
     office.inbox.mkdir(parents=True)
@@ -453,6 +461,7 @@ tax_id = "901956924"
 STRANGER = {"customer.nit": "900765432", "customer.dv": "6"}
 
 
+@pytest.mark.slow
 def test_review_from_the_command_line(tmp_path: Path) -> None:
     office = Office(tmp_path, COMPANY)
     office.start()
@@ -502,6 +511,7 @@ def test_review_from_the_command_line(tmp_path: Path) -> None:
         office.kill()
 
 
+@pytest.mark.slow
 def test_the_daemon_pdf_with_embedded_xml_is_the_invoice(office: Office) -> None:
     pdf = with_attachments(text_pdf(["Factura"]), {"fe.xml": invoice(8)})
     drop(office.inbox, "con xml.pdf", pdf)
@@ -509,6 +519,7 @@ def test_the_daemon_pdf_with_embedded_xml_is_the_invoice(office: Office) -> None
     assert state == "checked"
 
 
+@pytest.mark.slow
 def test_copied_samples_end_where_a_person_expects(office: Office) -> None:
     for sample in sorted(SAMPLES.glob("*/*.xml")):
         shutil.copy(sample, office.inbox / sample.name)
@@ -518,6 +529,7 @@ def test_copied_samples_end_where_a_person_expects(office: Office) -> None:
     assert rows["satcfdi__cfdv40-min.xml"] == "rejected"  # unstamped test example
 
 
+@pytest.mark.slow
 def test_the_same_invoice_as_xml_zip_and_pdf_at_once(office: Office) -> None:
     """Taken by different workers at the same moment: one stands, the rest follow it."""
     data = invoice(11)
@@ -536,6 +548,7 @@ def test_the_same_invoice_as_xml_zip_and_pdf_at_once(office: Office) -> None:
     assert rows["c.pdf"] == "linked"
 
 
+@pytest.mark.slow
 def test_a_zip_with_a_good_and_a_bad_invoice_is_archived_with_the_reason_for_the_bad(
     office: Office,
 ) -> None:
@@ -554,6 +567,7 @@ def test_a_zip_with_a_good_and_a_bad_invoice_is_archived_with_the_reason_for_the
     assert not office.files("rejected")
 
 
+@pytest.mark.slow
 def test_reprocessing_an_original_keeps_it_the_original(office: Office) -> None:
     drop(office.inbox, "original.xml", invoice(12))
     office.settled(1)
@@ -571,6 +585,7 @@ def test_reprocessing_an_original_keeps_it_the_original(office: Office) -> None:
     assert len(office.files("archive")) == 1
 
 
+@pytest.mark.slow
 def test_worker_processes_die_with_the_daemon(tmp_path: Path) -> None:
     office = Office(tmp_path)
     office.start()

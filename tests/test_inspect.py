@@ -221,6 +221,7 @@ def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow  # builds a 1 GB inflation and runs it in a subprocess
 def test_a_zip_bomb_is_refused_promptly_and_in_little_memory(bomb: Path) -> None:
     item, status, peak_mb = measured(bomb)
     assert status == 1

@@ -29,6 +29,10 @@ class StabilityTracker:
         if seen is None or (seen.size, seen.mtime_ns) != (size, mtime_ns):
             self._files[path] = Seen(size, mtime_ns, now)
 
+    def __len__(self) -> int:
+        """How many files are waiting."""
+        return len(self._files)
+
     def seen(self, path: Path) -> Seen | None:
         return self._files.get(path)
 

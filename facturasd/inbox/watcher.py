@@ -18,6 +18,9 @@ from pathlib import Path
 
 import anyio
 from watchfiles import Change, awatch
+
+# Private to watchfiles, and what its watch raises (and stops on) for a file name that is not
+# UTF-8; tests/test_watchfiles.py fails, saying what to do, if it moves or is no longer raised.
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from facturasd.config import Inbox
@@ -52,17 +55,22 @@ class Watcher:
         settings: Inbox,
         take: Callable[[Path], Awaitable[None]],
         *,
-        concurrency: int = 8,
+        takers: int,
         monotonic: Callable[[], float] = time.monotonic,
     ):
+        """`takers`: how many files are taken at once (the daemon passes the concurrency of
+        the workers that parse what is taken: more would only queue there)."""
         self.inbox = inbox
         self.settings = settings
         self._take = take
-        self._concurrency = concurrency
+        self._takers = takers
         self._monotonic = monotonic
         self.tracker = StabilityTracker(settings.stable_seconds)
         # Handed on and not finished: never handed on twice.
         self.queued: set[Path] = set()
+        # Full scans of the inbox done: a file there when a scan began is, once that scan is
+        # counted, waiting, being taken or taken (/health shows the count; tests wait on it).
+        self.rescans = 0
         # Files that do not open (permissions): path → why; shown in /health.
         self.blocked: dict[Path, str] = {}
         self._outside: set[Path] = set()
@@ -70,12 +78,22 @@ class Watcher:
         self._wake = anyio.Event()
         self._scan_now = anyio.Event()
 
+    @property
+    def waiting(self) -> int:
+        """Files seen and waiting to hold still."""
+        return len(self.tracker)
+
+    @property
+    def taking(self) -> int:
+        """Files handed on and not yet taken."""
+        return len(self.queued)
+
     async def run(self) -> None:
         await anyio.Path(self.inbox).mkdir(parents=True, exist_ok=True)
         self._real_inbox = Path(await anyio.to_thread.run_sync(os.path.realpath, self.inbox))
         async with anyio.create_task_group() as tg:
-            send, receive = anyio.create_memory_object_stream[Path](self._concurrency)
-            for _ in range(self._concurrency):
+            send, receive = anyio.create_memory_object_stream[Path](self._takers)
+            for _ in range(self._takers):
                 tg.start_soon(self._taker, receive.clone())
             receive.close()
             if self.settings.watch:
@@ -136,6 +154,7 @@ class Watcher:
                 **{p: why for p, why in self.blocked.items() if p in present},
                 **unreadable,
             }
+            self.rescans += 1
             self._wake.set()
             with anyio.move_on_after(self.settings.rescan_interval):
                 await self._scan_now.wait()
@@ -205,7 +224,7 @@ class Watcher:
             ready = self.tracker.ready(self._monotonic())
             # As many at a time as there are takers: each is looked at again shortly before
             # it is handed on.
-            batch = ready[: self._concurrency]
+            batch = ready[: self._takers]
             for path in await self._unchanged_and_readable(batch):
                 if path in self.queued:  # handed on while it was being looked at
                     continue

@@ -65,6 +65,18 @@ class InboxView(Protocol):
     def blocked(self) -> Mapping[Path, str]:
         """Files that do not open for reading (path → why): they stay in the inbox."""
 
+    @property
+    def rescans(self) -> int:
+        """Full scans of the inbox done."""
+
+    @property
+    def waiting(self) -> int:
+        """Files seen and waiting to hold still."""
+
+    @property
+    def taking(self) -> int:
+        """Files handed on and not yet taken."""
+
 
 @dataclass(frozen=True)
 class ComponentView:
@@ -257,6 +269,11 @@ def inbox_probe(inbox: InboxView) -> ProbeFn:
             "status": "warn" if blocked else "pass",
             "observedValue": len(blocked),
             "observedUnit": "files",
+            # What the watcher is doing: a file in the inbox when a rescan began is, once that
+            # rescan is counted here, waiting, being taken or in the ledger.
+            "rescans": inbox.rescans,
+            "waiting": inbox.waiting,
+            "taking": inbox.taking,
             "time": now,
         }
         if blocked:
