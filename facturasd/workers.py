@@ -63,7 +63,8 @@ class WorkerPool:
     def stop(self) -> None:
         """Stop claiming; jobs in flight run to their end."""
         self._stopping = True
-        self.queue.wake()
+        for queue in self.queues:
+            self.queue.wake(queue)
 
     async def drained(self) -> None:
         """Returns once every worker has stopped (after `stop()`)."""
@@ -103,7 +104,7 @@ class WorkerPool:
         job = await self.queue.claim(self.queues, self.lease)
         if job is None:
             due = await self.queue.next_ready_in(self.queues)
-            await self.queue.wait_for_work(min(POLL_INTERVAL, due or POLL_INTERVAL))
+            await self.queue.wait_for_work(self.queues, min(POLL_INTERVAL, due or POLL_INTERVAL))
             return
         self.busy += 1
         try:

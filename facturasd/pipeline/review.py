@@ -95,4 +95,3 @@ class Review:
 
         if not await self.db.write(record):
             raise ReviewRefused(f"invoice #{invoice.id} changed meanwhile; look again")
-        self.lifecycle.queue.wake()

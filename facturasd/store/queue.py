@@ -39,7 +39,7 @@ from facturasd.clock import Clock, utcnow
 from facturasd.config import QueueSettings, RateLimit
 from facturasd.constants import JobState, QueueName
 from facturasd.errors import LeaseLost, StoreError
-from facturasd.store.db import Database
+from facturasd.store.db import Database, after_commit
 
 # What a handler's success writes, in the commit that completes its job.
 Effect = Callable[[sqlite3.Connection], None]
@@ -152,7 +152,8 @@ class Queue:
         self._windows = {
             name: _Window(s.rate_limit) for name, s in self._settings.items() if s.rate_limit
         }
-        self._work = anyio.Event()
+        # Per set of queues a pool claims from: the event its idle workers wait on.
+        self._work: dict[tuple[str, ...], anyio.Event] = {}
         self._reclaimed_at = float("-inf")
 
     def _now(self) -> float:
@@ -182,7 +183,6 @@ class Queue:
                 priority=priority,
             )
         )
-        self.wake()
         return job
 
     def add(
@@ -209,6 +209,8 @@ class Queue:
         claimed: tuple[str, int, str | None, float | None] = ("queued", 0, None, None)
         if claim is not None and when <= now:
             claimed = ("running", 1, claim.token, claim.until)
+        # Once committed, the workers of this queue look at once (a claimed one is handed).
+        after_commit(partial(self.wake, queue))
         row = _one(
             conn,
             f"""INSERT INTO jobs (queue, kind, payload, dedupe_key, priority, max_attempts,
@@ -257,7 +259,7 @@ class Queue:
         self._reserved.discard(reservation.token)
         if job is not None and job.lease_token == reservation.token:
             self._handed.append((job, reservation.until))
-            self.wake()
+            self.wake(job.queue)
 
     async def claim(self, queues: Sequence[str], lease: float) -> Job | None:
         """The next ready job of `queues` (highest priority, then oldest), leased to the caller;
@@ -352,15 +354,18 @@ class Queue:
 
         return await self.db.write(recover)
 
-    def wake(self) -> None:
-        """Wakes every worker waiting in `wait_for_work`."""
-        self._work.set()
-        self._work = anyio.Event()
+    def wake(self, queue: str | None = None) -> None:
+        """Wakes the workers waiting in `wait_for_work` for `queue` (None: all of them). A
+        pool of other queues sleeps on: each of its workers would claim in vain, a write."""
+        for queues in [q for q in self._work if queue is None or queue in q]:
+            self._work.pop(queues).set()
 
-    async def wait_for_work(self, at_most: float) -> None:
-        """Returns when a job is enqueued in this process, or after `at_most` seconds."""
+    async def wait_for_work(self, queues: Sequence[str], at_most: float) -> None:
+        """Returns when a job of `queues` is added in this process, or after `at_most`
+        seconds."""
+        event = self._work.setdefault(tuple(queues), anyio.Event())
         with anyio.move_on_after(at_most):
-            await self._work.wait()
+            await event.wait()
 
     async def next_ready_in(self, queues: Sequence[str]) -> float | None:
         """Seconds until a job of `queues` can be claimed (0 if now); None if none waits."""
@@ -413,7 +418,6 @@ class Queue:
                 effect(conn)
 
         await self.db.write(finish)
-        self.wake()  # the effect may have queued the next stage
 
     async def fail(
         self, job: Job, error: str, retry_at: datetime | None = None, *, permanent: bool = False
@@ -480,7 +484,7 @@ class Queue:
             return Job.from_row(row)
 
         job = await self.db.write(revive)
-        self.wake()
+        self.wake(job.queue)
         return job
 
     @staticmethod
