@@ -56,9 +56,9 @@ async def build(
     handlers: Mapping[str, Handler] | None = None,
     upgrade: bool = True,
 ) -> AsyncIterator[Services]:
-    """The services of `config`. `stages` and `handlers` add to the built-in ones (a test's
-    stage, say); every stage must have a handler. Only the daemon (upgrade=True) creates or
-    migrates the database."""
+    """The services of `config`: `stages` are the registered stages (the built-in ones unless
+    told), `handlers` add to the built-in handlers (a test's stage, say); every stage must have
+    a handler. Only the daemon (upgrade=True) creates or migrates the database."""
     state_dir = config.paths.state_dir
     zone = await anyio.to_thread.run_sync(ZoneInfo, config.daemon.timezone)
     db = await Database.open(
@@ -77,14 +77,10 @@ async def build(
             folders,
             companies=config.companies,
             zone=zone,
-            lease=config.workers.lease,
+            lease=workers.lease,
             clock=clock,
         )
-        settings = Settings(
-            config.formats.limits(),
-            config.checks,
-            tuple(config.companies),
-        )
+        settings = Settings(config.formats.limits(), config.checks, tuple(config.companies))
         processes = anyio.CapacityLimiter(workers.processes or os.cpu_count() or 1)
         process = Process(
             db, lifecycle, folders, settings, zone=zone, processes=processes, clock=clock
@@ -99,7 +95,7 @@ async def build(
                 name=group.value,
                 queues=list(queues),
                 concurrency=workers.concurrency(group),
-                lease=config.workers.lease,
+                lease=workers.lease,
                 clock=clock,
             )
             for group, queues in GROUP_QUEUES.items()
