@@ -34,6 +34,10 @@ from facturasd.store.queue import Job, Reservation
 
 log = logging.getLogger(__name__)
 
+# A file whose bytes another file of the inbox is being taken with waits for that take to end
+# (archived: this one is its duplicate; gone from the inbox: it is not), this long at most.
+IN_FLIGHT_WAIT = 10.0
+
 
 class Ingest:
     def __init__(
@@ -57,6 +61,7 @@ class Ingest:
         # Dated names chosen and not yet moved into (taken from threads).
         self._naming = threading.Lock()
         self._reserved: set[PurePosixPath] = set()
+        self._took = anyio.Event()  # set, and replaced, each time a take ends
 
     async def __call__(self, path: Path) -> None:
         """Take one stable file of the inbox: ledger row, then the move, then archived."""
@@ -69,16 +74,23 @@ class Ingest:
         original_name = _text(path.name)
         name = await anyio.to_thread.run_sync(self._reserve_name, now, sha256, original_name)
         try:
-            invoice = await self.db.write(
-                partial(
-                    self._receive,
-                    original_name=original_name,
-                    inbox_path=inbox_path,
-                    sha256=sha256,
-                    now=now,
-                    name=name,
-                )
+            receive = partial(
+                self._receive,
+                original_name=original_name,
+                inbox_path=inbox_path,
+                sha256=sha256,
+                now=now,
+                name=name,
             )
+            invoice = None
+            with anyio.move_on_after(IN_FLIGHT_WAIT):
+                while invoice is None:
+                    took = self._took
+                    if (invoice := await self.db.write(partial(receive, wait=True))) is None:
+                        await took.wait()
+            if invoice is None:  # (a take that could not end: its move failed)
+                invoice = await self.db.write(partial(receive, wait=False))
+            assert invoice is not None
             token = invoice_id_var.set(invoice.id)
             try:
                 log.info("%s: %s as %s", invoice.state, inbox_path, invoice.path)
@@ -94,6 +106,8 @@ class Ingest:
         finally:
             with self._naming:
                 self._reserved.discard(name)
+            self._took.set()
+            self._took = anyio.Event()
 
     def _receive(
         self,
@@ -104,10 +118,16 @@ class Ingest:
         sha256: str,
         now: datetime,
         name: PurePosixPath,
-    ) -> Invoice:
+        wait: bool,
+    ) -> Invoice | None:
+        """The file's ledger row; None (with `wait`) while a file of the same bytes elsewhere
+        in the inbox is being taken: moved there by someone while it was taken, that one is
+        closed as gone, and this is no duplicate of it."""
         earlier, pending = ledger.with_bytes(conn, sha256, inbox_path)
         if earlier is not None and pending:
             return earlier  # recorded before a crash, never moved: finish it
+        if earlier is not None and not earlier.archived and wait:
+            return None
         invoice = ledger.insert(
             conn,
             sha256=sha256,
