@@ -29,7 +29,7 @@ from facturasd.config import (
     inert_warnings,
     load_config,
 )
-from facturasd.constants import DATABASE_FILE, InvoiceState, JobState
+from facturasd.constants import DATABASE_FILE, InvoiceState, JobState, QueueName
 from facturasd.errors import AlreadyRunning, ConfigError, ReviewRefused, StoreError
 from facturasd.findings import LANGUAGES, Finding, Language, shown
 
@@ -71,8 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only this state")
     jobs.add_argument("--limit", type=int, default=50)
     jobs.add_argument("--json", action="store_true", help="print JSON")
-    jobs.add_argument(
+    jobs.add_argument("--queue", choices=[q.value for q in QueueName], help="only this queue")
+    retry = jobs.add_mutually_exclusive_group()
+    retry.add_argument(
         "--retry", type=int, metavar="ID", nargs="+", help="run these dead jobs again"
+    )
+    retry.add_argument(
+        "--retry-dead",
+        action="store_true",
+        help="run every dead job (of --queue) again, once what made them fail is fixed",
     )
     reprocess = command("reprocess", "parse and check invoices again (e.g. after a rules change)")
     reprocess.add_argument("ids", type=int, nargs="+", metavar="ID")
@@ -225,9 +232,11 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
             queue = Queue(db, config.queues)
             if args.retry:
                 found = [await queue.requeue(job_id) for job_id in args.retry]
+            elif args.retry_dead:
+                found = await queue.requeue_dead(args.queue)
             else:
                 state = JobState(args.state) if args.state else None
-                found = await queue.find(state=state, limit=args.limit)
+                found = await queue.find(state=state, queue=args.queue, limit=args.limit)
             return [
                 {
                     "id": j.id,

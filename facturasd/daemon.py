@@ -27,7 +27,14 @@ from facturasd.config import Config
 from facturasd.constants import LOCK_FILE, WorkerGroup
 from facturasd.errors import AlreadyRunning
 from facturasd.inbox.watcher import Watcher
-from facturasd.monitoring.health import WEIGHTS, ComponentView, inbox_probe, supervisor_probe
+from facturasd.monitoring.health import (
+    WEIGHTS,
+    ComponentView,
+    failures_probe,
+    inbox_probe,
+    supervisor_probe,
+)
+from facturasd.monitoring.tally import Tally, tallied
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.services import Services, build
 from facturasd.systemd import Notifier
@@ -213,13 +220,24 @@ class Daemon:
         await anyio.to_thread.run_sync(_create_folders, config)
         if resumed := await services.ingest.reconcile():
             log.warning("%d file(s) whose ingest a crash interrupted: finished", resumed)
+        ingested = Tally(clock=self.clock)
         watcher = Watcher(
             config.paths.inbox,
             config.inbox,
-            services.ingest,
+            tallied(services.ingest, ingested),
             takers=config.workers.concurrency(WorkerGroup.LOCAL),
         )
         pools = list(services.pools.values())
+        services.health.register(
+            "workers:failures",
+            WEIGHTS["workers"] / 2,
+            failures_probe(
+                {
+                    "ingest": (ingested, True),
+                    **{g.value: (p.tally, not g.upstream) for g, p in services.pools.items()},
+                }
+            ),
+        )
         services.health.register(
             "supervisor:components", WEIGHTS["supervisor"], supervisor_probe(self.supervisor)
         )

@@ -104,7 +104,9 @@ async def build(
         weights = health.WEIGHTS
         checker.register("database:write", weights["database"], health.database_probe(db))
         checker.register(
-            "workers:alive", weights["workers"], health.workers_probe(queue, list(pools.values()))
+            "workers:alive",
+            weights["workers"] / 2,
+            health.workers_probe(queue, list(pools.values())),
         )
         checker.register(
             "queues:depth",

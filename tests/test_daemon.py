@@ -300,6 +300,7 @@ def test_shipped_config_is_ready_healthy_and_stops_on_sigterm(tmp_path: Path) ->
         assert set(report["checks"]) == {
             "database:write",
             "workers:alive",
+            "workers:failures",
             "queues:depth",
             "supervisor:components",
             "disk:free",

@@ -239,6 +239,10 @@ class Queue:
 
     # ── consuming ─────────────────────────────────────────────────────────────────────────
 
+    def rate_limited(self, queue: str) -> bool:
+        """Whether `queue`'s claims are limited to a rate (its ready jobs may wait for it)."""
+        return queue in self._windows
+
     def reserve(self, queue: str, lease: float) -> Reservation | None:
         """A place for one job of `queue` to be added claimed and handed over, if there is
         room: jobs waiting in memory and places reserved are fewer than `handoff`. None for a
@@ -486,6 +490,32 @@ class Queue:
         job = await self.db.write(revive)
         self.wake(job.queue)
         return job
+
+    async def requeue_dead(self, queue: str | None = None) -> list[Job]:
+        """Runs every dead job (of `queue`) again, with its attempts reset: of several dead
+        jobs with one dedupe key the newest, and none whose key a live job holds (its work is
+        under way already)."""
+
+        def revive(conn: sqlite3.Connection) -> list[Job]:
+            now = self._now()
+            rows = conn.execute(
+                f"""UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?,
+                           finished_at = NULL, updated_at = ?
+                    WHERE id IN (SELECT MAX(id) FROM jobs
+                                 WHERE state = 'dead' AND (? IS NULL OR queue = ?)
+                                 GROUP BY COALESCE(dedupe_key, 'job:' || id))
+                      AND (dedupe_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM jobs AS live WHERE live.dedupe_key = jobs.dedupe_key
+                           AND live.state IN ('queued', 'running')))
+                    RETURNING {_COLUMNS}""",
+                (now, now, queue, queue),
+            ).fetchall()
+            return [Job.from_row(row) for row in rows]
+
+        jobs = await self.db.write(revive)
+        for name in {job.queue for job in jobs}:
+            self.wake(name)
+        return jobs
 
     @staticmethod
     def _expect_one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], job: Job) -> None:
