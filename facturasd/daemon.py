@@ -14,9 +14,11 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -126,6 +128,22 @@ class Supervisor:
                 await self.sleep(delay)
 
 
+# The kv row that tells a clean stop from a crash: `running` from start to a clean stop.
+RUN_MARK = "daemon.run"
+RUNNING, STOPPED = "running", "stopped"
+
+
+def _mark_run(conn: sqlite3.Connection, *, state: str, at: float) -> str | None:
+    """Sets the run mark to `state`; returns what it was."""
+    row = conn.execute("SELECT value FROM kv WHERE key = ?", (RUN_MARK,)).fetchone()
+    conn.execute(
+        "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (RUN_MARK, state, at),
+    )
+    return str(row[0]) if row else None
+
+
 def _create_folders(config: Config) -> None:
     """The data folders, and each company's inbox/<slug>/ (where its people drop files)."""
     paths = config.paths
@@ -215,11 +233,22 @@ class Daemon:
         self, services: Services, stop: anyio.Event, signals: AsyncIterator[signal.Signals]
     ) -> None:
         config = self.config
-        if orphans := await services.queue.recover_orphans():
-            log.warning("%d job(s) left running by the previous process handed back", orphans)
+        crashed = (
+            await services.db.write(partial(_mark_run, state=RUNNING, at=self.clock().timestamp()))
+            == RUNNING
+        )
+        orphans = await services.queue.recover_orphans()
         await anyio.to_thread.run_sync(_create_folders, config)
-        if resumed := await services.ingest.reconcile():
-            log.warning("%d file(s) whose ingest a crash interrupted: finished", resumed)
+        resumed = await services.ingest.reconcile()
+        if crashed:
+            log.warning(
+                "the previous run ended without a clean stop (a crash, a kill or a power cut): "
+                "%d job(s) it left running handed back, %d interrupted ingest(s) finished",
+                orphans,
+                resumed,
+            )
+        elif resumed:
+            log.info("%d file(s) whose ingest the last stop interrupted: finished", resumed)
         ingested = Tally(clock=self.clock)
         watcher = Watcher(
             config.paths.inbox,
@@ -275,6 +304,7 @@ class Daemon:
                 if busy := sum(pool.busy for pool in pools):
                     log.warning("%d job(s) did not finish in time; handed back", busy)
                 tg.cancel_scope.cancel()
+            await services.db.write(partial(_mark_run, state=STOPPED, at=self.clock().timestamp()))
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
