@@ -147,7 +147,13 @@ def test_health_fails_within_a_minute_when_no_file_can_be_parsed(tmp_path: Path)
             if item["componentId"] == "local"
         ]
         assert local["status"] == "fail"
-        assert "BrokenWorkerProcess" in local["output"] or "terminated" in local["output"]
+        # (the worker process dies at its start: anyio says so in one of a few ways)
+        assert local["output"].split(":")[0] in {
+            "BrokenWorkerProcess",
+            "ProcessLookupError",
+            "BrokenPipeError",
+            "EOFError",
+        }, local["output"]
         assert daemon.stop() == 0
     finally:
         daemon.kill()
