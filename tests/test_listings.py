@@ -120,6 +120,10 @@ def test_a_table_shows_the_newest_and_says_how_to_see_the_rest(
     for command, more in (
         (["invoices", "list"], "… y 3 más antiguas: --limit 53 las muestra todas."),
         (["jobs"], "… y 3 más antiguos: --limit 53 los muestra todos."),
+        (
+            ["jobs", "--queue", "invoice_processing"],
+            "… y 3 más antiguos: --limit 53 los muestra todos.",
+        ),
     ):
         lines = cli(capsys, *command, "--config", str(config))[1].splitlines()
         assert len(lines) == 1 + 50 + 1
