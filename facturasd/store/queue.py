@@ -530,14 +530,26 @@ class Queue:
         return Job.from_row(row) if row else None
 
     async def find(
-        self, *, state: JobState | None = None, queue: str | None = None, limit: int = 100
+        self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = 100
     ) -> list[Job]:
+        """The jobs in `state` and `queue` (any, if not given), newest first; all of them when
+        `limit` is None."""
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM jobs WHERE (? IS NULL OR state = ?) "
             "AND (? IS NULL OR queue = ?) ORDER BY id DESC LIMIT ?",
-            (state, state, queue, queue, limit),
+            (state, state, queue, queue, -1 if limit is None else limit),
         )
         return [Job.from_row(row) for row in rows]
+
+    async def count(self, *, state: JobState | None = None, queue: str | None = None) -> int:
+        """How many jobs `find` would give without a limit."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS n FROM jobs WHERE (? IS NULL OR state = ?) "
+            "AND (? IS NULL OR queue = ?)",
+            (state, state, queue, queue),
+        )
+        assert row is not None  # a COUNT always has its row
+        return int(row["n"])
 
     async def stats(self, queues: Sequence[str]) -> list[QueueStats]:
         """Counts per state, ready depth and the age of the oldest ready job, per queue."""
