@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from facturasd.findings import Phrase, worded
+
 
 class FacturasdError(Exception):
     """Base of every error facturasd raises on purpose."""
@@ -126,9 +128,14 @@ class IllegalTransition(FacturasdError):
 
 class FormatError(FacturasdError):
     """A received file cannot be read; each subclass's `code` is stable and listed in
-    docs/findings.md."""
+    docs/findings.md. `detail` says why as a phrase of findings.PHRASES, worded in the
+    language it is read in; the exception's text is its English wording, for logs."""
 
     code: ClassVar[str]
+
+    def __init__(self, detail: Phrase) -> None:
+        super().__init__(worded(detail, "en"))
+        self.detail = detail
 
 
 class NotXml(FormatError):

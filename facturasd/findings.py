@@ -14,16 +14,20 @@ This module imports nothing of the formats layer or the checks: they import it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Language = Literal["es", "en"]
-LANGUAGES: tuple[Language, ...] = ("es", "en")
+from facturasd import wording
+
+# Re-exported: the language a finding is worded in is the one everything else is printed in.
+from facturasd.wording import LANGUAGES as LANGUAGES
+from facturasd.wording import Language as Language
+
 Severity = Literal["error", "warning", "info"]
 
 # A value a message names, as stored: text (amounts as printed, or as computed with their
@@ -50,20 +54,39 @@ class Finding(BaseModel):
     # language configured then, and no params: such a finding is shown as it was stored.
     stored_message: str | None = Field(default=None, validation_alias="message", exclude=True)
 
+    @model_validator(mode="after")
+    def _library_detail(self) -> Self:
+        # Versions before the formats layer worded its details stored the parser's English
+        # text as `detail`: it is shown labelled as such, never as if it were in Spanish.
+        detail = self.params.get("detail")
+        if self.code.startswith("FMT-") and isinstance(detail, str):
+            self.params["detail"] = phrase("technical", text=detail)
+        return self
+
 
 @dataclass(frozen=True)
 class Entry:
     severity: Severity
     message: dict[Language, str]
     action: dict[Language, str]
+    # The params that are printed numbers (amounts, rates): written as the document's country
+    # writes them.
+    numbers: tuple[str, ...] = ()
 
 
-def _entry(severity: Severity, es: str, en: str, do_es: str, do_en: str) -> Entry:
-    return Entry(severity, {"es": es, "en": en}, {"es": do_es, "en": do_en})
+def _entry(
+    severity: Severity,
+    es: str,
+    en: str,
+    do_es: str,
+    do_en: str,
+    numbers: tuple[str, ...] = (),
+) -> Entry:
+    return Entry(severity, {"es": es, "en": en}, {"es": do_es, "en": do_en}, numbers)
 
 
 CATALOGUE: dict[str, Entry] = {
-    # ── formats: the file could not be read as a document ({detail} is the parser's own) ──
+    # ── formats: the file could not be read as a document ({detail}: a phrase saying why) ──
     "FMT-NOT-XML": _entry(
         "error",
         "El archivo no es un XML legible ({detail})",
@@ -164,6 +187,7 @@ CATALOGUE: dict[str, Entry] = {
         "The amount {value} is negative; DIAN and SAT only allow positive amounts",
         "Pida al proveedor una factura corregida (una devolución va en una nota crédito).",
         "Ask the supplier for a corrected invoice (a refund goes in a credit note).",
+        numbers=("value",),
     ),
     "DOC-MISSING-UUID": _entry(
         "error",
@@ -270,6 +294,7 @@ CATALOGUE: dict[str, Entry] = {
         "The lines add up to {computed}, but the printed subtotal is {printed}",
         "Pida al proveedor una nota o una factura corregida.",
         "Ask the supplier for a note or a corrected invoice.",
+        numbers=("computed", "printed"),
     ),
     "CO-TAX-TOTAL-MISMATCH": _entry(
         "error",
@@ -277,6 +302,7 @@ CATALOGUE: dict[str, Entry] = {
         "The subtotals of tax {code} add up to {computed}, but its printed total is {printed}",
         "Pida al proveedor una factura corregida.",
         "Ask the supplier for a corrected invoice.",
+        numbers=("computed", "printed"),
     ),
     "CO-TAX-AMOUNT": _entry(
         "error",
@@ -284,6 +310,7 @@ CATALOGUE: dict[str, Entry] = {
         "{name} {rate} % of {base} is {computed}, but the document says {printed}",
         "Pida al proveedor una factura corregida.",
         "Ask the supplier for a corrected invoice.",
+        numbers=("rate", "base", "computed", "printed"),
     ),
     "CO-LINE-TAXES-MISMATCH": _entry(
         "error",
@@ -291,6 +318,7 @@ CATALOGUE: dict[str, Entry] = {
         "{name} {rate} % adds up to {computed} in the lines, but {printed} in the document",
         "Pida al proveedor una factura corregida.",
         "Ask the supplier for a corrected invoice.",
+        numbers=("rate", "computed", "printed"),
     ),
     "CO-TOTAL-MISMATCH": _entry(
         "error",
@@ -300,6 +328,7 @@ CATALOGUE: dict[str, Entry] = {
         "− prepaid gives {computed}",
         "No pague ni contabilice esta factura; pida una corregida.",
         "Do not pay or book this invoice; ask for a corrected one.",
+        numbers=("printed", "computed"),
     ),
     "CO-UNKNOWN-TAX-CODE": _entry(
         "warning",
@@ -314,6 +343,7 @@ CATALOGUE: dict[str, Entry] = {
         "{name} at {rate} % is not a rate the law knows ({known})",
         "Pida al proveedor una factura con la tarifa correcta.",
         "Ask the supplier for an invoice with the right rate.",
+        numbers=("rate",),
     ),
     "CO-UNKNOWN-WITHHOLDING-RATE": _entry(
         "warning",
@@ -321,6 +351,7 @@ CATALOGUE: dict[str, Entry] = {
         "The withholding {name} at {rate} % is not a known rate ({known})",
         "Revise qué retención corresponde; la que se practica es la que usted calcula.",
         "Check which withholding applies; the one applied is the one you compute.",
+        numbers=("rate",),
     ),
     "CO-BAD-NIT": _entry(
         "error",
@@ -342,6 +373,7 @@ CATALOGUE: dict[str, Entry] = {
         "You must withhold {name} ({concept}, {rule}): {rate} % of {base} = {amount}",
         "Regístrela al contabilizar la factura (se envía con ella a contabilidad).",
         "Record it when booking the invoice (it is passed to booking with it).",
+        numbers=("rate", "base", "amount"),
     ),
     "CO-WITHHOLDING-NOT-DUE": _entry(
         "info",
@@ -365,36 +397,41 @@ CATALOGUE: dict[str, Entry] = {
         "The supplier printed {name} of {printed}, but the one due is {computed}",
         "Aplique la retención calculada; avise al proveedor si la diferencia le importa.",
         "Apply the computed withholding; tell the supplier if the difference matters to them.",
+        numbers=("printed", "computed"),
     ),
     # ── Mexico ──
     "MX-SUBTOTAL-MISMATCH": _entry(
         "error",
-        "Los conceptos suman {computed}, pero el SubTotal impreso es {printed}",
-        "The concepts add up to {computed}, but the printed SubTotal is {printed}",
+        "Los conceptos suman {computed}, pero el subtotal impreso es {printed}",
+        "The concepts add up to {computed}, but the printed subtotal is {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
+        numbers=("computed", "printed"),
     ),
     "MX-DISCOUNT-MISMATCH": _entry(
         "error",
-        "Los descuentos de los conceptos suman {computed}, pero el Descuento impreso es {printed}",
-        "The concepts' discounts add up to {computed}, but the printed Descuento is {printed}",
+        "Los descuentos de los conceptos suman {computed}, pero el descuento impreso es {printed}",
+        "The concepts' discounts add up to {computed}, but the printed discount is {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
+        numbers=("computed", "printed"),
     ),
     "MX-LINE-AMOUNT": _entry(
         "error",
         "Cantidad {quantity} × valor unitario {unit_price} = {computed}, pero el Importe es "
         "{printed}",
-        "Quantity {quantity} × unit value {unit_price} = {computed}, but the Importe is {printed}",
+        "Quantity {quantity} × unit value {unit_price} = {computed}, but the amount is {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
+        numbers=("quantity", "unit_price", "computed", "printed"),
     ),
     "MX-TAX-AMOUNT": _entry(
         "error",
         "{name} {rate} sobre {base} es {computed}, pero el Importe es {printed}",
-        "{name} {rate} on {base} is {computed}, but the Importe is {printed}",
+        "{name} {rate} on {base} is {computed}, but the amount is {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
+        numbers=("base", "computed", "printed"),
     ),
     "MX-LINE-TAXES-MISMATCH": _entry(
         "error",
@@ -402,6 +439,7 @@ CATALOGUE: dict[str, Entry] = {
         "{name} {rate} adds up to {computed} in the concepts, but {printed} in the document",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
+        numbers=("computed", "printed"),
     ),
     "MX-TAX-TOTAL-MISMATCH": _entry(
         "error",
@@ -409,15 +447,17 @@ CATALOGUE: dict[str, Entry] = {
         "The document's taxes add up to {computed}, but {what} is {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
+        numbers=("computed", "printed"),
     ),
     "MX-TOTAL-MISMATCH": _entry(
         "error",
-        "El Total impreso es {printed}, pero SubTotal − Descuento + trasladados − retenidos "
-        "(+ locales) da {computed}",
-        "The printed Total is {printed}, but SubTotal − Descuento + transferred − withheld "
-        "(+ local) gives {computed}",
+        "El total impreso es {printed}, pero subtotal − descuento + impuestos trasladados − "
+        "impuestos retenidos (+ impuestos locales) da {computed}",
+        "The printed total is {printed}, but subtotal − discount + transferred taxes − withheld "
+        "taxes (+ local taxes) gives {computed}",
         "No pague ni contabilice este CFDI; pida al proveedor que lo cancele y lo reemita.",
         "Do not pay or book this CFDI; ask the supplier to cancel and reissue it.",
+        numbers=("printed", "computed"),
     ),
     "MX-NONZERO-AMOUNTS": _entry(
         "error",
@@ -425,6 +465,7 @@ CATALOGUE: dict[str, Entry] = {
         "A CFDI of type {kind} must carry {what} as zero, and carries {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
+        numbers=("printed",),
     ),
     "MX-TAXES-NOT-ALLOWED": _entry(
         "error",
@@ -443,14 +484,14 @@ CATALOGUE: dict[str, Entry] = {
     "MX-UNKNOWN-FACTOR": _entry(
         "error",
         "El TipoFactor {factor!r} no es Tasa, Cuota ni Exento",
-        "The TipoFactor {factor!r} is not Tasa, Cuota or Exento",
+        "The tax factor (TipoFactor) {factor!r} is not Tasa, Cuota or Exento",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
     ),
     "MX-EXEMPT-WITH-AMOUNT": _entry(
         "error",
         "{name} Exento no lleva tasa ni importe, y este lleva {printed}",
-        "{name} Exento carries no rate or amount, and this one carries {printed}",
+        "{name} exempt (Exento) carries no rate or amount, and this one carries {printed}",
         "Pida al proveedor que cancele y vuelva a emitir el CFDI.",
         "Ask the supplier to cancel and reissue the CFDI.",
     ),
@@ -531,7 +572,135 @@ PHRASES: dict[str, dict[Language, str]] = {
         "es": "no hay tabla de ReteICA para la ciudad {city} de la empresa",
         "en": "there is no ReteICA table for the company's city {city}",
     },
+    # What the formats layer found wrong with a file (the `detail` of FMT-* findings). A
+    # parser's own message, when it says more than the phrase, is kept labelled as such.
+    "technical": {
+        "es": "detalle técnico (en inglés): {text}",
+        "en": "technical detail: {text}",
+    },
+    "too_large": {
+        "es": "tiene {size} bytes y el límite es {limit} bytes",
+        "en": "it has {size} bytes and the limit is {limit} bytes",
+    },
+    "empty": {"es": "el archivo está vacío", "en": "the file is empty"},
+    "no_element": {
+        "es": "no hay ningún elemento XML en el archivo",
+        "en": "there is no XML element in the file",
+    },
+    "wide_encoding": {
+        "es": "está en UTF-16 o UTF-32; las facturas vienen en UTF-8 o ISO-8859-1",
+        "en": "it is in UTF-16 or UTF-32; invoices come in UTF-8 or ISO-8859-1",
+    },
+    "encoding": {
+        "es": "la codificación {name!r} no se acepta; las facturas vienen en UTF-8 o ISO-8859-1",
+        "en": "the encoding {name!r} is not accepted; invoices come in UTF-8 or ISO-8859-1",
+    },
+    "not_well_formed": {
+        "es": "no es XML bien formado; detalle técnico (en inglés): {text}",
+        "en": "not well-formed XML; technical detail: {text}",
+    },
+    "cut_short": {
+        "es": "termina antes de estar completo; detalle técnico (en inglés): {text}",
+        "en": "it ends before it is complete; technical detail: {text}",
+    },
+    "entities": {
+        "es": "declara entidades XML, que una factura nunca necesita",
+        "en": "it declares XML entities, which invoices never need",
+    },
+    "too_many_nodes": {
+        "es": "tiene más de {limit} elementos y atributos",
+        "en": "it has more than {limit} elements and attributes",
+    },
+    "too_deep": {
+        "es": "sus elementos se anidan a más de {limit} niveles",
+        "en": "its elements nest deeper than {limit} levels",
+    },
+    "huge_text": {
+        "es": "un texto del XML es más largo de lo que el lector seguro admite",
+        "en": "a text in the XML is longer than the safe reader allows",
+    },
+    "zip_too_deep": {
+        "es": "hay ZIP dentro de ZIP a más de {limit} niveles",
+        "en": "ZIP files are nested more than {limit} deep",
+    },
+    "zip_too_many": {
+        "es": "tiene {count} archivos y el límite es {limit}",
+        "en": "it holds {count} files and the limit is {limit}",
+    },
+    "zip_too_big": {
+        "es": "{name!r} se expande más allá del límite ({limit} bytes por archivo, "
+        "{total} en total)",
+        "en": "{name!r} inflates past the limit ({limit} bytes a file, {total} in all)",
+    },
+    "zip_ratio": {
+        "es": "{name!r} se expande {ratio} veces y el límite es {limit}",
+        "en": "{name!r} inflates {ratio} times and the limit is {limit}",
+    },
+    "zip_unreadable": {
+        "es": "no es un ZIP legible; detalle técnico (en inglés): {text}",
+        "en": "not a readable ZIP file; technical detail: {text}",
+    },
+    "zip_encrypted": {
+        "es": "{name!r} está protegido con contraseña",
+        "en": "{name!r} is encrypted",
+    },
+    "zip_method": {
+        "es": "{name!r} usa un método de compresión que las facturas nunca usan",
+        "en": "{name!r} uses a compression method invoices never use",
+    },
+    "zip_member_unreadable": {
+        "es": "{name!r} no se puede extraer; detalle técnico (en inglés): {text}",
+        "en": "{name!r} cannot be extracted; technical detail: {text}",
+    },
+    "zip_no_document": {
+        "es": "el ZIP no trae ningún XML ni PDF",
+        "en": "the ZIP holds no XML or PDF document",
+    },
+    "pdf_attachment_too_large": {
+        "es": "el archivo {name!r} que trae adentro pasa de {limit} bytes",
+        "en": "the embedded {name!r} is larger than {limit} bytes",
+    },
+    "pdf_no_identifiers": {
+        "es": "el PDF no muestra CUFE, UUID, NIT ni RFC",
+        "en": "the PDF shows no CUFE, UUID, NIT or RFC",
+    },
+    "not_invoice": {
+        "es": "el elemento raíz {element} no es de una factura",
+        "en": "the root element {element} is not an invoice's",
+    },
+    "not_dian_ubl": {
+        "es": "{element} no es un documento UBL de la DIAN",
+        "en": "{element} is not a DIAN UBL document",
+    },
+    "cfdi_version": {
+        "es": "la versión {version!r} del CFDI no se admite",
+        "en": "CFDI version {version!r} is not supported",
+    },
+    "cfdi_kind": {
+        "es": "el TipoDeComprobante {kind!r} no es un tipo de CFDI",
+        "en": "TipoDeComprobante {kind!r} is not a CFDI document type",
+    },
+    "attached_empty": {
+        "es": "el AttachedDocument no trae ningún documento en su Description",
+        "en": "the AttachedDocument carries no document in its Description",
+    },
+    "attached_not_invoice": {
+        "es": "el AttachedDocument no trae una factura ni una nota crédito o débito",
+        "en": "the AttachedDocument carries no invoice, credit note or debit note",
+    },
+    "attached_verdict": {
+        "es": "la respuesta de la DIAN en el contenedor no es un ApplicationResponse",
+        "en": "the DIAN verdict in the container is not an ApplicationResponse",
+    },
+    "cufe_places": {
+        "es": "documento: {uuid}; código QR: {qr}; contenedor: {container}; respuesta de la "
+        "DIAN: {response}",
+        "en": "document: {uuid}; QR code: {qr}; container: {container}; DIAN's response: "
+        "{response}",
+    },
 }
+# The values of a phrase that are printed numbers, as in Entry.numbers.
+PHRASE_NUMBERS: dict[str, tuple[str, ...]] = {"below": ("base", "threshold")}
 
 
 def phrase(key: str, /, **values: Value | Decimal) -> Phrase:
@@ -556,26 +725,45 @@ def _stored(value: _P | Decimal) -> _P | str:
     return str(value) if isinstance(value, Decimal) else value
 
 
-def message(item: Finding, lang: Language) -> str:
-    """What `item` says, in `lang`."""
+def message(item: Finding, lang: Language, country: str | None = None) -> str:
+    """What `item` says, in `lang`, its amounts written as `country` writes them (as printed
+    when it is not known)."""
     if item.stored_message is not None:
         return item.stored_message
-    values: dict[str, Any] = {
-        name: PHRASES[str(value["phrase"])][lang].format(**value)
-        if isinstance(value, dict)
-        else value
-        for name, value in item.params.items()
-    }
+    values = _worded(item.params, CATALOGUE[item.code].numbers, lang, country)
     return CATALOGUE[item.code].message[lang].format(**values)
 
 
-def shown(item: Finding, lang: Language) -> dict[str, Any]:
+def worded(detail: Phrase, lang: Language, country: str | None = None) -> str:
+    """A phrase stored by `phrase`, in `lang`."""
+    key = str(detail["phrase"])
+    values = _worded(detail, PHRASE_NUMBERS.get(key, ()), lang, country)
+    return PHRASES[key][lang].format(**values)
+
+
+def _worded(
+    params: Mapping[str, Param], numbers: tuple[str, ...], lang: Language, country: str | None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, value in params.items():
+        if isinstance(value, dict):
+            values[name] = worded(value, lang, country)
+        elif isinstance(value, str) and name in numbers:
+            values[name] = wording.amount(value, country)
+        elif isinstance(value, int):
+            values[name] = wording.count(value, lang)
+        else:
+            values[name] = value
+    return values
+
+
+def shown(item: Finding, lang: Language, country: str | None = None) -> dict[str, Any]:
     """`item` as the JSON a person's tools read (SPEC §2.2): its message rendered in `lang`,
-    beside the values it names."""
+    beside the values it names, as stored."""
     return {
         "code": item.code,
         "severity": item.severity,
-        "message": message(item, lang),
+        "message": message(item, lang, country),
         "path": item.path,
         "params": item.params,
     }
@@ -588,10 +776,14 @@ MOTIVO_WORDS: dict[Language, dict[str, str]] = {
 
 
 def motivo(
-    titles: dict[Language, str], file: str, received: str, findings: Sequence[Finding]
+    titles: dict[Language, str],
+    file: str,
+    received: str,
+    findings: Sequence[Finding],
+    country: str | None = None,
 ) -> str:
-    """A `.motivo.txt`: what was wrong and what to do, in Spanish, then in English. Info
-    findings are left out (they judge nothing)."""
+    """A `.motivo.txt`: what was wrong and what to do, in Spanish, then in English, amounts
+    as `country` writes them. Info findings are left out (they judge nothing)."""
     order = {"error": 0, "warning": 1}
     judged = sorted(
         (item for item in findings if item.severity != "info"),
@@ -602,7 +794,9 @@ def motivo(
         words = MOTIVO_WORDS[lang]
         lines = [titles[lang], f"{words['file']}: {file}", f"{words['received']}: {received}", ""]
         for item in judged:
-            lines.append(f"- [{item.severity}] {item.code} ({item.path}): {message(item, lang)}")
+            severity = wording.SEVERITIES[lang][item.severity]
+            said = message(item, lang, country)
+            lines.append(f"- [{severity}] {item.code} ({item.path}): {said}")
             lines.append(f"  {words['todo']}: {CATALOGUE[item.code].action[lang]}")
         parts.append("\n".join(lines))
     return "\n\n----\n\n".join(parts) + "\n"

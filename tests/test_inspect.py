@@ -150,7 +150,10 @@ def test_inspect_speaks_the_configured_language_unless_told(tmp_path: Path) -> N
     english = json.loads(inspect("--config", str(config), "--json", str(bad)).stdout)
     [found] = english["findings"]
     assert found["message"].startswith("The file is not readable XML (")
-    assert found["params"]["detail"] in found["message"]  # the parser's own words, as data
+    # The parser's own words, kept as data and labelled as such.
+    detail = found["params"]["detail"]
+    assert detail["phrase"] == "not_well_formed"
+    assert f"not well-formed XML; technical detail: {detail['text']}" in found["message"]
     spanish = inspect("--config", str(config), "--lang", "es", str(bad))
     assert "[error] FMT-NOT-XML: El archivo no es un XML legible (" in spanish.stdout
 
@@ -265,7 +268,7 @@ def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
 def test_an_xml_that_is_no_invoice_is_unknown(tmp_path: Path) -> None:
     [item] = read(b'<?xml version="1.0"?><note><to>Ana</to></note>', "note.xml")
     assert [f.code for f in item.findings] == ["FMT-UNKNOWN-DOCUMENT"]
-    assert "<note> of no namespace" in message(item.findings[0], "es")
+    assert "el elemento raíz <note> no es de una factura" in message(item.findings[0], "es")
 
 
 # ── the CUFE in every place ───────────────────────────────────────────────────────────────
@@ -283,7 +286,8 @@ def test_a_cufe_that_differs_between_places_is_reported() -> None:
     [item] = read(attach(inner), "ad.xml", Limits())
     [found] = item.findings
     assert (found.code, found.path, item.verdict) == ("FMT-CUFE-MISMATCH", "uuid", "rejected")
-    assert f"qr: {'cd' * 48}" in message(found, "es") and CUFE in message(found, "es")
+    assert f"código QR: {'cd' * 48}" in message(found, "es") and CUFE in message(found, "es")
+    assert f"QR code: {'cd' * 48}" in message(found, "en")
     [agreeing] = read(attach(make_ubl()), "ad.xml")
     assert agreeing.findings == []
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from lxml import etree
 
 from facturasd.errors import UnknownDocument
+from facturasd.findings import phrase
 from facturasd.formats.model import (
     Document,
     FormatName,
@@ -65,11 +66,11 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
         fmt = "cfdi-3.2"
         _capitalize_attributes(root)
     else:
-        raise UnknownDocument(f"a CFDI Comprobante of version {version!r} is not supported")
+        raise UnknownDocument(phrase("cfdi_version", version=version))
     kind_code = _attr(root, "TipoDeComprobante")
     kind = KINDS.get(kind_code or "")
     if kind is None:
-        raise UnknownDocument(f"TipoDeComprobante {kind_code!r} is not a CFDI document type")
+        raise UnknownDocument(phrase("cfdi_kind", kind=kind_code))
 
     emisor = root.find(f"{{{ns}}}Emisor")
     receptor = root.find(f"{{{ns}}}Receptor")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from facturasd.errors import BadZip, UnknownDocument, ZipBomb
+from facturasd.findings import phrase
 from facturasd.formats.model import Evidence
 from facturasd.formats.safexml import Limits, parse
 from facturasd.formats.ubl import CAC, UBL, cac_path, cbc_path, text_at
@@ -42,7 +43,7 @@ def is_attached_document(root: etree._Element) -> bool:
 def _embedded(text: str | None, limits: Limits) -> etree._Element:
     """Text holding a whole XML document, declaration or not, as an element."""
     if not text or not text.strip():
-        raise UnknownDocument("the AttachedDocument carries no document in its Description")
+        raise UnknownDocument(phrase("attached_empty"))
     # The text is already decoded: a declaration naming another encoding would lie now.
     text = text.lstrip("\ufeff \t\r\n")
     return parse(_DECLARATION.sub("", text, count=1).strip().encode("utf-8"), limits)
@@ -60,7 +61,7 @@ def open_attached(root: etree._Element, limits: Limits | None = None) -> Attache
     if response_text:
         response = _embedded(response_text, limits)
         if response.tag != f"{{{APPLICATION_RESPONSE}}}ApplicationResponse":
-            raise UnknownDocument("the DIAN verdict in the container is not an ApplicationResponse")
+            raise UnknownDocument(phrase("attached_verdict"))
         evidence, response_uuid = _verdict(response)
     if evidence is None and (
         code := text_at(reference, cbc_path("ValidationResultCode", "ResultOfVerification"))
@@ -142,42 +143,48 @@ def _unpack(
     total: list[int],
 ) -> None:
     if depth > limits.zip_max_depth:
-        raise ZipBomb(f"ZIP files nested more than {limits.zip_max_depth} deep")
+        raise ZipBomb(phrase("zip_too_deep", limit=limits.zip_max_depth))
     declared = _declared_entries(data)
     if declared is not None and declared > limits.zip_max_members:
-        raise ZipBomb(f"{declared} files in one ZIP (the limit is {limits.zip_max_members})")
+        raise ZipBomb(phrase("zip_too_many", count=declared, limit=limits.zip_max_members))
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except _ZIP_ERRORS as exc:
-        raise BadZip(f"not a readable ZIP file: {exc}") from None
+        raise BadZip(phrase("zip_unreadable", text=str(exc))) from None
     with archive:
         members = [info for info in archive.infolist() if not info.is_dir()]
         if len(members) > limits.zip_max_members:
-            raise ZipBomb(
-                f"{len(members)} files in one ZIP (the limit is {limits.zip_max_members})"
-            )
+            raise ZipBomb(phrase("zip_too_many", count=len(members), limit=limits.zip_max_members))
         for info in members:
             name = prefix + info.filename
             if info.flag_bits & 0x1:
-                raise BadZip(f"{name!r} is encrypted")
+                raise BadZip(phrase("zip_encrypted", name=name))
             if info.compress_type not in _METHODS:
                 # bzip2 and LZMA inflate whole blocks at once, past any read budget.
-                raise BadZip(f"{name!r} uses a compression method invoices never use")
+                raise BadZip(phrase("zip_method", name=name))
             budget = min(limits.zip_max_total_bytes - total[0], limits.max_file_bytes)
             try:
                 with archive.open(info) as member:
                     content = member.read(budget + 1)
             except _ZIP_ERRORS as exc:
-                raise BadZip(f"{name!r} cannot be extracted: {exc}") from None
+                raise BadZip(phrase("zip_member_unreadable", name=name, text=str(exc))) from None
             if len(content) > budget:
                 raise ZipBomb(
-                    f"{name!r} inflates past the limit ({limits.max_file_bytes} bytes a file, "
-                    f"{limits.zip_max_total_bytes} in all)"
+                    phrase(
+                        "zip_too_big",
+                        name=name,
+                        limit=limits.max_file_bytes,
+                        total=limits.zip_max_total_bytes,
+                    )
                 )
             if info.compress_size and len(content) > limits.zip_max_ratio * info.compress_size:
                 raise ZipBomb(
-                    f"{name!r} inflates {len(content) // info.compress_size} times "
-                    f"(the limit is {limits.zip_max_ratio})"
+                    phrase(
+                        "zip_ratio",
+                        name=name,
+                        ratio=len(content) // info.compress_size,
+                        limit=limits.zip_max_ratio,
+                    )
                 )
             total[0] += len(content)
             if is_zip(content):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pypdf import PdfReader, apply_configuration
 
 from facturasd.errors import BadPdf, UnknownDocument
+from facturasd.findings import phrase
 from facturasd.formats.model import Country, Document, Party, Totals
 
 PDF_MAGIC = b"%PDF-"
@@ -82,12 +83,12 @@ def _open(data: bytes, max_bytes: int) -> PdfContent:
         for name in names:
             for content in reader.attachments[name]:
                 if len(content) > max_bytes:
-                    raise BadPdf(f"the embedded {name!r} is larger than {max_bytes} bytes")
+                    raise BadPdf(phrase("pdf_attachment_too_large", name=name, limit=max_bytes))
                 attachments.append((name, content))
     except BadPdf:
         raise
     except Exception as exc:  # pypdf raises many kinds on hostile input; none may escape
-        raise BadPdf(f"a PDF that cannot be read: {type(exc).__name__}: {exc}") from None
+        raise BadPdf(phrase("technical", text=f"{type(exc).__name__}: {exc}")) from None
     return PdfContent("\n".join(texts), attachments)
 
 
@@ -105,7 +106,7 @@ def partial_document(text: str) -> Document:
         country = "MX"
         parties = [Party(tax_id=rfc, id_type="rfc") for rfc in rfcs[:2]]
     else:
-        raise UnknownDocument("the PDF shows no CUFE, UUID, NIT or RFC: not an e-invoice")
+        raise UnknownDocument(phrase("pdf_no_identifiers"))
     parties += [Party()] * (2 - len(parties))
     key = cufe or uuid
     return Document(

@@ -17,8 +17,8 @@ from typing import Any
 from lxml import etree
 
 from facturasd.errors import FormatError, TooLarge, UnknownDocument
-from facturasd.findings import Finding, finding
-from facturasd.formats import cfdi, container, pdf, ubl
+from facturasd.findings import Finding, finding, phrase
+from facturasd.formats import cfdi, container, pdf, safexml, ubl
 from facturasd.formats.model import Inspection
 from facturasd.formats.safexml import Limits, parse
 
@@ -35,7 +35,7 @@ class _Origin:
         return Inspection.judge(file=self.file, sha256=self.sha256, member=self.member, **fields)
 
     def failed(self, exc: FormatError) -> Inspection:
-        return self.inspection(findings=[finding(exc.code, "file", detail=str(exc))])
+        return self.inspection(findings=[finding(exc.code, "file", detail=exc.detail)])
 
     def inside(self, member: str | None) -> _Origin:
         return _Origin(self.file, self.sha256, member)
@@ -71,7 +71,7 @@ def read(data: bytes, file: str, limits: Limits | None = None) -> list[Inspectio
         ]
         pdfs = []
     if not documents:
-        return [origin.failed(UnknownDocument("the ZIP holds no XML or PDF document"))]
+        return [origin.failed(UnknownDocument(phrase("zip_no_document")))]
     if not pdfs:
         return documents
     return [
@@ -82,8 +82,7 @@ def read(data: bytes, file: str, limits: Limits | None = None) -> list[Inspectio
 
 def too_large(file: str, size: int, sha256: str, limits: Limits) -> Inspection:
     """The Inspection of a file refused for its size alone, without reading it."""
-    error = TooLarge(f"{size} bytes is more than the limit of {limits.max_file_bytes}")
-    return _Origin(file, sha256).failed(error)
+    return _Origin(file, sha256).failed(TooLarge(safexml.too_large(size, limits)))
 
 
 def _looks_like_xml(data: bytes) -> bool:
@@ -124,10 +123,8 @@ def _xml(origin: _Origin, data: bytes, limits: Limits) -> Inspection:
             return origin.inspection(format=fmt, document=document, findings=findings)
         if container.is_attached_document(root):
             return _attached(origin, root, limits)
-        qname = etree.QName(root)
-        raise UnknownDocument(
-            f"a <{qname.localname}> of {qname.namespace or 'no namespace'} is not an invoice"
-        )
+        # Clark notation ({namespace}name) names the element the same in any language.
+        raise UnknownDocument(phrase("not_invoice", element=f"<{etree.QName(root).text}>"))
     except FormatError as exc:
         return origin.failed(exc)
 
@@ -135,9 +132,7 @@ def _xml(origin: _Origin, data: bytes, limits: Limits) -> Inspection:
 def _attached(origin: _Origin, root: etree._Element, limits: Limits) -> Inspection:
     attached = container.open_attached(root, limits)
     if not ubl.is_ubl_document(attached.inner):
-        raise UnknownDocument(
-            "the AttachedDocument does not carry an Invoice, CreditNote or DebitNote"
-        )
+        raise UnknownDocument(phrase("attached_not_invoice"))
     _, document = ubl.parse(attached.inner, evidence=attached.evidence)
     places = {
         "qr": ubl.qr_cufes(attached.inner),
@@ -153,10 +148,14 @@ def _attached(origin: _Origin, root: etree._Element, limits: Limits) -> Inspecti
 
 def _cufe_agreement(uuid: str | None, places: dict[str, set[str]]) -> list[Finding]:
     """The document's CUFE/CUDE must be the one every other place names."""
-    differing = {place: values for place, values in places.items() if values and values != {uuid}}
-    if not differing:
+    if all(not values or values == {uuid} for values in places.values()):
         return []
-    detail = "; ".join(
-        f"{place}: {', '.join(sorted(values))}" for place, values in differing.items()
+    stated = {place: ", ".join(sorted(values)) or "—" for place, values in places.items()}
+    detail = phrase(
+        "cufe_places",
+        uuid=uuid,
+        qr=stated["qr"],
+        container=stated.get("container", "—"),
+        response=stated.get("application_response", "—"),
     )
-    return [finding("FMT-CUFE-MISMATCH", "uuid", detail=f"uuid: {uuid}; {detail}")]
+    return [finding("FMT-CUFE-MISMATCH", "uuid", detail=detail)]

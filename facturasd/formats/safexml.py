@@ -18,6 +18,7 @@ from typing import TypedDict
 from lxml import etree
 
 from facturasd.errors import NotXml, TooLarge, Truncated, UnsafeXml
+from facturasd.findings import Phrase, phrase
 
 _BOM = b"\xef\xbb\xbf"
 # Entity declarations can only live in the DOCTYPE; one after it is refused.
@@ -57,8 +58,10 @@ def _tree_parser() -> etree.XMLParser:
     return parser
 
 
-# libxml2's own safety limits (depth 256, huge text nodes) speak in these words.
-_LIBXML2_LIMIT = re.compile(r"Excessive depth|huge text node|Huge input lookup|XML_PARSE_HUGE")
+# libxml2's own safety limits speak in these words: its depth limit, and the others (huge text
+# nodes, huge input lookups), all of which it names with XML_PARSE_HUGE.
+_LIBXML2_DEPTH_LIMIT = re.compile(r"Excessive depth")
+_LIBXML2_LIMIT = re.compile(r"huge text node|Huge input lookup|XML_PARSE_HUGE")
 
 
 @dataclass(frozen=True)
@@ -79,20 +82,20 @@ def parse(data: bytes, limits: Limits | None = None) -> etree._Element:
     """The root element of `data`, or a FormatError naming what is wrong."""
     limits = limits or Limits()
     if len(data) > limits.max_file_bytes:
-        raise TooLarge(f"{len(data)} bytes is more than the limit of {limits.max_file_bytes}")
+        raise TooLarge(too_large(len(data), limits))
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     if not data.strip():
-        raise NotXml("the file is empty")
+        raise NotXml(phrase("empty"))
     _check_encoding(data)
     doctype = _DOCTYPE.search(data)
     if doctype and _ENTITY.search(data, doctype.start()):
-        raise UnsafeXml("the document declares XML entities, which invoices never need")
+        raise UnsafeXml(phrase("entities"))
     # Every element starts with "<" and every attribute or namespace declaration has a "=":
     # more of those than the limit is refused before libxml2 builds anything.
     nodes = data.count(b"<") + data.count(b"=")
     if nodes > limits.max_xml_elements:
-        raise UnsafeXml(f"more than {limits.max_xml_elements} elements and attributes")
+        raise UnsafeXml(phrase("too_many_nodes", limit=limits.max_xml_elements))
     if limits.max_xml_depth >= _LIBXML2_DEPTH:
         # libxml2 enforces this depth itself: the tree is built in one call. Errors take the
         # careful path below, which also tells a truncated file from a broken one.
@@ -121,22 +124,24 @@ def _parse_in_chunks(data: bytes, limits: Limits) -> etree._Element:
                 elements += 1 + len(element.attrib)
                 root = element if root is None else root
                 if depth > limits.max_xml_depth:
-                    raise UnsafeXml(f"elements nest deeper than {limits.max_xml_depth} levels")
+                    raise UnsafeXml(phrase("too_deep", limit=limits.max_xml_depth))
                 if elements > limits.max_xml_elements:
-                    raise UnsafeXml(f"more than {limits.max_xml_elements} elements")
+                    raise UnsafeXml(phrase("too_many_nodes", limit=limits.max_xml_elements))
     except etree.XMLSyntaxError as exc:
+        if _LIBXML2_DEPTH_LIMIT.search(_first_line(exc)):
+            raise UnsafeXml(phrase("too_deep", limit=_LIBXML2_DEPTH)) from None
         if _LIBXML2_LIMIT.search(_first_line(exc)):
-            raise UnsafeXml(f"beyond the parser's safety limits: {_first_line(exc)}") from None
-        raise NotXml(f"not well-formed XML: {_first_line(exc)}") from None
+            raise UnsafeXml(phrase("huge_text")) from None
+        raise NotXml(phrase("not_well_formed", text=_first_line(exc))) from None
     try:
         parser.close()
     except etree.XMLSyntaxError as exc:
         # Every byte was accepted: an error now means the document stops short.
         if data.lstrip().startswith(b"<"):
-            raise Truncated(f"the XML ends before it is complete ({_first_line(exc)})") from None
-        raise NotXml(f"not well-formed XML: {_first_line(exc)}") from None
+            raise Truncated(phrase("cut_short", text=_first_line(exc))) from None
+        raise NotXml(phrase("not_well_formed", text=_first_line(exc))) from None
     if root is None:
-        raise NotXml("no XML element in the file")
+        raise NotXml(phrase("no_element"))
     return root
 
 
@@ -160,9 +165,9 @@ _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 def _check_encoding(data: bytes) -> None:
     if data.startswith(_WIDE_BOMS) or b"\x00" in data[:4]:
-        raise NotXml("UTF-16 and UTF-32 are not accepted; invoices are UTF-8 or ISO-8859-1")
+        raise NotXml(phrase("wide_encoding"))
     if (declared := _DECLARED.match(data)) and declared.group(1).decode().lower() not in _ACCEPTED:
-        raise NotXml(f"the encoding {declared.group(1).decode()!r} is not accepted")
+        raise NotXml(phrase("encoding", name=declared.group(1).decode()))
 
 
 def _no_entities(root: etree._Element) -> etree._Element:
@@ -170,8 +175,13 @@ def _no_entities(root: etree._Element) -> etree._Element:
     (belt and braces: the byte check before parsing should have caught them)."""
     dtd = root.getroottree().docinfo.internalDTD
     if dtd is not None and any(True for _ in dtd.iterentities()):
-        raise UnsafeXml("the document declares XML entities, which invoices never need")
+        raise UnsafeXml(phrase("entities"))
     return root
+
+
+def too_large(size: int, limits: Limits) -> Phrase:
+    """Why a file of `size` bytes is refused unread."""
+    return phrase("too_large", size=size, limit=limits.max_file_bytes)
 
 
 def _first_line(exc: etree.XMLSyntaxError) -> str:

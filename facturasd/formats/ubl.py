@@ -16,6 +16,7 @@ from typing import Literal
 from lxml import etree
 
 from facturasd.errors import UnknownDocument
+from facturasd.findings import phrase
 from facturasd.formats.model import (
     Document,
     Evidence,
@@ -96,7 +97,7 @@ def parse(root: etree._Element, evidence: Evidence | None = None) -> tuple[Forma
     DIAN's verdict when the document came in a container that carries one."""
     shape = SHAPES.get(etree.QName(root).namespace or "")
     if shape is None:
-        raise UnknownDocument(f"{etree.QName(root).localname} is not a DIAN UBL document")
+        raise UnknownDocument(phrase("not_dian_ubl", element=etree.QName(root).localname))
     kind = shape.kind
     if kind == "invoice" and text_at(root, cbc_path("InvoiceTypeCode")) == SUPPORT_DOCUMENT:
         kind = "support_document"

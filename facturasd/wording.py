@@ -1,0 +1,172 @@
+"""The words around what a person reads about invoices, in Spanish and English, and numbers
+written the way each country writes them.
+
+What the CLI prints about invoices (`inspect`, `invoices list/show`, `jobs`) and what a
+`.motivo.txt` says is wholly in one language: the labels, states and severities come from
+here; the findings' messages from `facturasd.findings`. Amounts are written the way the
+invoice's country writes them, whatever the language (a Colombian reads `20.384.700,00`, a
+Mexican `20,384,700.00`); JSON keeps the document's own strings. Logs stay English and do not
+use this module.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Language = Literal["es", "en"]
+LANGUAGES: tuple[Language, ...] = ("es", "en")
+
+# (thousands separator, decimal mark) by country.
+_SEPARATORS = {"CO": (".", ","), "MX": (",", ".")}
+_PLAIN = re.compile(r"^([+-]?)([0-9]+)(?:\.([0-9]+))?$", re.ASCII)
+# Spanish separates the thousands of a number with a space, never of one of four digits (RAE);
+# English with a comma. A no-break space keeps the number on one line.
+_GROUPING = {"es": "\u00a0", "en": ","}
+
+
+def amount(text: str, country: str | None) -> str:
+    """`text`, a printed decimal ("20384700.00"), as `country` writes it, its decimals kept.
+    Text that is not a plain decimal, or a country not known, leaves it as printed."""
+    match = _PLAIN.match(text)
+    if match is None or country not in _SEPARATORS:
+        return text
+    thousands, mark = _SEPARATORS[country]
+    sign, whole, decimals = match.groups()
+    written = sign + _grouped(whole, thousands)
+    return f"{written}{mark}{decimals}" if decimals is not None else written
+
+
+def count(value: int, lang: Language) -> str:
+    """A whole number (bytes, elements) as `lang` writes it when no country says otherwise."""
+    digits = str(abs(value))
+    grouped = digits if len(digits) <= 4 else _grouped(digits, _GROUPING[lang])
+    return f"-{grouped}" if value < 0 else grouped
+
+
+def _grouped(digits: str, separator: str) -> str:
+    head = len(digits) % 3 or 3
+    groups = [digits[:head], *(digits[i : i + 3] for i in range(head, len(digits), 3))]
+    return separator.join(groups)
+
+
+SEVERITIES: dict[Language, dict[str, str]] = {
+    "es": {"error": "error", "warning": "advertencia", "info": "información"},
+    "en": {"error": "error", "warning": "warning", "info": "info"},
+}
+
+# Invoice states (constants.InvoiceState), compliance statuses (ComplianceStatus) and job
+# states (JobState) as a person reads them; the CLI's options keep the values.
+STATES: dict[Language, dict[str, str]] = {
+    "es": {
+        "received": "recibida",
+        "unreadable": "ilegible",
+        "rejected": "rechazada",
+        "duplicate": "repetida",
+        "needs_review": "en revisión",
+        "checked": "revisada",
+        "linked": "enlazada",
+        "discarded": "descartada",
+        "PENDING": "pendiente",
+        "VALIDATED": "validada",
+        "RETRY": "por reintentar",
+        "FAILED": "fallida",
+        "FALLBACK": "sin confirmar",
+        "queued": "en cola",
+        "running": "en curso",
+        "done": "hecha",
+        "dead": "muerta",
+    },
+    "en": {
+        "received": "received",
+        "unreadable": "unreadable",
+        "rejected": "rejected",
+        "duplicate": "duplicate",
+        "needs_review": "needs review",
+        "checked": "checked",
+        "linked": "linked",
+        "discarded": "discarded",
+        "PENDING": "pending",
+        "VALIDATED": "validated",
+        "RETRY": "to retry",
+        "FAILED": "failed",
+        "FALLBACK": "not confirmed",
+        "queued": "queued",
+        "running": "running",
+        "done": "done",
+        "dead": "dead",
+    },
+}
+
+KINDS: dict[Language, dict[str, str]] = {
+    "es": {
+        "invoice": "factura",
+        "credit_note": "nota crédito",
+        "debit_note": "nota débito",
+        "support_document": "documento soporte",
+        "payment": "complemento de pago",
+        "payroll": "nómina",
+        "transfer": "traslado",
+    },
+    "en": {
+        "invoice": "invoice",
+        "credit_note": "credit note",
+        "debit_note": "debit note",
+        "support_document": "support document",
+        "payment": "payment",
+        "payroll": "payroll",
+        "transfer": "transfer",
+    },
+}
+
+VERDICTS: dict[Language, dict[str, str]] = {
+    "es": {"ok": "correcta", "warnings": "con advertencias", "rejected": "rechazada"},
+    "en": {"ok": "correct", "warnings": "with warnings", "rejected": "rejected"},
+}
+
+# Labels of what is printed about an invoice or a job.
+WORDS: dict[Language, dict[str, str]] = {
+    "es": {
+        "file": "archivo",
+        "received": "recibida",
+        "as": "como",
+        "issuer": "emisor",
+        "receiver": "receptor",
+        "company": "empresa",
+        "total": "total",
+        "taxes": "impuestos",
+        "withholdings": "retenciones",
+        "score": "puntaje",
+        "pdf": "PDF adjunto",
+        "unread": "no se pudo leer",
+        "findings": "hallazgos",
+        "history": "historia",
+        "attempts": "intentos",
+        "last_error": "último error (en inglés)",
+        "none": "ninguno",
+    },
+    "en": {
+        "file": "file",
+        "received": "received",
+        "as": "as",
+        "issuer": "issuer",
+        "receiver": "receiver",
+        "company": "company",
+        "total": "total",
+        "taxes": "taxes",
+        "withholdings": "withholdings",
+        "score": "score",
+        "pdf": "attached PDF",
+        "unread": "could not be read",
+        "findings": "findings",
+        "history": "history",
+        "attempts": "attempts",
+        "last_error": "last error",
+        "none": "none",
+    },
+}
+
+
+def state(value: str, lang: Language) -> str:
+    """A state or status as `lang` says it; one this version does not know, as stored."""
+    return STATES[lang].get(value, value)
