@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
-from facturasd import __version__
+from facturasd import __version__, wording
 from facturasd.config import (
     Config,
     check_folders,
@@ -68,7 +68,8 @@ LISTING_WORDS: dict[Language, dict[str, str]] = {
         "invoice": "FACTURA",
         "attempts": "INTENTOS",
         "created": "CREADO",
-        "error": "ÚLTIMO ERROR",
+        # A job's error is the exception's own text, in English as the log has it.
+        "error": "ÚLTIMO ERROR (EN INGLÉS)",
         "no invoices": "No hay facturas que mostrar.",
         "no jobs": "No hay trabajos que mostrar.",
         "more invoices": "… y {more} más antiguas: --limit {matched} las muestra todas.",
@@ -262,7 +263,7 @@ def _inspect(args: argparse.Namespace) -> int:
         config = Config.model_validate({}, context={"base_dir": Path.cwd()})
     else:
         config = load_config(path, os.environ)
-    lang = args.lang or config.reports.language
+    lang = _lang(args, config)
     limits = config.formats.limits()
     context = config.checks.context(config.companies, utcnow())
     inspections = []
@@ -347,7 +348,8 @@ def _backup(config: Config, dest: Path) -> int:
 def _jobs(config: Config, args: argparse.Namespace) -> int:
     from facturasd.store.queue import Job, Queue
 
-    words = LISTING_WORDS[args.lang or config.reports.language]
+    lang = _lang(args, config)
+    words = LISTING_WORDS[lang]
     zone = ZoneInfo(config.daemon.timezone)
     limit = _limit(args)
     state = JobState(args.state) if args.state else None
@@ -388,7 +390,7 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
     cells = [
         [
             str(j.id),
-            j.state.value,
+            wording.state(j.state.value, lang),
             j.queue,
             j.kind,
             _cell(j.payload.get("invoice")),
@@ -405,7 +407,8 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
 def _invoice_list(config: Config, args: argparse.Namespace) -> int:
     from facturasd.store import ledger
 
-    words = LISTING_WORDS[args.lang or config.reports.language]
+    lang = _lang(args, config)
+    words = LISTING_WORDS[lang]
     if args.company is not None:
         known = [c.slug for c in config.companies]
         if not known:
@@ -441,12 +444,12 @@ def _invoice_list(config: Config, args: argparse.Namespace) -> int:
     cells = [
         [
             str(i.id),
-            str(i.state),
+            wording.state(i.state, lang),
             _minute(i.received_at, zone),
             _cell(i.issued_at and i.issued_at[:10]),  # the day, as the document gives it
             _cell(i.number, 20),
             _cell(i.issuer_name or i.issuer_tax_id, 28),
-            _cell(i.total),
+            _cell(i.total and wording.amount(i.total, i.country)),
             _cell(i.currency),
             # Enough of it to tell one from another here; `invoices show` has it whole.
             _cell(i.uuid, 9),
@@ -503,6 +506,12 @@ def _cell(value: object, width: int | None = None) -> str:
     return text
 
 
+def _lang(args: argparse.Namespace, config: Config) -> Language:
+    """The language of what a command prints: --lang, else reports.language."""
+    lang: Language = getattr(args, "lang", None) or config.reports.language
+    return lang
+
+
 def _database_file(config: Config) -> Path:
     """The daemon's database file; StoreError if there is none (a command never creates it)."""
     path = config.paths.state_dir / DATABASE_FILE
@@ -529,6 +538,7 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
     from facturasd.store import ledger
 
     zone = ZoneInfo(config.daemon.timezone)
+    lang = _lang(args, config)
     action = "reprocess" if args.command == "reprocess" else args.action
 
     async def work() -> object:
@@ -560,7 +570,7 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                         for e in await ledger.events(db, args.id)
                     ],
                     "inspection": _inspection(
-                        await ledger.inspection(db, args.id), args.lang or config.reports.language
+                        await ledger.inspection(db, args.id), lang, invoice.country
                     ),
                 }
             raise AssertionError(f"no such action: {action}")  # argparse allows no other
@@ -572,17 +582,19 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         assert isinstance(result, dict)
-        print(_show(result))
+        print(_show(result, lang))
     return EXIT_OK
 
 
-def _inspection(stored: dict[str, Any] | None, lang: Language) -> dict[str, Any] | None:
-    """The ledger's inspection of an invoice, its findings' messages rendered in `lang`. Kept
-    as the stored JSON, not read into today's Inspection: a row an earlier version wrote need
-    not fit it."""
+def _inspection(
+    stored: dict[str, Any] | None, lang: Language, country: str | None
+) -> dict[str, Any] | None:
+    """The ledger's inspection of an invoice, its findings' messages rendered in `lang`, amounts
+    as `country` writes them. Kept as the stored JSON, not read into today's Inspection: a row
+    an earlier version wrote need not fit it."""
     if stored is None:
         return None
-    findings = [shown(Finding.model_validate(f), lang) for f in stored.get("findings", [])]
+    findings = [shown(Finding.model_validate(f), lang, country) for f in stored.get("findings", [])]
     return {**stored, "findings": findings}
 
 
@@ -607,22 +619,31 @@ def _start_of(day: date, zone: ZoneInfo) -> float:
     return datetime.combine(day, datetime.min.time(), zone).timestamp()
 
 
-def _show(found: dict[str, Any]) -> str:
+def _show(found: dict[str, Any], lang: Language) -> str:
+    """`invoices show` as a person reads it, wholly in `lang`; the history's reasons are as
+    they were recorded."""
+    words = wording.WORDS[lang]
+    kind = wording.KINDS[lang].get(found["kind"], found["kind"]) if found["kind"] else ""
+    total = wording.amount(found["total"], found["country"]) if found["total"] else "—"
     lines = [
-        f"#{found['id']} {found['state']} ({found['compliance']})  {found['original_name']}",
-        f"  file: {found['path']}",
-        f"  received {found['received_at']} as {found['inbox_path']}",
-        f"  {found['format'] or '—'} {found['kind'] or ''} {found['number'] or ''} "
-        f"uuid {found['uuid'] or '—'} total {found['total'] or '—'} {found['currency'] or ''}",
-        f"  issuer {found['issuer_tax_id'] or '—'} {found['issuer_name'] or ''}; receiver "
-        f"{found['receiver_tax_id'] or '—'}; company {found['company'] or '—'}",
+        f"#{found['id']} {wording.state(found['state'], lang)} "
+        f"({wording.state(found['compliance'], lang)})  {found['original_name']}",
+        f"  {words['file']}: {found['path']}",
+        f"  {words['received']} {found['received_at']} {words['as']} {found['inbox_path']}",
+        f"  {found['format'] or '—'} {kind} {found['number'] or ''} "
+        f"UUID/CUFE {found['uuid'] or '—'} {words['total']} {total} {found['currency'] or ''}",
+        f"  {words['issuer']} {found['issuer_tax_id'] or '—'} {found['issuer_name'] or ''}; "
+        f"{words['receiver']} {found['receiver_tax_id'] or '—'}; "
+        f"{words['company']} {found['company'] or '—'}",
     ]
     inspection = found.get("inspection") or {}
     lines += [
-        f"  [{f['severity']}] {f['code']}: {f['message']} ({f['path']})"
+        f"  [{wording.SEVERITIES[lang][f['severity']]}] {f['code']}: {f['message']} ({f['path']})"
         for f in inspection.get("findings", [])
     ]
     lines += [
-        f"  {e['at']} {e['state'] or '':<12} {e['actor']}: {e['reason']}" for e in found["history"]
+        f"  {e['at']} {wording.state(e['state'], lang) if e['state'] else '':<12} {e['actor']}: "
+        f"{e['reason']}"
+        for e in found["history"]
     ]
     return "\n".join(line.rstrip() for line in lines)

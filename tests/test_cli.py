@@ -36,9 +36,13 @@ def test_jobs_lists_and_reruns_dead_jobs(tmp_path: Path) -> None:
     ]
     header, *rows = jobs(config).stdout.splitlines()
     assert header.split()[:2] == ["ID", "ESTADO"]
-    # Newest first, each with its last error.
-    assert [row.split()[:2] for row in rows] == [[str(dead), "dead"], [str(live), "queued"]]
-    assert rows[0].endswith("HTTP 500")
+    # Newest first, each with its last error; in Spanish by default (reports.language), the
+    # error, the exception's own English text, labelled so.
+    assert [row.split()[:2] for row in rows] == [[str(dead), "muerta"], [str(live), "en"]]
+    assert "en cola" in rows[1] and "queued" not in rows[1]
+    assert "ÚLTIMO ERROR (EN INGLÉS)" in header and rows[0].endswith("HTTP 500")
+    english = jobs(config, "--lang", "en").stdout.splitlines()
+    assert [row.split()[:2] for row in english[1:]] == [[str(dead), "dead"], [str(live), "queued"]]
 
     rerun = jobs(config, "--retry", str(dead), "--json")
     assert rerun.returncode == 0, rerun.stderr

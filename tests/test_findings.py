@@ -54,13 +54,15 @@ def test_invoices_show_speaks_the_language_configured_now(
     } in findings
 
     spanish = show(config_file, capsys=capsys)
-    assert "CO-TOTAL-MISMATCH: El total a pagar impreso es 1.00, pero" in spanish
+    # Amounts as Colombia writes them, whatever the language.
+    assert "CO-TOTAL-MISMATCH: El total a pagar impreso es 1,00, pero" in spanish
+    assert "da 2.603.720,00" in spanish
     assert "No se practica ReteIVA: la empresa no es gran contribuyente" in spanish
 
     # reports.language changes after the invoice was checked: it is shown in the new one.
     config_file.write_text(config_file.read_text() + "[reports]\nlanguage = 'en'\n")
     english = show(config_file, capsys=capsys)
-    assert "CO-TOTAL-MISMATCH: The printed amount payable is 1.00, but" in english
+    assert "CO-TOTAL-MISMATCH: The printed amount payable is 1,00, but" in english
     assert "No ReteIVA is withheld: the company is neither a gran contribuyente" in english
     assert "El total" not in english and "No se practica" not in english
     as_json = json.loads(show(config_file, "--json", capsys=capsys))
@@ -68,13 +70,13 @@ def test_invoices_show_speaks_the_language_configured_now(
     assert total == {
         "code": "CO-TOTAL-MISMATCH",
         "severity": "error",
-        "message": "The printed amount payable is 1.00, but subtotal − discounts + charges + "
-        "taxes − prepaid gives 2603720.00",
+        "message": "The printed amount payable is 1,00, but subtotal − discounts + charges + "
+        "taxes − prepaid gives 2.603.720,00",
         "path": "totals.total",
         "params": {"printed": "1.00", "computed": "2603720.00"},
     }
     # --lang says otherwise for one command.
-    assert "El total a pagar impreso es 1.00" in show(config_file, "--lang", "es", capsys=capsys)
+    assert "El total a pagar impreso es 1,00" in show(config_file, "--lang", "es", capsys=capsys)
 
 
 def test_findings_stored_by_the_previous_version_show_their_message(
@@ -121,14 +123,14 @@ def test_the_motivo_says_it_in_spanish_then_english_from_one_reading(
     assert spanish.splitlines()[0] == "facturasd: factura rechazada por sus errores"
     assert spanish.splitlines()[1] == "Archivo: mal total.xml"
     assert spanish.splitlines()[4:] == [
-        "- [error] CO-TOTAL-MISMATCH (totals.total): El total a pagar impreso es 1.00, pero "
-        "subtotal − descuentos + cargos + impuestos − anticipos da 2603720.00",
+        "- [error] CO-TOTAL-MISMATCH (totals.total): El total a pagar impreso es 1,00, pero "
+        "subtotal − descuentos + cargos + impuestos − anticipos da 2.603.720,00",
         "  Qué hacer: No pague ni contabilice esta factura; pida una corregida.",
     ]
     assert english.splitlines()[0] == "facturasd: invoice rejected for its errors"
     assert english.splitlines()[1] == "File: mal total.xml"
     assert english.splitlines()[4:] == [
-        "- [error] CO-TOTAL-MISMATCH (totals.total): The printed amount payable is 1.00, but "
-        "subtotal − discounts + charges + taxes − prepaid gives 2603720.00",
+        "- [error] CO-TOTAL-MISMATCH (totals.total): The printed amount payable is 1,00, but "
+        "subtotal − discounts + charges + taxes − prepaid gives 2.603.720,00",
         "  What to do: Do not pay or book this invoice; ask for a corrected one.",
     ]

@@ -191,11 +191,16 @@ class Inspection(_Model):
         findings = update.get("findings", self.findings)
         return self.model_copy(update={**update, **_grade(findings)})
 
+    @property
+    def country(self) -> Country | None:
+        """The country of the document, which says how its amounts are written."""
+        return self.document.country if self.document is not None else None
+
     def shown(self, lang: Language) -> dict[str, Any]:
         """As `facturasd inspect --json` prints it: its findings' messages in `lang`."""
         return {
             **self.model_dump(mode="json"),
-            "findings": [shown(finding, lang) for finding in self.findings],
+            "findings": [shown(finding, lang, self.country) for finding in self.findings],
         }
 
 

@@ -45,7 +45,9 @@ async def write(
     label: str,
     received: str,
     findings: Sequence[Finding],
+    country: str | None = None,
 ) -> None:
-    """The `.motivo.txt` of the file at `dest`, written atomically: Spanish, then English."""
-    text = motivo(TITLES[state], label, received, findings)
+    """The `.motivo.txt` of the file at `dest`, written atomically: Spanish, then English,
+    amounts as `country` writes them."""
+    text = motivo(TITLES[state], label, received, findings, country)
     await anyio.to_thread.run_sync(write_atomically, motivo_path(dest), text)

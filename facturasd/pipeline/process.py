@@ -103,7 +103,10 @@ class Process:
             if folder is Folder.ARCHIVE:  # some of its documents only: which ones
                 label += f" ({', '.join(str(outcomes[n].checked.member) for n in shown)})"
             received = motivo.local_time(invoice.received_at, self.zone)
-            await motivo.write(dest, title, label, received, findings)
+            # The amounts are written as the documents' country writes them.
+            countries = (outcomes[n].checked.columns.get("country") for n in shown)
+            country = next(filter(None, countries), None)
+            await motivo.write(dest, title, label, received, findings, country)
 
         def effect(conn: sqlite3.Connection) -> None:
             self._record(conn, invoice, outcomes, dest)
