@@ -32,7 +32,7 @@ from facturasd.config import (
 )
 from facturasd.constants import DATABASE_FILE, InvoiceState, JobState, QueueName
 from facturasd.errors import AlreadyRunning, ConfigError, ReviewRefused, StoreError
-from facturasd.findings import LANGUAGES, Finding, Language, shown
+from facturasd.findings import LANGUAGES, Finding, Language, located, shown
 
 if TYPE_CHECKING:
     from facturasd.store.db import Database
@@ -620,8 +620,8 @@ def _start_of(day: date, zone: ZoneInfo) -> float:
 
 
 def _show(found: dict[str, Any], lang: Language) -> str:
-    """`invoices show` as a person reads it, wholly in `lang`; the history's reasons are as
-    they were recorded."""
+    """`invoices show` as a person reads it, wholly in `lang`, but for the history's reasons:
+    recorded as sentences, they are shown as they were written, and labelled so."""
     words = wording.WORDS[lang]
     kind = wording.KINDS[lang].get(found["kind"], found["kind"]) if found["kind"] else ""
     total = wording.amount(found["total"], found["country"]) if found["total"] else "—"
@@ -638,11 +638,13 @@ def _show(found: dict[str, Any], lang: Language) -> str:
     ]
     inspection = found.get("inspection") or {}
     lines += [
-        f"  [{wording.SEVERITIES[lang][f['severity']]}] {f['code']}: {f['message']} ({f['path']})"
+        f"  [{wording.SEVERITIES[lang][f['severity']]}] {f['code']}: {f['message']}"
+        f"{located(f['path'])}"
         for f in inspection.get("findings", [])
     ]
+    lines.append(f"  {words['history']}:")
     lines += [
-        f"  {e['at']} {wording.state(e['state'], lang) if e['state'] else '':<12} {e['actor']}: "
+        f"    {e['at']} {wording.state(e['state'], lang) if e['state'] else '':<12} {e['actor']}: "
         f"{e['reason']}"
         for e in found["history"]
     ]

@@ -769,6 +769,16 @@ def shown(item: Finding, lang: Language, country: str | None = None) -> dict[str
     }
 
 
+# The path of a finding about the whole file rather than one value of the document.
+WHOLE_FILE = "file"
+
+
+def located(path: str) -> str:
+    """Where a finding points, as printed after it: a path into the document, which reads the
+    same in every language (like the code); nothing when it is about the whole file."""
+    return "" if path == WHOLE_FILE else f" ({path})"
+
+
 MOTIVO_WORDS: dict[Language, dict[str, str]] = {
     "es": {"file": "Archivo", "received": "Recibido", "todo": "Qué hacer"},
     "en": {"file": "File", "received": "Received", "todo": "What to do"},
@@ -796,7 +806,7 @@ def motivo(
         for item in judged:
             severity = wording.SEVERITIES[lang][item.severity]
             said = message(item, lang, country)
-            lines.append(f"- [{severity}] {item.code} ({item.path}): {said}")
+            lines.append(f"- [{severity}] {item.code}{located(item.path)}: {said}")
             lines.append(f"  {words['todo']}: {CATALOGUE[item.code].action[lang]}")
         parts.append("\n".join(lines))
     return "\n\n----\n\n".join(parts) + "\n"

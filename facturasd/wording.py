@@ -139,11 +139,9 @@ WORDS: dict[Language, dict[str, str]] = {
         "score": "puntaje",
         "pdf": "PDF adjunto",
         "unread": "no se pudo leer",
-        "findings": "hallazgos",
-        "history": "historia",
+        "history": "historia (los motivos del sistema se registran en inglés)",
         "attempts": "intentos",
         "last_error": "último error (en inglés)",
-        "none": "ninguno",
     },
     "en": {
         "file": "file",
@@ -158,11 +156,9 @@ WORDS: dict[Language, dict[str, str]] = {
         "score": "score",
         "pdf": "attached PDF",
         "unread": "could not be read",
-        "findings": "findings",
         "history": "history",
         "attempts": "attempts",
         "last_error": "last error",
-        "none": "none",
     },
 }
 

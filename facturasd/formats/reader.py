@@ -17,7 +17,7 @@ from typing import Any
 from lxml import etree
 
 from facturasd.errors import FormatError, TooLarge, UnknownDocument
-from facturasd.findings import Finding, finding, phrase
+from facturasd.findings import WHOLE_FILE, Finding, finding, phrase
 from facturasd.formats import cfdi, container, pdf, safexml, ubl
 from facturasd.formats.model import Inspection
 from facturasd.formats.safexml import Limits, parse
@@ -35,7 +35,7 @@ class _Origin:
         return Inspection.judge(file=self.file, sha256=self.sha256, member=self.member, **fields)
 
     def failed(self, exc: FormatError) -> Inspection:
-        return self.inspection(findings=[finding(exc.code, "file", detail=exc.detail)])
+        return self.inspection(findings=[finding(exc.code, WHOLE_FILE, detail=exc.detail)])
 
     def inside(self, member: str | None) -> _Origin:
         return _Origin(self.file, self.sha256, member)
@@ -99,7 +99,7 @@ def _pdf(origin: _Origin, data: bytes, limits: Limits) -> list[Inspection]:
         document = pdf.partial_document(content.text)
     except FormatError as exc:
         return [origin.failed(exc)]
-    review = finding("FMT-PDF-WITHOUT-XML", "file")
+    review = finding("FMT-PDF-WITHOUT-XML", WHOLE_FILE)
     return [origin.inspection(format="pdf", document=document, findings=[review])]
 
 

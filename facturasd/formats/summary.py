@@ -3,7 +3,7 @@ English, amounts as the document's country writes them."""
 
 from __future__ import annotations
 
-from facturasd.findings import Language, message
+from facturasd.findings import Language, located, message
 from facturasd.formats.model import Inspection
 from facturasd.wording import KINDS, SEVERITIES, VERDICTS, WORDS, amount
 
@@ -37,7 +37,7 @@ def render(inspection: Inspection, lang: Language) -> str:
         if inspection.attachments:
             lines.append(f"  {words['pdf']}: {', '.join(inspection.attachments)}")
     lines += [
-        f"  [{SEVERITIES[lang][f.severity]}] {f.code}: {message(f, lang, country)} ({f.path})"
+        f"  [{SEVERITIES[lang][f.severity]}] {f.code}: {message(f, lang, country)}{located(f.path)}"
         for f in inspection.findings
     ]
     return "\n".join(line.rstrip() for line in lines)
