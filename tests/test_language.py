@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from facturasd.cli import main
+from facturasd.constants import ComplianceStatus, InvoiceState, JobState
 from facturasd.findings import CATALOGUE, PHRASES, Finding, message
 from facturasd.formats.reader import read
-from facturasd.wording import amount, count
+from facturasd.wording import STATES, amount, count
 from tests.documents import Item, cfdi40, co_invoice
 from tests.support import PYTHON, REPO, daemon_env, write_config
 from tests.test_findings import COMPANY, take
@@ -224,3 +225,9 @@ def test_the_spanish_install_guide_follows_the_english_one() -> None:
     headings = re.compile(r"^#{2,3} ", re.MULTILINE)
     assert len(headings.findall(spanish)) == len(headings.findall(english))
     assert "Traducción de [install.md](install.md)" in spanish.splitlines()[2]
+
+
+def test_every_state_has_its_words() -> None:
+    values = {s.value for enum in (InvoiceState, JobState, ComplianceStatus) for s in enum}
+    for lang in ("es", "en"):
+        assert values <= set(STATES[lang]), values - set(STATES[lang])

@@ -33,7 +33,9 @@ def render(inspection: Inspection, lang: Language) -> str:
         ]
         if doc.authority_evidence:
             evidence = doc.authority_evidence
-            lines.append(f"  DIAN: {evidence.code} {evidence.description or ''}")
+            # DIAN's own words, quoted: they are Spanish whatever the language asked for.
+            said = f' "{evidence.description}"' if evidence.description else ""
+            lines.append(f"  DIAN: {evidence.code}{said}")
         if inspection.attachments:
             lines.append(f"  {words['pdf']}: {', '.join(inspection.attachments)}")
     lines += [
