@@ -504,8 +504,8 @@ def test_review_from_the_command_line(tmp_path: Path) -> None:
             30,
             "reprocessed",
         )
-        text = office.cli("invoices", "list").stdout
-        assert "ajena.xml" in text and "checked" in text
+        text = office.cli("invoices", "list").stdout  # in Spanish, reports.language's default
+        assert "ajena.xml" in text and "revisada" in text
         assert office.cli("invoices", "show", "999").returncode == 1
     finally:
         office.kill()
