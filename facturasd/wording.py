@@ -124,7 +124,7 @@ VERDICTS: dict[Language, dict[str, str]] = {
     "en": {"ok": "correct", "warnings": "with warnings", "rejected": "rejected"},
 }
 
-# Labels of what is printed about an invoice or a job.
+# Labels of what is printed about one invoice (the listings' headers are cli.LISTING_WORDS).
 WORDS: dict[Language, dict[str, str]] = {
     "es": {
         "file": "archivo",
@@ -140,8 +140,6 @@ WORDS: dict[Language, dict[str, str]] = {
         "pdf": "PDF adjunto",
         "unread": "no se pudo leer",
         "history": "historia (los motivos del sistema se registran en inglés)",
-        "attempts": "intentos",
-        "last_error": "último error (en inglés)",
     },
     "en": {
         "file": "file",
@@ -157,8 +155,6 @@ WORDS: dict[Language, dict[str, str]] = {
         "pdf": "attached PDF",
         "unread": "could not be read",
         "history": "history",
-        "attempts": "attempts",
-        "last_error": "last error",
     },
 }
 

@@ -20,8 +20,8 @@ from facturasd.findings import CATALOGUE, PHRASES, Finding, message
 from facturasd.formats.reader import read
 from facturasd.wording import STATES, amount, count
 from tests.documents import Item, cfdi40, co_invoice
-from tests.support import PYTHON, REPO, daemon_env, write_config
-from tests.test_findings import COMPANY, take
+from tests.support import PYTHON, REPO, daemon_env, take, write_config
+from tests.test_findings import COMPANY
 
 FV7 = REPO.parent / "shared" / "samples" / "dian" / "siigo-blindacces-FV7.xml"
 CFDI40 = REPO.parent / "shared" / "samples" / "cfdi" / "cfdi-expresiones__cfdi40-real.xml"

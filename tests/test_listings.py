@@ -63,7 +63,8 @@ def test_invoices_list_shows_what_an_invoice_is_looked_up_by(
     # One line per invoice, newest first: no name breaks its row.
     assert [row.split()[0] for row in rows] == ["3", "2", "1"]
     first = rows[2]
-    for shown in ("2026-11-02", "FE1001", "Proveedora de Prueba SAS", "2382.38", "COP"):
+    # The total as Colombia writes it; JSON keeps it as printed.
+    for shown in ("2026-11-02", "FE1001", "Proveedora de Prueba SAS", "2.382,38", "COP"):
         assert f"  {shown}  " in first
     # Enough of the CUFE to tell it from the others; `invoices show` has it whole.
     assert "  a1b2c3d4…  " in first and UUIDS[0] not in out
@@ -85,6 +86,7 @@ def test_invoices_list_shows_what_an_invoice_is_looked_up_by(
         (2, UUIDS[1], ODD_FILE),
         (1, UUIDS[0], "factura 1.xml"),
     ]
+    assert listed[2]["total"] == "2382.38"
 
 
 def test_jobs_lists_in_the_same_order_with_attempts_and_invoice(
@@ -97,12 +99,13 @@ def test_jobs_lists_in_the_same_order_with_attempts_and_invoice(
     assert code == 0
     header, *rows = out.splitlines()
     assert header.split() == [
-        "ID", "ESTADO", "COLA", "TIPO", "FACTURA", "INTENTOS", "CREADO", "ÚLTIMO", "ERROR"
+        "ID", "ESTADO", "COLA", "TIPO", "FACTURA", "INTENTOS", "CREADO", "ÚLTIMO", "ERROR", "(EN",
+        "INGLÉS)",
     ]  # fmt: skip
     # Each parse-and-check job names its invoice; the jobs come in the invoices' order.
     assert [row.split()[4] for row in rows] == [row.split()[0] for row in invoices[1:]]
     assert [row.split()[1:4] + row.split()[5:6] for row in rows] == [
-        ["done", "invoice_processing", "process", "1/5"]
+        ["hecha", "invoice_processing", "process", "1/5"]
     ] * 3
     english = cli(capsys, "jobs", "--config", str(config), "--lang", "en")[1].splitlines()[0]
     assert english.split() == [
