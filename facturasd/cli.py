@@ -156,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     reprocess = command("reprocess", "parse and check invoices again (e.g. after a rules change)")
     reprocess.add_argument("ids", type=int, nargs="+", metavar="ID")
     reprocess.add_argument("--reason", default="asked from the command line")
+    reprocess.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     invoices = command("invoices", "the ledger: list, show, and resolve what needs review")
     actions = invoices.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing_help = "invoices, newest first (the order of jobs)"
@@ -194,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     discard = actions.add_parser("discard", help="set an invoice aside")
     discard.add_argument("id", type=int)
     discard.add_argument("--reason", required=True)
+    for action in (assign, accept, discard):
+        action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     for sub in (listing, show, assign, accept, discard):
         # Also after the action; given before it, it is not overwritten here.
         sub.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
@@ -549,20 +552,23 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
             if action == "reprocess":
                 for invoice_id in args.ids:
                     await review.reprocess(invoice_id, args.reason)
-                return f"queued again: {', '.join(f'#{i}' for i in args.ids)}"
+                ids = ", ".join(f"#{i}" for i in args.ids)
+                return wording.review("queued_again", lang, ids=ids)
             if action == "assign":
                 state = await review.assign(args.id, args.company, args.reason)
-                return f"#{args.id} assigned to {args.company}: {state}"
+                return wording.review(
+                    "assigned", lang, id=args.id, company=args.company, state=state
+                )
             if action == "accept":
                 await review.accept(args.id, args.reason)
-                return f"#{args.id} accepted: checked"
+                return wording.review("accepted", lang, id=args.id, state=InvoiceState.CHECKED)
             if action == "discard":
                 await review.discard(args.id, args.reason)
-                return f"#{args.id} discarded"
+                return wording.review("discarded", lang, id=args.id)
             if action == "show":
                 invoice = await db.read(partial(ledger.get, invoice_id=args.id))
                 if invoice is None:
-                    raise ReviewRefused(f"there is no invoice #{args.id}")
+                    raise ReviewRefused("no_invoice", id=args.id)
                 return {
                     **_invoice_row(invoice, zone),
                     "history": [
@@ -575,7 +581,11 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                 }
             raise AssertionError(f"no such action: {action}")  # argparse allows no other
 
-    result = anyio.run(work)
+    try:
+        result = anyio.run(work)
+    except ReviewRefused as exc:  # said in the language of the rest
+        print(f"facturasd: {exc.words(lang)}", file=sys.stderr)
+        return EXIT_FAILURE
     if isinstance(result, str):
         print(result)
     elif getattr(args, "json", False):

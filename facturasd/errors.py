@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from facturasd import wording
 from facturasd.findings import Phrase, worded
 
 
@@ -56,7 +57,16 @@ class RulesError(FacturasdError):
 
 
 class ReviewRefused(FacturasdError):
-    """A person's action on an invoice that cannot apply (no such invoice, wrong state)."""
+    """A person's action on an invoice that cannot apply (no such invoice, wrong state):
+    `reason` names it in `wording.REVIEW`, `values` fill it; `str()` is the English wording."""
+
+    def __init__(self, reason: str, **values: object):
+        super().__init__(wording.review(reason, "en", **values))
+        self.reason = reason
+        self.values = values
+
+    def words(self, lang: wording.Language) -> str:
+        return wording.review(self.reason, lang, **self.values)
 
 
 class StoreError(FacturasdError):

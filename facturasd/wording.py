@@ -162,3 +162,46 @@ WORDS: dict[Language, dict[str, str]] = {
 def state(value: str, lang: Language) -> str:
     """A state or status as `lang` says it; one this version does not know, as stored."""
     return STATES[lang].get(value, value)
+
+
+# What a review action says it did, and why it refused (errors.ReviewRefused's reasons).
+# `{state}` is worded in the language, the rest filled in as given.
+REVIEW: dict[Language, dict[str, str]] = {
+    "es": {
+        "queued_again": "en cola de nuevo: {ids}",
+        "assigned": "#{id} asignada a {company}: {state}",
+        "accepted": "#{id} aceptada: {state}",
+        "discarded": "#{id} descartada",
+        "no_invoice": "no hay factura #{id}",
+        "being_read": "la factura #{id} se está leyendo ahora; intente de nuevo",
+        "no_company": "no hay empresa {company!r} (empresas: {known})",
+        "no_companies": "no hay empresa {company!r}: no hay empresas configuradas",
+        "not_in_review": "la factura #{id} está {state}; solo se acepta una que esté en revisión",
+        "pdf_alone": "la factura #{id} es un PDF solo: la factura es el XML; déjelo en la "
+        "bandeja de entrada y el PDF se enlaza con él",
+        "discarded_already": "la factura #{id} ya está descartada",
+        "changed": "la factura #{id} cambió mientras tanto; vuelva a mirarla",
+    },
+    "en": {
+        "queued_again": "queued again: {ids}",
+        "assigned": "#{id} assigned to {company}: {state}",
+        "accepted": "#{id} accepted: {state}",
+        "discarded": "#{id} discarded",
+        "no_invoice": "there is no invoice #{id}",
+        "being_read": "invoice #{id} is being read right now; try again",
+        "no_company": "no company {company!r} (companies: {known})",
+        "no_companies": "no company {company!r}: no companies are configured",
+        "not_in_review": "invoice #{id} is {state}; only one in needs review is accepted",
+        "pdf_alone": "invoice #{id} is a PDF alone: the XML is the invoice; drop it in the "
+        "inbox and the PDF is linked to it",
+        "discarded_already": "invoice #{id} is discarded already",
+        "changed": "invoice #{id} changed meanwhile; look again",
+    },
+}
+
+
+def review(key: str, lang: Language, **values: object) -> str:
+    """A review action's result or refusal, in `lang`."""
+    if "state" in values:
+        values["state"] = state(str(values["state"]), lang)
+    return REVIEW[lang][key].format(**values)

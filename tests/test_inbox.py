@@ -493,7 +493,8 @@ def test_review_from_the_command_line(tmp_path: Path) -> None:
         )
         assert discarded.returncode == 0
         refused = office.cli("invoices", "accept", str(rows["propia.xml"][0]), "--reason", "x")
-        assert refused.returncode == 1 and "discarded" in refused.stderr
+        assert refused.returncode == 1
+        assert f"la factura #{rows['propia.xml'][0]} está descartada" in refused.stderr
         again = office.cli("reprocess", str(rows["propia.xml"][0]), "--reason", "reglas nuevas")
         assert again.returncode == 0, again.stderr
         wait_until(

@@ -20,7 +20,7 @@ from facturasd.findings import CATALOGUE, PHRASES, Finding, message
 from facturasd.formats.reader import read
 from facturasd.wording import STATES, amount, count
 from tests.documents import Item, cfdi40, co_invoice
-from tests.support import PYTHON, REPO, daemon_env, take, write_config
+from tests.support import PYTHON, REPO, daemon_env, invoice, take, write_config
 from tests.test_findings import COMPANY
 
 FV7 = REPO.parent / "shared" / "samples" / "dian" / "siigo-blindacces-FV7.xml"
@@ -231,3 +231,25 @@ def test_every_state_has_its_words() -> None:
     values = {s.value for enum in (InvoiceState, JobState, ComplianceStatus) for s in enum}
     for lang in ("es", "en"):
         assert values <= set(STATES[lang]), values - set(STATES[lang])
+
+
+def test_review_actions_answer_and_refuse_in_the_language_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = write_config(tmp_path)
+    take(config_file, {"factura.xml": invoice(1)})
+    config = ["--config", str(config_file)]
+    assert main(["invoices", "discard", "1", "--reason", "prueba", *config]) == 0
+    assert capsys.readouterr().out == "#1 descartada\n"
+    assert main(["invoices", "accept", "1", "--reason", "x", *config]) == 1
+    assert capsys.readouterr().err == (
+        "facturasd: la factura #1 está descartada; solo se acepta una que esté en revisión\n"
+    )
+    assert main(["invoices", "accept", "1", "--reason", "x", "--lang", "en", *config]) == 1
+    assert capsys.readouterr().err == (
+        "facturasd: invoice #1 is discarded; only one in needs review is accepted\n"
+    )
+    assert main(["invoices", "assign", "1", "--company", "acme", "--reason", "x", *config]) == 1
+    assert "no hay empresas configuradas" in capsys.readouterr().err
+    assert main(["reprocess", "1", "--reason", "reglas nuevas", *config]) == 0
+    assert capsys.readouterr().out == "en cola de nuevo: #1\n"

@@ -36,22 +36,24 @@ class Review:
     async def _get(self, invoice_id: int) -> ledger.Invoice:
         invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
         if invoice is None:
-            raise ReviewRefused(f"there is no invoice #{invoice_id}")
+            raise ReviewRefused("no_invoice", id=invoice_id)
         return invoice
 
     async def reprocess(self, invoice_id: int, reason: str) -> None:
         """Parse and check again (after a rules change, a fixed configuration…)."""
         invoice = await self._get(invoice_id)
         if not invoice.archived or invoice.state is InvoiceState.RECEIVED:
-            raise ReviewRefused(f"invoice #{invoice_id} is being read right now; try again")
+            raise ReviewRefused("being_read", id=invoice_id)
         await self._set(invoice, f"reprocess: {reason}", InvoiceState.RECEIVED)
 
     async def assign(self, invoice_id: int, company: str, reason: str) -> InvoiceState:
         """Give the invoice to a company; one in review only for want of a company is then
         checked."""
+        if not self.companies:
+            raise ReviewRefused("no_companies", company=company)
         if company not in {c.slug for c in self.companies}:
-            known = ", ".join(c.slug for c in self.companies) or "none configured"
-            raise ReviewRefused(f"no company {company!r} (companies: {known})")
+            known = ", ".join(c.slug for c in self.companies)
+            raise ReviewRefused("no_company", company=company, known=known)
         invoice = await self._get(invoice_id)
         state = invoice.state
         if state is InvoiceState.NEEDS_REVIEW:
@@ -66,20 +68,15 @@ class Review:
         """Accept an invoice in review, warnings and all."""
         invoice = await self._get(invoice_id)
         if invoice.state is not InvoiceState.NEEDS_REVIEW:
-            raise ReviewRefused(
-                f"invoice #{invoice_id} is {invoice.state}; only one in needs_review is accepted"
-            )
+            raise ReviewRefused("not_in_review", id=invoice_id, state=invoice.state)
         if invoice.format == "pdf":
-            raise ReviewRefused(
-                f"invoice #{invoice_id} is a PDF alone: the XML is the invoice; drop it in the "
-                "inbox and the PDF is linked to it"
-            )
+            raise ReviewRefused("pdf_alone", id=invoice_id)
         await self._set(invoice, f"accepted: {reason}", InvoiceState.CHECKED)
 
     async def discard(self, invoice_id: int, reason: str) -> None:
         invoice = await self._get(invoice_id)
         if invoice.state is InvoiceState.DISCARDED:
-            raise ReviewRefused(f"invoice #{invoice_id} is discarded already")
+            raise ReviewRefused("discarded_already", id=invoice_id)
         await self._set(invoice, f"discarded: {reason}", InvoiceState.DISCARDED)
 
     async def _set(
@@ -94,4 +91,4 @@ class Review:
             )
 
         if not await self.db.write(record):
-            raise ReviewRefused(f"invoice #{invoice.id} changed meanwhile; look again")
+            raise ReviewRefused("changed", id=invoice.id)
