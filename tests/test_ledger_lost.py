@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sqlite3
 import subprocess
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,7 @@ from tests.support import (
     DaemonProcess,
     daemon_env,
     drop,
+    enqueue,
     free_port,
     get_health,
     invoice,
@@ -146,6 +148,29 @@ def test_rebuild_ledger_records_every_archived_file_and_queues_it(tmp_path: Path
     assert added.returncode == 0, added.stderr
     assert "1 file(s) recorded" in added.stdout and "4 already in the ledger" in added.stdout
     assert len(query(db, "SELECT id FROM invoices")) == 5
+
+
+def test_the_wal_of_a_deleted_database_does_not_damage_the_rebuilt_one(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    archive(tmp_path / "data", "archive", datetime.now(ZONE), "f.xml", invoice(1))
+    db = tmp_path / "state" / DATABASE_FILE
+    enqueue(db, [])
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("INSERT INTO kv VALUES ('k', 'v', 0)")
+    conn.commit()
+    wal = db.with_name(db.name + "-wal")
+    frames = wal.read_bytes()  # committed, never checkpointed into the file
+    conn.close()
+    db.unlink()
+    wal.write_bytes(frames)  # left behind by `rm facturasd.db` under a running daemon
+
+    result = cli(config, "rebuild-ledger")
+    assert result.returncode == 0, result.stderr
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, "SELECT original_name FROM invoices") == [("f.xml",)]
+    kept = list((tmp_path / "state" / "backups").glob("facturasd.db-wal-without-its-database-*"))
+    assert [p.read_bytes() for p in kept] == [frames]
 
 
 def test_rebuild_ledger_refuses_beside_a_running_daemon(tmp_path: Path) -> None:

@@ -125,7 +125,9 @@ class Rebuild:
         """The dated names of the files the ledger has rows for (a dated name is unique across
         the three folders, and a file moved between them keeps it)."""
         names = set()
-        for (path,) in conn.execute("SELECT DISTINCT path FROM invoices WHERE path != ?", ("",)):
+        for (path,) in conn.execute(
+            "SELECT DISTINCT path FROM invoices WHERE path != ?", (ledger.NO_FILE,)
+        ):
             for folder in Folder:
                 root = self.folders.root(folder)
                 if Path(path).is_relative_to(root):

@@ -123,6 +123,25 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def _set_aside_orphans(path: Path, backup_dir: Path) -> None:
+    """The -wal and -shm files of a database deleted under them (or emptied) would be read
+    into the new database created in its place, and damage it: moved to `backup_dir`, never
+    deleted. Blocking."""
+    try:
+        if path.stat().st_size > 0:
+            return
+    except FileNotFoundError:
+        pass
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for suffix in ("-wal", "-shm"):
+        orphan = path.with_name(path.name + suffix)
+        if orphan.exists():
+            backup_dir.mkdir(parents=True, exist_ok=True)
+            dest = backup_dir / f"{orphan.name}-without-its-database-{stamp}"
+            os.rename(orphan, dest)
+            log.warning("%s had no database beside it: moved to %s", orphan, dest)
+
+
 async def _writable(conn: aiosqlite.Connection, path: Path) -> None:
     """SQLite opens a file it cannot write read-only and says so only at the first write: a
     write that changes nothing finds out now, with the file's name and the fix."""
@@ -279,10 +298,13 @@ class Database:
         """Opens `path`; only the daemon (upgrade=True) creates or migrates the schema, so a
         command run beside an older daemon never changes the schema under it."""
         await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+        backup_dir = backup_dir or path.parent / "backups"
+        if upgrade:
+            await anyio.to_thread.run_sync(_set_aside_orphans, path, backup_dir)
         writer = await _connect(path)
         try:
             if upgrade:
-                await migrate(writer, path, backup_dir or path.parent / "backups", migrations)
+                await migrate(writer, path, backup_dir, migrations)
                 await _writable(writer, path)
             elif (found := await schema_version(writer)) != len(migrations):
                 raise StoreError(
