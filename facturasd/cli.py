@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -29,7 +30,7 @@ from facturasd.config import (
     inert_warnings,
     load_config,
 )
-from facturasd.constants import DATABASE_FILE, InvoiceState, JobState
+from facturasd.constants import DATABASE_FILE, InvoiceState, JobState, QueueName
 from facturasd.errors import (
     AlreadyRunning,
     CannotListen,
@@ -45,6 +46,79 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 LANG_HELP = "language of what is printed (default: reports.language)"
+CONFIG_HELP = (
+    "configuration file (default: $FACTURASD_CONFIG, ./facturasd.toml, "
+    "/etc/facturasd/facturasd.toml)"
+)
+DAY_FORMATS = ("%Y-%m-%d", "%d/%m/%Y")
+DAY_EXAMPLES = "2026-11-29 or 29/11/2026"
+# Rows a table shows unless told, the newest: a screenful that still says how many are left.
+# JSON is read by tools, which get every row unless told.
+TABLE_LIMIT = 50
+LIMIT_HELP = f"at most N, the newest (a table shows {TABLE_LIMIT} unless told, --json all)"
+
+# The words of the listings' tables, in each language `--lang` takes.
+LISTING_WORDS: dict[Language, dict[str, str]] = {
+    "es": {
+        "id": "ID",
+        "state": "ESTADO",
+        "received": "RECIBIDA",
+        "issued": "EMITIDA",
+        "number": "NÚMERO",
+        "issuer": "EMISOR",
+        "total": "TOTAL",
+        "currency": "MONEDA",
+        "uuid": "CUFE/UUID",
+        "file": "ARCHIVO",
+        "queue": "COLA",
+        "kind": "TIPO",
+        "invoice": "FACTURA",
+        "attempts": "INTENTOS",
+        "created": "CREADO",
+        "error": "ÚLTIMO ERROR",
+        "no invoices": "No hay facturas que mostrar.",
+        "no jobs": "No hay trabajos que mostrar.",
+        "more invoices": "… y {more} más antiguas: --limit {matched} las muestra todas.",
+        "more jobs": "… y {more} más antiguos: --limit {matched} los muestra todos.",
+        "no companies": "--company {slug}: no hay ninguna empresa configurada (se declaran "
+        "con [[companies]] en el archivo de configuración)",
+        "no such company": "--company {slug}: no hay tal empresa (empresas: {known})",
+    },
+    "en": {
+        "id": "ID",
+        "state": "STATE",
+        "received": "RECEIVED",
+        "issued": "ISSUED",
+        "number": "NUMBER",
+        "issuer": "ISSUER",
+        "total": "TOTAL",
+        "currency": "CURRENCY",
+        "uuid": "CUFE/UUID",
+        "file": "FILE",
+        "queue": "QUEUE",
+        "kind": "KIND",
+        "invoice": "INVOICE",
+        "attempts": "ATTEMPTS",
+        "created": "CREATED",
+        "error": "LAST ERROR",
+        "no invoices": "No invoices to show.",
+        "no jobs": "No jobs to show.",
+        "more invoices": "… and {more} older: --limit {matched} shows them all.",
+        "more jobs": "… and {more} older: --limit {matched} shows them all.",
+        "no companies": "--company {slug}: no companies are configured (they are declared "
+        "with [[companies]] in the configuration file)",
+        "no such company": "--company {slug}: no such company (companies: {known})",
+    },
+}
+# Columns of numbers, aligned on the right.
+NUMERIC_COLUMNS = frozenset({"id", "total", "invoice", "attempts"})
+# Character classes a terminal does not show as themselves: controls (a newline, an escape
+# sequence), format characters (a right-to-left override that disguises a name), separators.
+UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+class UsageRefused(Exception):
+    """A command asked for what the configuration does not have (exit 2)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,11 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(
-            "--config",
-            help="configuration file (default: $FACTURASD_CONFIG, ./facturasd.toml, "
-            "/etc/facturasd/facturasd.toml)",
-        )
+        sub.add_argument("--config", help=CONFIG_HELP)
         return sub
 
     run = command("run", "run the daemon in the foreground")
@@ -92,25 +162,48 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("files", type=Path, nargs="+", metavar="FILE")
     inspect.add_argument("--json", action="store_true", help="print the normalized documents")
     inspect.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
-    jobs = command("jobs", "list the durable queue's jobs, or run dead ones again")
+    jobs = command("jobs", "list the durable queue's jobs, newest first, or run dead ones again")
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only this state")
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--limit", type=_positive, metavar="N", help=LIMIT_HELP)
     jobs.add_argument("--json", action="store_true", help="print JSON")
-    jobs.add_argument(
+    jobs.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+    jobs.add_argument("--queue", choices=[q.value for q in QueueName], help="only this queue")
+    retry = jobs.add_mutually_exclusive_group()
+    retry.add_argument(
         "--retry", type=int, metavar="ID", nargs="+", help="run these dead jobs again"
+    )
+    retry.add_argument(
+        "--retry-dead",
+        action="store_true",
+        help="run every dead job (of --queue) again, once what made them fail is fixed",
     )
     reprocess = command("reprocess", "parse and check invoices again (e.g. after a rules change)")
     reprocess.add_argument("ids", type=int, nargs="+", metavar="ID")
     reprocess.add_argument("--reason", default="asked from the command line")
     invoices = command("invoices", "the ledger: list, show, and resolve what needs review")
     actions = invoices.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="invoices, oldest first")
-    listing.add_argument("--state", action="append", choices=[s.value for s in InvoiceState])
-    listing.add_argument("--since", type=date.fromisoformat, help="received on or after")
-    listing.add_argument("--issued-since", type=date.fromisoformat, help="issued on or after")
-    listing.add_argument("--company")
-    listing.add_argument("--limit", type=int)
+    listing_help = "invoices, newest first (the order of jobs)"
+    listing = actions.add_parser("list", help=listing_help, description=listing_help)
+    listing.add_argument(
+        "--state",
+        action="append",
+        choices=[s.value for s in InvoiceState],
+        help="only this state; given more than once, any of them",
+    )
+    listing.add_argument(
+        "--since", type=_day, metavar="DAY", help=f"received on or after DAY: {DAY_EXAMPLES}"
+    )
+    listing.add_argument(
+        "--issued-since", type=_day, metavar="DAY", help=f"issued on or after DAY: {DAY_EXAMPLES}"
+    )
+    listing.add_argument(
+        "--company",
+        metavar="SLUG",
+        help="only the invoices of this company (its slug in [[companies]])",
+    )
+    listing.add_argument("--limit", type=_positive, metavar="N", help=LIMIT_HELP)
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     show = actions.add_parser("show", help="one invoice: document, findings, history, files")
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true", help="print JSON")
@@ -127,8 +220,23 @@ def _parser() -> argparse.ArgumentParser:
     discard.add_argument("--reason", required=True)
     for sub in (listing, show, assign, accept, discard):
         # Also after the action; given before it, it is not overwritten here.
-        sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     return parser
+
+
+def _day(text: str) -> date:
+    for form in DAY_FORMATS:
+        try:
+            return datetime.strptime(text, form).date()
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not a day: write it {DAY_EXAMPLES}")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,12 +253,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backup(config, args.dest)
         if args.command == "rebuild-ledger":
             return _rebuild_ledger(config, args.add_missing)
+        if args.command == "invoices" and args.action == "list":
+            return _invoice_list(config, args)
         if args.command in ("invoices", "reprocess"):
             return _invoices(config, args)
         return _jobs(config, args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        if args.command == "check-config":
+            print(_verdict(len(exc.problems), 0), file=sys.stderr)
+        return EXIT_USAGE
+    except UsageRefused as exc:
+        print(f"facturasd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LedgerMissing as exc:
         # Exit 2, as for a refused configuration: systemd does not restart it in a loop.
@@ -230,19 +345,31 @@ def _check_config(config: Config, as_json: bool) -> int:
             )
         )
     else:
-        for key, value in flatten(data).items():
-            print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        # The problems first, where one reading from the top sees them; the verdict last,
+        # where one reading the end (or `systemctl status`) does.
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        for line in warnings:
+            print(f"warning: {line}", file=sys.stderr)
         if running:
             print(
                 f"daemon running (pid {running}): http.bind and the database are its own, "
                 "not tried",
                 file=sys.stderr,
             )
-        for line in warnings:
-            print(f"warning: {line}", file=sys.stderr)
-        for line in errors:
-            print(f"error: {line}", file=sys.stderr)
+        for key, value in flatten(data).items():
+            print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        sys.stdout.flush()  # before the verdict, when both streams go to one place
+        print(_verdict(len(errors), len(warnings)), file=sys.stderr)
     return EXIT_USAGE if errors else EXIT_OK
+
+
+def _verdict(problems: int, warnings: int) -> str:
+    """check-config's last line: OK, or how many problems stop the daemon from starting."""
+    said = [f"{problems} problem{'s' if problems != 1 else ''}"] if problems else ["OK"]
+    if warnings:
+        said.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return ", ".join(said)
 
 
 def _start_up(config: Config) -> tuple[str | None, list[str]]:
@@ -298,40 +425,162 @@ def _rebuild_ledger(config: Config, add_missing: bool) -> int:
 
 
 def _jobs(config: Config, args: argparse.Namespace) -> int:
-    from facturasd.store.queue import Queue
+    from facturasd.store.queue import Job, Queue
 
-    async def work() -> list[dict[str, object]]:
+    words = LISTING_WORDS[args.lang or config.reports.language]
+    zone = ZoneInfo(config.daemon.timezone)
+    limit = _limit(args)
+    state = JobState(args.state) if args.state else None
+
+    async def work() -> tuple[list[Job], int]:
         async with _database(config) as db:
             queue = Queue(db, config.queues)
             if args.retry:
                 found = [await queue.requeue(job_id) for job_id in args.retry]
-            else:
-                state = JobState(args.state) if args.state else None
-                found = await queue.find(state=state, limit=args.limit)
-            return [
-                {
-                    "id": j.id,
-                    "queue": j.queue,
-                    "kind": j.kind,
-                    "state": j.state.value,
-                    "attempts": j.attempts,
-                    "max_attempts": j.max_attempts,
-                    "last_error": j.last_error,
-                }
-                for j in found
-            ]
+                return found, len(found)
+            if args.retry_dead:
+                found = await queue.requeue_dead(args.queue)
+                return found, len(found)
+            found = await queue.find(state=state, queue=args.queue, limit=limit)
+            if len(found) != limit:  # all of them
+                return found, len(found)
+            return found, await queue.count(state=state, queue=args.queue)
 
-    rows = anyio.run(work)
+    found, matched = anyio.run(work)
     if args.json:
+        rows = [
+            {
+                "id": j.id,
+                "queue": j.queue,
+                "kind": j.kind,
+                "invoice": j.payload.get("invoice"),
+                "state": j.state.value,
+                "attempts": j.attempts,
+                "max_attempts": j.max_attempts,
+                "created_at": _local(j.created_at, zone),
+                "last_error": j.last_error,
+            }
+            for j in found
+        ]
         print(json.dumps(rows, indent=2, ensure_ascii=False))
-    else:
-        for row in rows:
-            error = f"  {row['last_error']}" if row["last_error"] else ""
-            print(
-                f"{row['id']:>8} {row['state']:<7} {row['queue']:<18} {row['kind']:<16} "
-                f"{row['attempts']}/{row['max_attempts']}{error}"
-            )
+        return EXIT_OK
+    columns = ("id", "state", "queue", "kind", "invoice", "attempts", "created", "error")
+    cells = [
+        [
+            str(j.id),
+            j.state.value,
+            j.queue,
+            j.kind,
+            _cell(j.payload.get("invoice")),
+            f"{j.attempts}/{j.max_attempts}",
+            _minute(j.created_at, zone),
+            _cell(j.last_error, 100),
+        ]
+        for j in found
+    ]
+    _print_listing(words, "jobs", columns, cells, matched)
     return EXIT_OK
+
+
+def _invoice_list(config: Config, args: argparse.Namespace) -> int:
+    from facturasd.store import ledger
+
+    words = LISTING_WORDS[args.lang or config.reports.language]
+    if args.company is not None:
+        known = [c.slug for c in config.companies]
+        if not known:
+            raise UsageRefused(words["no companies"].format(slug=args.company))
+        if args.company not in known:
+            raise UsageRefused(
+                words["no such company"].format(slug=args.company, known=", ".join(known))
+            )
+    zone = ZoneInfo(config.daemon.timezone)
+    limit = _limit(args)
+    matching = ledger.Filter(
+        states=args.state or (),
+        since=_start_of(args.since, zone) if args.since else None,
+        issued_since=args.issued_since.isoformat() if args.issued_since else None,
+        company=args.company,
+    )
+
+    async def work() -> tuple[list[ledger.Invoice], int]:
+        async with _database(config) as db:
+            found = await ledger.search(db, matching, limit=limit)
+            if len(found) != limit:  # all of them
+                return found, len(found)
+            return found, await ledger.count(db, matching)
+
+    found, matched = anyio.run(work)
+    if args.json:
+        print(json.dumps([_invoice_row(i, zone) for i in found], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    columns = (
+        "id", "state", "received", "issued", "number", "issuer", "total", "currency", "uuid",
+        "file",
+    )  # fmt: skip
+    cells = [
+        [
+            str(i.id),
+            str(i.state),
+            _minute(i.received_at, zone),
+            _cell(i.issued_at and i.issued_at[:10]),  # the day, as the document gives it
+            _cell(i.number, 20),
+            _cell(i.issuer_name or i.issuer_tax_id, 28),
+            _cell(i.total),
+            _cell(i.currency),
+            # Enough of it to tell one from another here; `invoices show` has it whole.
+            _cell(i.uuid, 9),
+            _cell(i.original_name, 40),
+        ]
+        for i in found
+    ]
+    _print_listing(words, "invoices", columns, cells, matched)
+    return EXIT_OK
+
+
+def _limit(args: argparse.Namespace) -> int | None:
+    """The rows to read: as told; else all for JSON, a screenful for a table."""
+    limit: int | None = args.limit
+    return limit if limit is not None or args.json else TABLE_LIMIT
+
+
+def _print_listing(
+    words: dict[str, str],
+    what: str,
+    columns: Sequence[str],
+    cells: list[list[str]],
+    matched: int,
+) -> None:
+    """A table of `what` under a header, and how many more matched; one line if none did."""
+    if not cells:
+        print(words[f"no {what}"])
+        return
+    rows = [[words[c] for c in columns], *cells]
+    widths = [max(len(row[n]) for row in rows) for n in range(len(columns))]
+    for row in rows:
+        line = "  ".join(
+            text.rjust(width) if column in NUMERIC_COLUMNS else text.ljust(width)
+            for column, text, width in zip(columns, row, widths, strict=True)
+        )
+        print(line.rstrip())
+    if matched > len(cells):
+        print(words[f"more {what}"].format(more=matched - len(cells), matched=matched))
+
+
+def _cell(value: object, width: int | None = None) -> str:
+    """A value as a table shows it: a dash if there is none; characters a terminal would act
+    on (a name is whatever the sender wrote) as escapes; cut to `width` with an ellipsis."""
+    if value is None or value == "":
+        return "—"
+    text = "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in UNPRINTABLE
+        else char
+        for char in str(value)
+    )
+    if width is not None and len(text) > width:
+        return text[: width - 1] + "…"
+    return text
 
 
 def _database_file(config: Config) -> Path:
@@ -394,28 +643,13 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                         await ledger.inspection(db, args.id), args.lang or config.reports.language
                     ),
                 }
-            since = _start_of(args.since, zone) if args.since else None
-            found = await ledger.search(
-                db,
-                states=args.state or (),
-                since=since,
-                issued_since=args.issued_since.isoformat() if args.issued_since else None,
-                company=args.company,
-                limit=args.limit,
-            )
-            return [_invoice_row(invoice, zone) for invoice in found]
+            raise AssertionError(f"no such action: {action}")  # argparse allows no other
 
     result = anyio.run(work)
     if isinstance(result, str):
         print(result)
     elif getattr(args, "json", False):
         print(json.dumps(result, indent=2, ensure_ascii=False))
-    elif isinstance(result, list):
-        for row in result:
-            print(
-                f"{row['id']:>6} {row['state']:<12} {row['received_at']}  "
-                f"{row['number'] or '—':<12} {row['uuid'] or '—'}  {row['original_name']}"
-            )
     else:
         assert isinstance(result, dict)
         print(_show(result))
@@ -442,6 +676,11 @@ def _invoice_row(invoice: Any, zone: ZoneInfo) -> dict[str, Any]:
 
 def _local(timestamp: float, zone: ZoneInfo) -> str:
     return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
+
+
+def _minute(timestamp: float, zone: ZoneInfo) -> str:
+    """A time as a table shows it: to the minute, in the daemon's zone."""
+    return datetime.fromtimestamp(timestamp, zone).strftime("%Y-%m-%d %H:%M")
 
 
 def _start_of(day: date, zone: ZoneInfo) -> float:

@@ -26,6 +26,12 @@ class WorkerGroup(StrEnum):
     ALEGRA = "alegra"
     REPORTS = "reports"
 
+    @property
+    def upstream(self) -> bool:
+        """Its work waits on someone else's service (SAT, DIAN, Alegra): it failing is that
+        service's trouble, not a local one."""
+        return self in (WorkerGroup.AUTHORITIES, WorkerGroup.ALEGRA)
+
 
 GROUP_QUEUES: dict[WorkerGroup, tuple[QueueName, ...]] = {
     WorkerGroup.LOCAL: (QueueName.INVOICE_PROCESSING, QueueName.TAX_VALIDATION),

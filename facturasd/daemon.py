@@ -19,9 +19,11 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -32,7 +34,14 @@ from facturasd.config import Config
 from facturasd.constants import LOCK_FILE, WorkerGroup
 from facturasd.errors import AlreadyRunning
 from facturasd.inbox.watcher import Watcher
-from facturasd.monitoring.health import WEIGHTS, ComponentView, inbox_probe, supervisor_probe
+from facturasd.monitoring.health import (
+    WEIGHTS,
+    ComponentView,
+    failures_probe,
+    inbox_probe,
+    supervisor_probe,
+)
+from facturasd.monitoring.tally import Tally, tallied
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.pipeline.rebuild import refuse_new_ledger
 from facturasd.services import Services, build
@@ -123,6 +132,22 @@ class Supervisor:
                     delay,
                 )
                 await self.sleep(delay)
+
+
+# The kv row that tells a clean stop from a crash: `running` from start to a clean stop.
+RUN_MARK = "daemon.run"
+RUNNING, STOPPED = "running", "stopped"
+
+
+def _mark_run(conn: sqlite3.Connection, *, state: str, at: float) -> str | None:
+    """Sets the run mark to `state`; returns what it was."""
+    row = conn.execute("SELECT value FROM kv WHERE key = ?", (RUN_MARK,)).fetchone()
+    conn.execute(
+        "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (RUN_MARK, state, at),
+    )
+    return str(row[0]) if row else None
 
 
 def _create_folders(config: Config) -> None:
@@ -241,18 +266,40 @@ class Daemon:
         sock: socket.socket,
     ) -> None:
         config = self.config
-        if orphans := await services.queue.recover_orphans():
-            log.warning("%d job(s) left running by the previous process handed back", orphans)
+        crashed = (
+            await services.db.write(partial(_mark_run, state=RUNNING, at=self.clock().timestamp()))
+            == RUNNING
+        )
+        orphans = await services.queue.recover_orphans()
         await anyio.to_thread.run_sync(_create_folders, config)
-        if resumed := await services.ingest.reconcile():
-            log.warning("%d file(s) whose ingest a crash interrupted: finished", resumed)
+        resumed = await services.ingest.reconcile()
+        if crashed:
+            log.warning(
+                "the previous run ended without a clean stop (a crash, a kill or a power cut): "
+                "%d job(s) it left running handed back, %d interrupted ingest(s) finished",
+                orphans,
+                resumed,
+            )
+        elif resumed:
+            log.info("%d file(s) whose ingest the last stop interrupted: finished", resumed)
+        ingested = Tally(clock=self.clock)
         watcher = Watcher(
             config.paths.inbox,
             config.inbox,
-            services.ingest,
+            tallied(services.ingest, ingested),
             takers=config.workers.concurrency(WorkerGroup.LOCAL),
         )
         pools = list(services.pools.values())
+        services.health.register(
+            "workers:failures",
+            WEIGHTS["workers"] / 2,
+            failures_probe(
+                {
+                    "ingest": (ingested, True),
+                    **{g.value: (p.tally, not g.upstream) for g, p in services.pools.items()},
+                }
+            ),
+        )
         services.health.register(
             "supervisor:components", WEIGHTS["supervisor"], supervisor_probe(self.supervisor)
         )
@@ -290,6 +337,7 @@ class Daemon:
                 if busy := sum(pool.busy for pool in pools):
                     log.warning("%d job(s) did not finish in time; handed back", busy)
                 tg.cancel_scope.cancel()
+            await services.db.write(partial(_mark_run, state=STOPPED, at=self.clock().timestamp()))
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()

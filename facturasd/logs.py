@@ -46,6 +46,10 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The local time with its zone offset (2026-11-29T12:00:00.000-05:00)."""
+        return datetime.fromtimestamp(record.created).astimezone().isoformat("T", "milliseconds")
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         tags = [
@@ -63,5 +67,7 @@ def configure(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp logs every request at INFO; the access log is noise for a local status page.
+    # aiohttp logs every request at INFO, watchfiles every batch of changes ("12 changes
+    # detected"): noise beside the line the daemon writes for each file it takes.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)

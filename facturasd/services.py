@@ -106,7 +106,9 @@ async def build(
         # Weighed within the database group: its weight is the write probe's.
         checker.register("database:file", 0.0, health.ledger_file_probe(db))
         checker.register(
-            "workers:alive", weights["workers"], health.workers_probe(queue, list(pools.values()))
+            "workers:alive",
+            weights["workers"] / 2,
+            health.workers_probe(queue, list(pools.values())),
         )
         checker.register(
             "queues:depth",

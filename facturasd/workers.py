@@ -14,6 +14,7 @@ import anyio
 from facturasd.clock import Clock, utcnow
 from facturasd.errors import JobFailed, LeaseLost, RetryLater, StoreUnavailable
 from facturasd.logs import job_id_var
+from facturasd.monitoring.tally import Tally
 from facturasd.store.queue import Effect, Job, Queue, backoff
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class WorkerPool:
         self.concurrency = concurrency
         self.lease = lease
         self._clock = clock
+        # Answers only: a job handed back for want of an upstream's answer is neither.
+        self.tally = Tally(clock=clock)
+        self.last_claim = clock().timestamp()  # (since it started: no alarm before a minute)
         self._stopping = False
         self._idle = anyio.Event()
         self.alive = 0
@@ -106,6 +110,7 @@ class WorkerPool:
             due = await self.queue.next_ready_in(self.queues)
             await self.queue.wait_for_work(self.queues, min(POLL_INTERVAL, due or POLL_INTERVAL))
             return
+        self.last_claim = self._clock().timestamp()
         self.busy += 1
         try:
             await self._run(job)
@@ -127,7 +132,9 @@ class WorkerPool:
     async def _attempt(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)
         if handler is None:
-            await self.queue.fail(job, f"no handler for job kind {job.kind!r}", permanent=True)
+            error = f"no handler for job kind {job.kind!r}"
+            await self.queue.fail(job, error, permanent=True)
+            self.tally.failed(error)
             log.error("job %d has unknown kind %r: marked dead", job.id, job.kind)
             return
         key = job.lease_token  # (a job id can be in two hands: one whose lease expired)
@@ -158,6 +165,7 @@ class WorkerPool:
             raise running.lost
         if error is None:
             await self.queue.complete(job, running.effect)
+            self.tally.succeeded()
             log.debug("job %d (%s) done", job.id, job.kind)
         elif isinstance(error, RetryLater):
             await self.queue.release(
@@ -166,12 +174,14 @@ class WorkerPool:
             log.info("job %d (%s) deferred %.0fs: %s", job.id, job.kind, error.delay, error)
         elif isinstance(error, JobFailed):
             await self.queue.fail(job, str(error), permanent=True)
+            self.tally.failed(error)
             log.error("job %d (%s) failed for good: %s", job.id, job.kind, error)
         else:
             await self._record_failure(job, error)
 
     async def _record_failure(self, job: Job, error: BaseException) -> None:
         text = f"{type(error).__name__}: {error}"
+        self.tally.failed(error)
         state = await self.queue.fail(job, text, self._clock() + backoff(job.attempts))
         log.error(
             "job %d (%s) attempt %d/%d raised %s; now %s",

@@ -1,5 +1,5 @@
 """Helpers shared by the tests: configuration files, ports, subprocess environments, files
-dropped into an inbox."""
+dropped into an inbox, a ledger filled in this process."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from pathlib import Path
 import anyio
 import httpx
 
-from facturasd.config import QueueSettings
+from facturasd.config import Config, QueueSettings, load_config
 from facturasd.constants import QueueName
+from facturasd.services import build
 from tests.documents import Item, co_invoice
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,6 +170,28 @@ def drop(folder: Path, name: str, data: bytes) -> Path:
     partial.write_bytes(data)
     partial.rename(path)
     return path
+
+
+async def _take(config: Config, files: Mapping[str, bytes], process: bool) -> None:
+    paths = config.paths
+    for folder in (paths.inbox, paths.archive, paths.rejected, paths.duplicates):
+        folder.mkdir(parents=True, exist_ok=True)
+    async with build(config) as services:
+        queue = services.queue
+        for name, data in files.items():
+            (paths.inbox / name).write_bytes(data)
+            await services.ingest(paths.inbox / name)
+        queues = [QueueName.INVOICE_PROCESSING.value]
+        while process and (job := await queue.claim(queues, config.workers.lease)) is not None:
+            await queue.complete(job, await services.process(job))
+
+
+def take(config_file: Path, files: Mapping[str, bytes], *, process: bool = True) -> Config:
+    """Ingest `files` and, with `process`, run their parse-and-check jobs, as the daemon does,
+    in this process (no watcher, no worker pool) into the ledger `config_file` names."""
+    config = load_config(config_file, {})
+    anyio.run(_take, config, files, process)
+    return config
 
 
 def cufe(n: int) -> str:

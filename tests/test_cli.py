@@ -34,9 +34,11 @@ def test_jobs_lists_and_reruns_dead_jobs(tmp_path: Path) -> None:
     assert [(j["id"], j["state"], j["last_error"]) for j in json.loads(listed.stdout)] == [
         (dead, "dead", "HTTP 500")
     ]
-    text = jobs(config)
-    assert f"{dead:>8} dead" in text.stdout and "HTTP 500" in text.stdout
-    assert f"{live:>8} queued" in text.stdout
+    header, *rows = jobs(config).stdout.splitlines()
+    assert header.split()[:2] == ["ID", "ESTADO"]
+    # Newest first, each with its last error.
+    assert [row.split()[:2] for row in rows] == [[str(dead), "dead"], [str(live), "queued"]]
+    assert rows[0].endswith("HTTP 500")
 
     rerun = jobs(config, "--retry", str(dead), "--json")
     assert rerun.returncode == 0, rerun.stderr

@@ -498,6 +498,44 @@ def test_check_config_reports_a_folder_that_is_a_file(tmp_path: Path) -> None:
     assert f"paths.inbox: '{tmp_path / 'inbox'}' exists and is not a folder" in result.stderr
 
 
+def test_check_config_puts_the_problems_first_and_ends_with_a_verdict(tmp_path: Path) -> None:
+    """Both streams as a terminal or the journal shows them, in the order they are written."""
+
+    def seen(config: Path) -> tuple[int, list[str]]:
+        result = subprocess.run(
+            [PYTHON, "-m", "facturasd", "check-config", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=daemon_env(),
+            timeout=60,
+        )
+        return result.returncode, result.stdout.splitlines()
+
+    fine = tmp_path / "fine.toml"
+    fine.write_text('[http]\nbind = "127.0.0.1:9000"\n')
+    code, lines = seen(fine)
+    assert code == 0
+    assert lines[0].startswith("paths.state_dir = ") and lines[-1] == "OK"
+
+    (tmp_path / "inbox").write_text("not a folder")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[paths]\ninbox = "inbox"\n[notify.email]\nenabled = true\n')
+    code, lines = seen(wrong)
+    assert code == 2
+    assert lines[0] == f"error: paths.inbox: '{tmp_path / 'inbox'}' exists and is not a folder"
+    assert lines[1].startswith("warning: notify.email.enabled: no effect in this version")
+    assert lines[2].startswith("paths.state_dir = ")
+    assert lines[-1] == "1 problem, 1 warning"
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[http\n")
+    code, lines = seen(broken)
+    assert code == 2
+    assert "TOML syntax error at line 1, column 6" in lines[0]
+    assert lines[-1] == "1 problem"
+
+
 def test_config_is_found_through_the_environment_then_the_working_folder(tmp_path: Path) -> None:
     (tmp_path / "facturasd.toml").write_text('[http]\nbind = "127.0.0.1:9999"\n')
     other = tmp_path / "other.toml"

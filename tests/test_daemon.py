@@ -301,6 +301,7 @@ def test_shipped_config_is_ready_healthy_and_stops_on_sigterm(tmp_path: Path) ->
             "database:write",
             "database:file",
             "workers:alive",
+            "workers:failures",
             "queues:depth",
             "supervisor:components",
             "disk:free",

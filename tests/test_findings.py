@@ -15,11 +15,9 @@ import anyio
 import pytest
 
 from facturasd.cli import main
-from facturasd.config import Config, load_config
-from facturasd.constants import DATABASE_FILE, QueueName
-from facturasd.services import build
+from facturasd.constants import DATABASE_FILE
 from tests.documents import CUSTOMER_NIT, Item, co_invoice
-from tests.support import write_config
+from tests.support import take, write_config
 
 COMPANY = (
     "[[companies]]\nslug = 'rg-glass'\nname = 'RG GLASS S.A.S.'\ncountry = 'CO'\n"
@@ -30,27 +28,6 @@ WRONG_TOTAL = co_invoice(
     [Item("Vidrio templado", "2", "1000000.00", "19"), Item("Instalación", "1", "188000.00", "19")],
     override={"total": "1.00"},
 )
-
-
-async def _take(config: Config, files: dict[str, bytes]) -> None:
-    """Ingest `files` and run their parse-and-check jobs, as the daemon does."""
-    paths = config.paths
-    for folder in (paths.inbox, paths.archive, paths.rejected, paths.duplicates):
-        folder.mkdir(parents=True, exist_ok=True)
-    async with build(config) as services:
-        queue = services.queue
-        for name, data in files.items():
-            (paths.inbox / name).write_bytes(data)
-            await services.ingest(paths.inbox / name)
-        queues = [QueueName.INVOICE_PROCESSING.value]
-        while (job := await queue.claim(queues, config.workers.lease)) is not None:
-            await queue.complete(job, await services.process(job))
-
-
-def take(config_file: Path, files: dict[str, bytes]) -> Config:
-    config = load_config(config_file, {})
-    anyio.run(_take, config, files)
-    return config
 
 
 def show(config_file: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> str:

@@ -175,17 +175,22 @@ async def test_an_invoice_a_person_accepts_gets_the_same_next_job_as_one_checked
     # One INFO line per change of state, each naming its invoice.
     records = json_logs()
     changes = [
-        (r["invoice_id"], r["message"].split(": ")[0])
+        (r["invoice_id"], r["message"].split(": ")[1].split(", ")[0])
         for r in records
         if r["level"] == "info" and r["logger"].startswith("facturasd.pipeline")
     ]
     user = getpass.getuser()
     assert sorted(changes) == sorted(
         [
-            (checked, "received"),
-            (checked, f"invoice #{checked} received → checked (facturasd)"),
-            (in_review, "received"),
-            (in_review, f"invoice #{in_review} received → needs_review (facturasd)"),
-            (in_review, f"invoice #{in_review} needs_review → checked ({user})"),
+            (checked, "taken from the inbox"),
+            (checked, "received → checked by facturasd"),
+            (in_review, "taken from the inbox"),
+            (in_review, "received → needs_review by facturasd"),
+            (in_review, f"needs_review → checked by {user}"),
         ]
+    )
+    assert all(
+        r["message"].startswith(f"invoice #{r['invoice_id']} ")
+        for r in records
+        if r["logger"].startswith("facturasd.pipeline")
     )

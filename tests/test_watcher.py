@@ -202,3 +202,21 @@ async def test_a_file_deleted_while_it_is_being_taken_leaves_a_closed_row(
         assert GONE in inbox.reasons()
         await goes_on_taking(inbox)
     assert quiet(caplog) == []
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["events", "rescans only"])
+async def test_a_folder_named_like_a_document_is_walked_into(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, blockbuster: BlockBuster, watch: bool
+) -> None:
+    """A sub-folder called `x.xml` is a folder: what is inside it is taken, and the folder
+    itself is neither taken nor reported as a file that cannot be read. Nor is a named pipe
+    called like a document (opening it to check it would wait forever)."""
+    caplog.set_level(logging.INFO, logger="facturasd")
+    async with watching(tmp_path, watch=watch) as inbox:
+        os.mkfifo(inbox.folder / "tubo.xml")
+        drop(inbox.folder, "x.xml/factura.xml", invoice(1))
+        await inbox.settle(inbox.watcher.rescans)
+        assert inbox.ledger() == [("x.xml/factura.xml", "received", 1)]
+        assert inbox.watcher.blocked == {}
+        await goes_on_taking(inbox)
+    assert quiet(caplog) == []

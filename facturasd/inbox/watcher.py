@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -173,20 +174,19 @@ class Watcher:
             for name in files:
                 path = base / name
                 try:
-                    if not self._acceptable(path):
-                        continue
-                    stat = path.stat()
+                    look = self._acceptable_stat(path)
                 except FileNotFoundError:
                     continue  # gone meanwhile
                 except OSError as exc:
                     unreadable[path] = exc.strerror or type(exc).__name__
                     continue
-                found.append((path, stat.st_size, stat.st_mtime_ns))
+                if look is not None:
+                    found.append((path, look.st_size, look.st_mtime_ns))
         return found, unreadable
 
     def _acceptable(self, path: Path) -> bool:
-        """A document to take: a wanted name, a regular file, really inside the inbox (not
-        through a symbolic link, of the file or of a folder on its way)."""
+        """A name to take, really inside the inbox (not through a symbolic link, of the file
+        or of a folder on its way)."""
         if not wanted(path.relative_to(self.inbox)):
             return False
         relative = path.relative_to(self.inbox)
@@ -215,8 +215,13 @@ class Watcher:
                 self.tracker.observe(path, look.st_size, look.st_mtime_ns, self._monotonic())
 
     def _acceptable_stat(self, path: Path) -> os.stat_result | None:
-        """The file's size and times, if it is one to take."""
-        return path.stat() if self._acceptable(path) else None
+        """The file's size and times, if it is one to take. Only a regular file is: a folder
+        named `x.xml` is walked into by the scans (an event names the folder itself), and a
+        named pipe would block the read that checks the file opens."""
+        if not self._acceptable(path):
+            return None
+        look = path.stat()
+        return look if stat.S_ISREG(look.st_mode) else None
 
     async def _hand_on(self, send: anyio.abc.ObjectSendStream[Path]) -> None:
         """Hand on each file once its wait is over and it still looks the same and opens."""

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -23,6 +24,7 @@ import anyio
 
 from facturasd import __version__
 from facturasd.clock import Clock, utcnow
+from facturasd.monitoring.tally import Tally
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
 
@@ -40,6 +42,11 @@ WEIGHTS = {
     "inbox": 0.10,
 }
 REUSE_FOR = 1.0
+# Work is failing when, of its attempts in the tally's window, at least this many failed and
+# more than this share; jobs ready this long that idle workers do not claim mean a stuck pool.
+FAILING_MIN = 3
+FAILING_SHARE = 0.5
+UNCLAIMED_FAIL = 60.0
 DB_PROBE_TIMEOUT = 3.0
 DB_SLOW_MS = 500.0
 QUEUE_OLDEST_WARN = 900.0
@@ -58,6 +65,7 @@ class Pool(Protocol):
     concurrency: int
     alive: int
     busy: int
+    last_claim: float  # when it last claimed a job (a timestamp of the clock)
 
 
 class InboxView(Protocol):
@@ -229,29 +237,73 @@ def queues_probe(queue: Queue, queues: Sequence[str], backlog_warn: int) -> Prob
 
 
 def workers_probe(queue: Queue, pools: Sequence[Pool]) -> ProbeFn:
-    """Each pool: all its workers alive, fewer (warn), or none while its jobs are ready."""
+    """Each pool: all its workers alive, fewer (warn); none while its jobs are ready, or jobs
+    ready a minute and more while the pool claimed nothing for as long (fail)."""
 
     async def run(now: str) -> list[Item]:
-        ready = {s.name: s.ready for s in await queue.stats([q for p in pools for q in p.queues])}
+        at = datetime.fromisoformat(now).timestamp()
+        stats = {s.name: s for s in await queue.stats([q for p in pools for q in p.queues])}
         items = []
         for pool in pools:
             alive, wanted = pool.alive, pool.concurrency
-            status: Status = "pass"
+            item: Item = {
+                "componentId": pool.name,
+                "componentType": "component",
+                "status": "pass",
+                "observedValue": alive,
+                "observedUnit": "workers",
+                "configured": wanted,
+                "busy": pool.busy,
+                "time": now,
+            }
             if alive < wanted:
-                waiting = sum(ready.get(q, 0) for q in pool.queues)
-                status = "fail" if alive == 0 and waiting else "warn"
-            items.append(
-                {
-                    "componentId": pool.name,
-                    "componentType": "component",
-                    "status": status,
-                    "observedValue": alive,
-                    "observedUnit": "workers",
-                    "configured": wanted,
-                    "busy": pool.busy,
-                    "time": now,
-                }
-            )
+                waiting = sum(stats[q].ready for q in pool.queues if q in stats)
+                item["status"] = "fail" if alive == 0 and waiting else "warn"
+            # (a rate-limited queue's jobs may wait for its window: not a stuck pool)
+            stuck = [
+                stats[q]
+                for q in pool.queues
+                if q in stats
+                and not queue.rate_limited(q)
+                and stats[q].ready
+                and stats[q].oldest_ready_age >= UNCLAIMED_FAIL
+            ]
+            if stuck and at - pool.last_claim >= UNCLAIMED_FAIL:
+                item["status"] = "fail"
+                item["output"] = "; ".join(
+                    f"{s.ready} job(s) of {s.name} ready for {s.oldest_ready_age:.0f}s, "
+                    "none claimed"
+                    for s in stuck
+                )
+            items.append(item)
+        return items
+
+    return run
+
+
+def failures_probe(tallies: Mapping[str, tuple[Tally, bool]]) -> ProbeFn:
+    """Each kind of work (name → its tally, and whether it is local): most of its attempts of
+    the last minutes failing is `fail` for local work (it cannot fix itself: a person must),
+    `warn` for work that waits on an upstream, with the last failure's first line."""
+
+    async def run(now: str) -> list[Item]:
+        items = []
+        for name, (tally, local) in tallies.items():
+            recent = tally.recent()
+            status: Status = "pass"
+            if recent.failures >= FAILING_MIN and recent.failures > recent.attempts * FAILING_SHARE:
+                status = "fail" if local else "warn"
+            item: Item = {
+                "componentId": name,
+                "componentType": "component",
+                "status": status,
+                "observedValue": recent.failures,
+                "observedUnit": f"failed of {recent.attempts} in {tally.window:.0f}s",
+                "time": now,
+            }
+            if recent.last_error is not None:
+                item["output"] = recent.last_error
+            items.append(item)
         return items
 
     return run

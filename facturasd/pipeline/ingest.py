@@ -93,7 +93,13 @@ class Ingest:
             assert invoice is not None
             token = invoice_id_var.set(invoice.id)
             try:
-                log.info("%s: %s as %s", invoice.state, inbox_path, invoice.path)
+                log.info(
+                    "invoice #%d %s: taken from the inbox, %s, as %s",
+                    invoice.id,
+                    inbox_path,
+                    invoice.state,
+                    invoice.path,
+                )
                 await self._archive(invoice, path)
             except FileNotFoundError:
                 # Moved or deleted by someone while it was being taken: the row is closed

@@ -100,8 +100,9 @@ class Lifecycle:
             self.start(conn, invoice.id, to)
             after_commit(
                 lambda: log.info(
-                    "invoice #%d %s → %s (%s): %s",
+                    "invoice #%d %s: %s → %s by %s: %s",
                     invoice.id,
+                    invoice.original_name,
                     invoice.state,
                     to,
                     actor,

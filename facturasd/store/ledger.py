@@ -291,30 +291,47 @@ async def inspection(db: Database, invoice_id: int) -> dict[str, Any] | None:
     return found
 
 
-async def search(
-    db: Database,
-    *,
-    states: Sequence[str] = (),
-    since: float | None = None,
-    issued_since: str | None = None,
-    company: str | None = None,
-    limit: int | None = None,
-) -> list[Invoice]:
-    where: list[str] = ["1 = 1"]
-    params: list[object] = []
-    if states:
-        where.append(f"state IN ({', '.join('?' for _ in states)})")
-        params += list(states)
-    if since is not None:
-        where.append("received_at >= ?")
-        params.append(since)
-    if issued_since is not None:
-        where.append("issued_at >= ?")
-        params.append(issued_since)
-    if company is not None:
-        where.append("company = ?")
-        params.append(company)
-    sql = f"SELECT {_SUMMARY} FROM invoices WHERE {' AND '.join(where)} ORDER BY id"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return [Invoice.from_row(row) for row in await db.fetchall(sql, params)]
+@dataclass(frozen=True)
+class Filter:
+    """Which invoices a listing shows: each condition given narrows it."""
+
+    states: Sequence[str] = ()
+    since: float | None = None  # received at or after
+    issued_since: str | None = None  # an ISO date: issued on or after
+    company: str | None = None
+
+    def sql(self) -> tuple[str, list[object]]:
+        """The WHERE condition and its parameters."""
+        conditions: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if self.states:
+            conditions.append(f"state IN ({', '.join('?' for _ in self.states)})")
+            params += list(self.states)
+        if self.since is not None:
+            conditions.append("received_at >= ?")
+            params.append(self.since)
+        if self.issued_since is not None:
+            conditions.append("issued_at >= ?")
+            params.append(self.issued_since)
+        if self.company is not None:
+            conditions.append("company = ?")
+            params.append(self.company)
+        return " AND ".join(conditions), params
+
+
+async def search(db: Database, matching: Filter, *, limit: int | None = None) -> list[Invoice]:
+    """The invoices that match, newest first (the order of the queue's `find`)."""
+    condition, params = matching.sql()
+    rows = await db.fetchall(
+        f"SELECT {_SUMMARY} FROM invoices WHERE {condition} ORDER BY id DESC LIMIT ?",
+        [*params, -1 if limit is None else limit],
+    )
+    return [Invoice.from_row(row) for row in rows]
+
+
+async def count(db: Database, matching: Filter) -> int:
+    """How many invoices `search` would give without a limit."""
+    condition, params = matching.sql()
+    row = await db.fetchone(f"SELECT COUNT(*) AS n FROM invoices WHERE {condition}", params)
+    assert row is not None  # a COUNT always has its row
+    return int(row["n"])

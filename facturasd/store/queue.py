@@ -239,6 +239,10 @@ class Queue:
 
     # ── consuming ─────────────────────────────────────────────────────────────────────────
 
+    def rate_limited(self, queue: str) -> bool:
+        """Whether `queue`'s claims are limited to a rate (its ready jobs may wait for it)."""
+        return queue in self._windows
+
     def reserve(self, queue: str, lease: float) -> Reservation | None:
         """A place for one job of `queue` to be added claimed and handed over, if there is
         room: jobs waiting in memory and places reserved are fewer than `handoff`. None for a
@@ -487,6 +491,32 @@ class Queue:
         self.wake(job.queue)
         return job
 
+    async def requeue_dead(self, queue: str | None = None) -> list[Job]:
+        """Runs every dead job (of `queue`) again, with its attempts reset: of several dead
+        jobs with one dedupe key the newest, and none whose key a live job holds (its work is
+        under way already)."""
+
+        def revive(conn: sqlite3.Connection) -> list[Job]:
+            now = self._now()
+            rows = conn.execute(
+                f"""UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?,
+                           finished_at = NULL, updated_at = ?
+                    WHERE id IN (SELECT MAX(id) FROM jobs
+                                 WHERE state = 'dead' AND (? IS NULL OR queue = ?)
+                                 GROUP BY COALESCE(dedupe_key, 'job:' || id))
+                      AND (dedupe_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM jobs AS live WHERE live.dedupe_key = jobs.dedupe_key
+                           AND live.state IN ('queued', 'running')))
+                    RETURNING {_COLUMNS}""",
+                (now, now, queue, queue),
+            ).fetchall()
+            return [Job.from_row(row) for row in rows]
+
+        jobs = await self.db.write(revive)
+        for name in {job.queue for job in jobs}:
+            self.wake(name)
+        return jobs
+
     @staticmethod
     def _expect_one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], job: Job) -> None:
         cursor = conn.execute(sql, params)
@@ -500,14 +530,26 @@ class Queue:
         return Job.from_row(row) if row else None
 
     async def find(
-        self, *, state: JobState | None = None, queue: str | None = None, limit: int = 100
+        self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = 100
     ) -> list[Job]:
+        """The jobs in `state` and `queue` (any, if not given), newest first; all of them when
+        `limit` is None."""
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM jobs WHERE (? IS NULL OR state = ?) "
             "AND (? IS NULL OR queue = ?) ORDER BY id DESC LIMIT ?",
-            (state, state, queue, queue, limit),
+            (state, state, queue, queue, -1 if limit is None else limit),
         )
         return [Job.from_row(row) for row in rows]
+
+    async def count(self, *, state: JobState | None = None, queue: str | None = None) -> int:
+        """How many jobs `find` would give without a limit."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS n FROM jobs WHERE (? IS NULL OR state = ?) "
+            "AND (? IS NULL OR queue = ?)",
+            (state, state, queue, queue),
+        )
+        assert row is not None  # a COUNT always has its row
+        return int(row["n"])
 
     async def stats(self, queues: Sequence[str]) -> list[QueueStats]:
         """Counts per state, ready depth and the age of the oldest ready job, per queue."""
