@@ -31,7 +31,14 @@ from facturasd.config import (
     load_config,
 )
 from facturasd.constants import DATABASE_FILE, InvoiceState, JobState, QueueName
-from facturasd.errors import AlreadyRunning, ConfigError, ReviewRefused, StoreError
+from facturasd.errors import (
+    AlreadyRunning,
+    CannotListen,
+    ConfigError,
+    LedgerMissing,
+    ReviewRefused,
+    StoreError,
+)
 from facturasd.findings import LANGUAGES, Finding, Language, located, shown
 
 if TYPE_CHECKING:
@@ -130,10 +137,28 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the daemon in the foreground")
     run.add_argument("--log-format", choices=["text", "json"], help="overrides daemon.log_format")
+    run.add_argument(
+        "--new-ledger",
+        action="store_true",
+        help="start an empty ledger although the archive holds files (else refused: "
+        "restore a backup or run rebuild-ledger)",
+    )
     check = command("check-config", "validate the configuration and print it, secrets masked")
     check.add_argument("--json", action="store_true", help="print JSON")
     backup = command("backup", "copy the database consistently, even while the daemon runs")
-    backup.add_argument("dest", type=Path, help="a file to create, or a folder to put it in")
+    backup.add_argument(
+        "dest", help="a file to create, or a folder (that exists) to put it in, named by time"
+    )
+    rebuild = command(
+        "rebuild-ledger",
+        "build a lost ledger again from archive/, rejected/ and duplicates/ (daemon stopped)",
+    )
+    rebuild.add_argument(
+        "--add-missing",
+        action="store_true",
+        help="the ledger has invoices (a restored backup): add only the archived files it "
+        "does not know",
+    )
     inspect = command("inspect", "read received files and print what they contain (writes nothing)")
     inspect.add_argument("files", type=Path, nargs="+", metavar="FILE")
     inspect.add_argument("--json", action="store_true", help="print the normalized documents")
@@ -225,11 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inspect(args)
         config = load_config(find_config_file(args.config, os.environ), os.environ)
         if args.command == "run":
-            return _run(config, args.log_format)
+            return _run(config, args.log_format, args.new_ledger)
         if args.command == "check-config":
             return _check_config(config, args.json)
         if args.command == "backup":
             return _backup(config, args.dest)
+        if args.command == "rebuild-ledger":
+            return _rebuild_ledger(config, args.add_missing)
         if args.command == "invoices" and args.action == "list":
             return _invoice_list(config, args)
         if args.command in ("invoices", "reprocess"):
@@ -244,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageRefused as exc:
         print(f"facturasd: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (AlreadyRunning, StoreError, ReviewRefused) as exc:
+    except LedgerMissing as exc:
+        # Exit 2, as for a refused configuration: systemd does not restart it in a loop.
+        print(f"facturasd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (AlreadyRunning, CannotListen, StoreError, ReviewRefused) as exc:
         print(f"facturasd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
@@ -288,7 +319,7 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
-def _run(config: Config, log_format: str | None) -> int:
+def _run(config: Config, log_format: str | None, new_ledger: bool) -> int:
     from facturasd import logs
     from facturasd.daemon import Daemon
 
@@ -296,7 +327,7 @@ def _run(config: Config, log_format: str | None) -> int:
     for line in inert_warnings(config, os.environ):
         logging.getLogger("facturasd.config").warning("%s", line)
     try:
-        anyio.run(Daemon(config).run)
+        anyio.run(Daemon(config, new_ledger=new_ledger).run)
     except OSError as exc:
         print(f"facturasd: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -305,12 +336,14 @@ def _run(config: Config, log_format: str | None) -> int:
 
 def _check_config(config: Config, as_json: bool) -> int:
     report = check_folders(config)
+    running, problems = _start_up(config)
+    errors = report.errors + problems
     warnings = inert_warnings(config, os.environ) + report.warnings
     data = effective(config)
     if as_json:
         print(
             json.dumps(
-                {"config": data, "errors": report.errors, "warnings": warnings},
+                {"config": data, "errors": errors, "warnings": warnings, "running": running},
                 indent=2,
                 ensure_ascii=False,
             )
@@ -318,15 +351,21 @@ def _check_config(config: Config, as_json: bool) -> int:
     else:
         # The problems first, where one reading from the top sees them; the verdict last,
         # where one reading the end (or `systemctl status`) does.
-        for line in report.errors:
+        for line in errors:
             print(f"error: {line}", file=sys.stderr)
         for line in warnings:
             print(f"warning: {line}", file=sys.stderr)
+        if running:
+            print(
+                f"daemon running (pid {running}): http.bind and the database are its own, "
+                "not tried",
+                file=sys.stderr,
+            )
         for key, value in flatten(data).items():
             print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
         sys.stdout.flush()  # before the verdict, when both streams go to one place
-        print(_verdict(len(report.errors), len(warnings)), file=sys.stderr)
-    return EXIT_USAGE if report.errors else EXIT_OK
+        print(_verdict(len(errors), len(warnings)), file=sys.stderr)
+    return EXIT_USAGE if errors else EXIT_OK
 
 
 def _verdict(problems: int, warnings: int) -> str:
@@ -337,13 +376,54 @@ def _verdict(problems: int, warnings: int) -> str:
     return ", ".join(said)
 
 
-def _backup(config: Config, dest: Path) -> int:
+def _start_up(config: Config) -> tuple[str | None, list[str]]:
+    """What would stop `run` after check-config passed: the pid of a daemon already running
+    (whose port and database these are; then not tried), and the problems: the port taken, no
+    ledger beside an archive of files."""
+    from facturasd.daemon import running_pid
+    from facturasd.pipeline.rebuild import refuse_new_ledger
+    from facturasd.web.app import listen
+
+    problems = []
+    running = running_pid(config.paths.state_dir)
+    if running is None:
+        try:
+            listen(config.http).close()
+        except CannotListen as exc:
+            problems.append(str(exc))
+    try:
+        refuse_new_ledger(config)
+    except LedgerMissing as exc:
+        problems.append(str(exc))
+    return running, problems
+
+
+def _backup(config: Config, dest: str) -> int:
     from facturasd.store.db import backup_file
 
     result = anyio.run(backup_file, config.paths.state_dir / DATABASE_FILE, dest)
     print(
         f"{result.path}: {result.size} bytes, schema v{result.schema_version}, "
         f"{result.invoices} invoices, {result.jobs} jobs (integrity check ok)"
+    )
+    return EXIT_OK
+
+
+def _rebuild_ledger(config: Config, add_missing: bool) -> int:
+    from facturasd.daemon import state_lock
+    from facturasd.pipeline.rebuild import Rebuild, Rebuilt
+    from facturasd.services import build
+
+    async def work() -> Rebuilt:
+        async with state_lock(config.paths.state_dir), build(config) as services:
+            rebuild = Rebuild(services.db, services.lifecycle, services.folders, zone=services.zone)
+            return await rebuild(add_missing=add_missing)
+
+    done = anyio.run(work)
+    print(
+        f"ledger rebuilt: {done.queued} file(s) recorded, to be read and checked again by the "
+        f"daemon when it starts; {done.duplicates} duplicate(s) of a recorded file; "
+        f"{done.known} already in the ledger"
     )
     return EXIT_OK
 

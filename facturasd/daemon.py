@@ -1,8 +1,12 @@
 """The supervisor: builds the components from the configuration and runs them.
 
-Start-up: take the state directory's lock, build the services (services.py: the database,
-opened and migrated, the queue, the stages, a worker pool per group), hand orphaned jobs back,
-finish interrupted ingests, listen on HTTP, then READY=1. Each component runs under
+Start-up: take the state directory's lock, take the HTTP port, refuse to start an empty ledger
+beside an archive of files (pipeline/rebuild.py), build the services (services.py: the
+database, opened and migrated, the queue, the stages, a worker pool per group), hand orphaned
+jobs back, finish interrupted ingests, serve HTTP, then READY=1. A start refused for the port or
+the ledger has not touched the database.
+
+Each component runs under
 `Supervisor.supervise`: one that raises is logged, shown as degraded and restarted with capped
 exponential backoff while the others go on. SIGTERM or SIGINT: stop claiming, give jobs in
 flight up to `daemon.shutdown_timeout` to finish, hand back the rest, exit 0.
@@ -14,6 +18,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +43,7 @@ from facturasd.monitoring.health import (
 )
 from facturasd.monitoring.tally import Tally, tallied
 from facturasd.pipeline.lifecycle import STAGES, Stage
+from facturasd.pipeline.rebuild import refuse_new_ledger
 from facturasd.services import Services, build
 from facturasd.systemd import Notifier
 from facturasd.web import app as web_app
@@ -181,6 +187,22 @@ def _acquire_lock(state_dir: Path) -> IO[str]:
     return handle
 
 
+def running_pid(state_dir: Path) -> str | None:
+    """The pid of the daemon holding `state_dir`'s lock, or None if none holds it (the port
+    and the database check-config would look at are then that daemon's). Blocking."""
+    try:
+        handle = (state_dir / LOCK_FILE).open()
+    except OSError:
+        return None
+    with handle:
+        try:
+            # Shared: two looks at once do not stop each other; the daemon's lock is exclusive.
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+    return None
+
+
 @asynccontextmanager
 async def state_lock(state_dir: Path) -> AsyncIterator[None]:
     handle = await anyio.to_thread.run_sync(_acquire_lock, state_dir)
@@ -200,8 +222,11 @@ class Daemon:
         handlers: Mapping[str, Handler] | None = None,
         components: Sequence[Component] = (),
         environ: Mapping[str, str] = os.environ,
+        new_ledger: bool = False,
     ):
+        """`new_ledger`: start an empty ledger even though the archive holds files."""
         self.config = config
+        self.new_ledger = new_ledger
         self.clock = clock
         self.stages = stages
         self.handlers = handlers
@@ -220,17 +245,25 @@ class Daemon:
         # Signals are caught from the first moment: one that arrives during start-up (a
         # migration, say) is acted on once the daemon is up, instead of killing it midway.
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with (
-                state_lock(self.config.paths.state_dir),
-                build(
-                    self.config, clock=self.clock, stages=self.stages, handlers=self.handlers
-                ) as services,
-            ):
-                await self._serve(services, stop, signals)
+            async with state_lock(self.config.paths.state_dir):
+                sock = await anyio.to_thread.run_sync(web_app.listen, self.config.http)
+                try:
+                    if not self.new_ledger:
+                        await anyio.to_thread.run_sync(refuse_new_ledger, self.config)
+                    async with build(
+                        self.config, clock=self.clock, stages=self.stages, handlers=self.handlers
+                    ) as services:
+                        await self._serve(services, stop, signals, sock)
+                finally:
+                    sock.close()
         log.info("stopped")
 
     async def _serve(
-        self, services: Services, stop: anyio.Event, signals: AsyncIterator[signal.Signals]
+        self,
+        services: Services,
+        stop: anyio.Event,
+        signals: AsyncIterator[signal.Signals],
+        sock: socket.socket,
     ) -> None:
         config = self.config
         crashed = (
@@ -271,7 +304,7 @@ class Daemon:
             "supervisor:components", WEIGHTS["supervisor"], supervisor_probe(self.supervisor)
         )
         services.health.register("inbox:unreadable", WEIGHTS["inbox"], inbox_probe(watcher))
-        runner = await web_app.start(web_app.create_app(services.health), config.http)
+        runner = await web_app.start(web_app.create_app(services.health), sock)
         try:
             components = [
                 *(Component(f"workers:{pool.name}", pool.run) for pool in pools),

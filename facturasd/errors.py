@@ -11,6 +11,8 @@
     │       └── StoreDiskError the disk failed a read or a write
     │           └── StoreFull  the disk is full (or the database at its size limit)
     ├── AlreadyRunning         another daemon holds the state directory's lock
+    ├── CannotListen           http.bind cannot be listened on (a port in use)
+    ├── LedgerMissing          no ledger, but the archive holds files (exit 2)
     ├── RetryLater             a job handler asks to run again later (not a failure)
     │   └── Unavailable        an upstream gave no answer: the job goes back uncounted
     ├── JobFailed              a job handler says retrying cannot help
@@ -107,6 +109,18 @@ class StoreFull(StoreDiskError):
 
 class AlreadyRunning(FacturasdError):
     """Another facturasd process is using the same state directory."""
+
+
+class CannotListen(FacturasdError):
+    """The daemon cannot listen on `http.bind` (the port taken, the address not this
+    machine's); the message names the setting."""
+
+
+class LedgerMissing(FacturasdError):
+    """There is no ledger where the configuration says, but the archive folders hold files: a
+    database lost or a wrong `paths.state_dir`. Starting an empty ledger beside them would
+    lose their duplicate detection silently, so the daemon refuses (exit 2: restarting cannot
+    fix it) until a person restores a backup, rebuilds the ledger or asks for a new one."""
 
 
 class RetryLater(FacturasdError):

@@ -103,6 +103,8 @@ async def build(
         checker = health.Health(clock=clock)
         weights = health.WEIGHTS
         checker.register("database:write", weights["database"], health.database_probe(db))
+        # Weighed within the database group: its weight is the write probe's.
+        checker.register("database:file", 0.0, health.ledger_file_probe(db))
         checker.register(
             "workers:alive",
             weights["workers"] / 2,

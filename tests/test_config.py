@@ -383,16 +383,22 @@ def run_cli(
         [PYTHON, "-m", "facturasd", *args],
         capture_output=True,
         text=True,
-        env=env or daemon_env(),
+        env=env or free_bind(),
         cwd=cwd,
         timeout=60,
     )
 
 
+def free_bind(**extra: str) -> dict[str, str]:
+    """check-config tries `http.bind`: a fixed port (the default 8080) may be another
+    program's on the machine running the tests."""
+    return daemon_env(FACTURASD_HTTP__BIND=f"127.0.0.1:{free_port()}", **extra)
+
+
 def test_check_config_accepts_the_shipped_file() -> None:
     result = run_cli("check-config", "--config", str(SHIPPED_CONFIG))
     assert result.returncode == 0, result.stderr
-    assert 'http.bind = "127.0.0.1:8080"' in result.stdout
+    assert 'daemon.timezone = "America/Bogota"' in result.stdout
     assert "Traceback" not in result.stderr
     assert "no effect" not in result.stderr  # a fresh start is quiet
 
@@ -408,7 +414,7 @@ def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> Non
         ["warning", " notify.email.enabled"],
     ]
     seeded = run_cli(
-        "check-config", "--config", str(config), "--json", env=daemon_env(DIAN_MAX_RETRIES="5")
+        "check-config", "--config", str(config), "--json", env=free_bind(DIAN_MAX_RETRIES="5")
     )
     assert seeded.returncode == 0, seeded.stderr
     assert any(
@@ -463,7 +469,7 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
         '[notify.nanobot]\nurl = "https://hunter2@bot.example:8443/api"\n'
         '[alegra]\nbase_url = "https://user:hunter2@[::1]:9/api?api_key=hunter2&v=1"\n'
     )
-    env = daemon_env(REDIS_URL="redis://:s3cr3t-pass@cache:6379/0")
+    env = free_bind(REDIS_URL="redis://:s3cr3t-pass@cache:6379/0")
     for extra in ([], ["--json"]):
         result = run_cli("check-config", "--config", str(config), *extra, env=env)
         assert result.returncode == 0, result.stderr
@@ -507,7 +513,7 @@ def test_check_config_puts_the_problems_first_and_ends_with_a_verdict(tmp_path: 
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=daemon_env(),
+            env=free_bind(),
             timeout=60,
         )
         return result.returncode, result.stdout.splitlines()
@@ -540,7 +546,7 @@ def test_config_is_found_through_the_environment_then_the_working_folder(tmp_pat
     (tmp_path / "facturasd.toml").write_text('[http]\nbind = "127.0.0.1:9999"\n')
     other = tmp_path / "other.toml"
     other.write_text('[http]\nbind = "127.0.0.1:7777"\n')
-    from_cwd = run_cli("check-config", cwd=tmp_path)
+    from_cwd = run_cli("check-config", cwd=tmp_path, env=daemon_env())
     from_env = run_cli("check-config", cwd=tmp_path, env=daemon_env(FACTURASD_CONFIG=str(other)))
     assert 'http.bind = "127.0.0.1:9999"' in from_cwd.stdout
     assert 'http.bind = "127.0.0.1:7777"' in from_env.stdout

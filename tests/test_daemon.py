@@ -299,6 +299,7 @@ def test_shipped_config_is_ready_healthy_and_stops_on_sigterm(tmp_path: Path) ->
         assert report["version"] == __version__
         assert set(report["checks"]) == {
             "database:write",
+            "database:file",
             "workers:alive",
             "workers:failures",
             "queues:depth",

@@ -1,6 +1,7 @@
 """What check-config finds out about the folders and files a configuration names: each folder
-exists or can be created and is writable, the moves out of the inbox stay on one filesystem,
-and each secret file is there. It looks; it creates nothing.
+exists or can be created and is writable, so is the database file if there is one, the moves
+out of the inbox stay on one filesystem, and each secret file is there. It looks; it creates
+nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facturasd.config.sections import Config, Paths, flatten
+from facturasd.constants import DATABASE_FILE
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ def check_folders(config: Config) -> FolderReport:
                 errors.append(f"paths.{name}: {str(path)!r} {verb}")
         except OSError as exc:
             errors.append(f"paths.{name}: {str(path)!r} cannot be checked: {exc.strerror}")
+    errors += _database_problems(config.paths.state_dir / DATABASE_FILE)
     for name in ("archive", "rejected", "duplicates"):
         if name in devices and "inbox" in devices and devices[name] != devices["inbox"]:
             warnings.append(
@@ -50,6 +53,22 @@ def check_folders(config: Config) -> FolderReport:
             if not present:
                 warnings.append(f"{key}: {str(value)!r} does not exist or cannot be read")
     return FolderReport(errors, warnings)
+
+
+def _database_problems(database: Path) -> list[str]:
+    """The database and its WAL files, where they exist, readable and writable: SQLite opens
+    a file it cannot write read-only and fails only at the first write."""
+    problems = []
+    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
+        try:
+            if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+                problems.append(
+                    f"paths.state_dir: {str(path)!r} is not readable and writable by this user: "
+                    "give it to the user the daemon runs as (chown), mode 0600"
+                )
+        except OSError as exc:
+            problems.append(f"paths.state_dir: {str(path)!r} cannot be checked: {exc.strerror}")
+    return problems
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -72,6 +73,37 @@ def dated_name(received: datetime, sha256: str, name: str, tag: str = "") -> Pur
         cut = (stem if keep else name).encode()[: room - len(keep.encode())]
         name = cut.decode(errors="ignore") + keep
     return PurePosixPath(received.strftime("%Y/%m/%d")) / f"{prefix}{name}"
+
+
+def original_name(
+    name: PurePosixPath, sha256: str, taken: Callable[[PurePosixPath], bool]
+) -> str | None:
+    """The name a file came with, read back from its dated name (`dated_name`'s inverse);
+    None if the name does not start with its bytes' prefix (not a name facturasd gave them).
+    `-<n>-` after the prefix is a tag only if the name without it is `taken` (the first
+    file of that day); else it belongs to the name. A name cut to fit comes back cut."""
+    prefix = f"{sha256[:12]}-"
+    if not name.name.startswith(prefix):
+        return None
+    rest = name.name[len(prefix) :]
+    tag, _, after = rest.partition("-")
+    if tag.isdigit() and int(tag) >= 2 and after and taken(name.with_name(prefix + after)):
+        return after
+    return rest
+
+
+def archived(folders: Folders) -> Iterator[tuple[Folder, PurePosixPath]]:
+    """Every file of the three folders, as (folder, its name under it), in name order: not
+    the `.motivo.txt` beside them, nor the hidden names a move or a write uses meanwhile."""
+    for folder in Folder:
+        root = folders.root(folder)
+        for parent, dirs, files in os.walk(root):
+            dirs.sort()
+            for file in sorted(files):
+                path = Path(parent) / file
+                if file.startswith(".") or file.endswith(MOTIVO_SUFFIX) or path.is_symlink():
+                    continue
+                yield folder, PurePosixPath(path.relative_to(root).as_posix())
 
 
 def taken(folders: Folders, name: PurePosixPath) -> bool:

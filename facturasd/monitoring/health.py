@@ -193,6 +193,23 @@ def database_probe(db: Database) -> ProbeFn:
     return run
 
 
+def ledger_file_probe(db: Database) -> ProbeFn:
+    """The database file is still the one the daemon opened: deleted or replaced under it,
+    every write since goes to a file no one will open again (the write probe above passes)."""
+
+    async def run(now: str) -> list[Item]:
+        lost = await anyio.to_thread.run_sync(db.file_lost)
+        item: Item = {"componentType": "datastore", "status": "fail" if lost else "pass"}
+        if lost:
+            item["output"] = (
+                f"{db.path.name} {lost} while the daemon runs: stop it, then restore a backup "
+                "or run facturasd rebuild-ledger"
+            )
+        return [{**item, "time": now}]
+
+    return run
+
+
 def queues_probe(queue: Queue, queues: Sequence[str], backlog_warn: int) -> ProbeFn:
     async def run(now: str) -> list[Item]:
         items = []

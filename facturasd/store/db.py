@@ -123,6 +123,39 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def _set_aside_orphans(path: Path, backup_dir: Path) -> None:
+    """The -wal and -shm files of a database deleted under them (or emptied) would be read
+    into the new database created in its place, and damage it: moved to `backup_dir`, never
+    deleted. Blocking."""
+    try:
+        if path.stat().st_size > 0:
+            return
+    except FileNotFoundError:
+        pass
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for suffix in ("-wal", "-shm"):
+        orphan = path.with_name(path.name + suffix)
+        if orphan.exists():
+            backup_dir.mkdir(parents=True, exist_ok=True)
+            dest = backup_dir / f"{orphan.name}-without-its-database-{stamp}"
+            os.rename(orphan, dest)
+            log.warning("%s had no database beside it: moved to %s", orphan, dest)
+
+
+async def _writable(conn: aiosqlite.Connection, path: Path) -> None:
+    """SQLite opens a file it cannot write read-only and says so only at the first write: a
+    write that changes nothing finds out now, with the file's name and the fix."""
+    try:
+        await conn.execute("DELETE FROM schema_version WHERE 0")
+    except sqlite3.Error as exc:
+        if _kind(exc) is not StoreUnavailable:
+            raise
+        raise StoreUnavailable(
+            f"{path}: cannot write the database ({_described(exc)}): give the user the daemon "
+            "runs as write permission on it, its -wal and -shm files and its folder"
+        ) from exc
+
+
 async def schema_version(conn: aiosqlite.Connection) -> int:
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version "
@@ -152,6 +185,8 @@ async def migrate(
     if found > 0:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         copy = backup_dir / f"{path.stem}-v{found}-before-v{target}-{stamp}.db"
+        await anyio.Path(backup_dir).mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(_reserve, copy)
         await backup_connection(conn, copy)
         log.info("backed up the database to %s before migrating to v%d", copy, target)
     for version in range(found + 1, target + 1):
@@ -170,13 +205,21 @@ async def migrate(
 
 
 async def backup_connection(conn: aiosqlite.Connection, dest: Path) -> None:
-    """A consistent copy of the open database, written atomically to `dest`."""
-    await anyio.Path(dest.parent).mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
+    """A consistent copy of the open database, written to `dest`, which the caller created
+    empty (`_reserve`: the name is its own, no other copy lands there meanwhile)."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     await anyio.Path(tmp).unlink(missing_ok=True)
-    # VACUUM INTO reads one snapshot, so concurrent writers neither block nor tear it.
-    await conn.execute("VACUUM INTO ?", (str(tmp),))
-    await anyio.to_thread.run_sync(_fsync_and_rename, tmp, dest)
+    try:
+        # VACUUM INTO reads one snapshot, so concurrent writers neither block nor tear it.
+        await conn.execute("VACUUM INTO ?", (str(tmp),))
+        await anyio.to_thread.run_sync(_fsync_and_rename, tmp, dest)
+    finally:
+        await anyio.Path(tmp).unlink(missing_ok=True)
+
+
+def _reserve(dest: Path) -> None:
+    """`dest` created empty, or FileExistsError: a backup never replaces a file."""
+    dest.open("xb").close()
 
 
 def _fsync_and_rename(tmp: Path, dest: Path) -> None:
@@ -226,10 +269,19 @@ class WriteStats:
 class Database:
     """One SQLite file: a writer connection with group commit and a reader connection."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(
+        self,
+        path: Path,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        identity: tuple[int, int],
+    ):
         self.path = path
         self._writer = writer
         self._reader = reader
+        # The file opened (device, inode): the one at `path` should stay it (`file_lost`).
+        self._identity = identity
+        self._lost: str | None = None
         self._pending: list[_Pending[Any]] = []
         self._flush_lock = anyio.Lock()
         self.stats = WriteStats()
@@ -246,22 +298,51 @@ class Database:
         """Opens `path`; only the daemon (upgrade=True) creates or migrates the schema, so a
         command run beside an older daemon never changes the schema under it."""
         await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+        backup_dir = backup_dir or path.parent / "backups"
+        if upgrade:
+            await anyio.to_thread.run_sync(_set_aside_orphans, path, backup_dir)
         writer = await _connect(path)
         try:
             if upgrade:
-                await migrate(writer, path, backup_dir or path.parent / "backups", migrations)
+                await migrate(writer, path, backup_dir, migrations)
+                await _writable(writer, path)
             elif (found := await schema_version(writer)) != len(migrations):
                 raise StoreError(
                     f"{path}: schema v{found}, this facturasd expects v{len(migrations)}; "
                     "start the daemon once to migrate it"
                 )
             reader = await _connect(path)
+            stat = await anyio.Path(path).stat()
         except BaseException as exc:
             await writer.close()
             if isinstance(exc, sqlite3.Error):
                 raise _store_error(exc, f"{path}: cannot use the database") from exc
             raise
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, (stat.st_dev, stat.st_ino))
+
+    def file_lost(self) -> str | None:
+        """Why the file at `path` is no longer the database this opened (deleted, or another
+        file put in its place), or None. Whatever is written from then on goes to a file no
+        one will open again: logged CRITICAL when first seen. Blocking (a stat)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            lost: str | None = "was deleted"
+        except OSError as exc:
+            lost = f"cannot be seen ({exc.strerror})"
+        else:
+            same = (stat.st_dev, stat.st_ino) == self._identity
+            lost = None if same else "was replaced by another file"
+        if lost is not None and self._lost is None:
+            log.critical(
+                "%s %s while the daemon runs: what it records from now on is lost when it "
+                "stops. Stop it, then restore a backup or run `facturasd rebuild-ledger` "
+                '(docs/install.md, "The ledger was lost")',
+                self.path,
+                lost,
+            )
+        self._lost = lost
+        return lost
 
     async def close(self) -> None:
         async with self._flush_lock:
@@ -316,6 +397,9 @@ class Database:
         if failed is not None and len(batch) > 1:
             for entry in batch:
                 self._transaction(conn, [entry])
+        # Commits to a file deleted or replaced under the daemon are lost when it stops: the
+        # first batch after tells, whether or not anyone asks /health (a stat beside an fsync).
+        self.file_lost()
 
     def _transaction(
         self, conn: sqlite3.Connection, entries: list[_Pending[Any]]
@@ -383,19 +467,54 @@ class BackupResult:
     invoices: int
 
 
-async def backup_file(source: Path, dest: Path) -> BackupResult:
-    """`facturasd backup`: an online copy of `source`, checked before it is reported."""
+async def backup_file(source: Path, dest: str | os.PathLike[str]) -> BackupResult:
+    """`facturasd backup`: an online copy of `source`, checked before it is reported. `dest`
+    is a file to create, or a folder (one that exists, or a path ending in `/`) to create one
+    in, named after the time. The folder must exist: a mistyped or unmounted backup disk is
+    refused rather than created on the local disk. A backup never replaces a file."""
     if not await anyio.Path(source).is_file():
         raise StoreError(f"{source}: no database here (is paths.state_dir right?)")
-    if await anyio.Path(dest).is_dir() or str(dest).endswith(os.sep):
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        dest = dest / f"{source.stem}-{stamp}.db"
-    if await anyio.Path(dest).exists():
-        raise StoreError(f"{dest}: already exists; choose another name or a folder")
+    into_folder = os.fspath(dest).endswith(os.sep) or await anyio.Path(dest).is_dir()
+    path = Path(dest)
+    folder = path if into_folder else path.parent
+    if not await anyio.Path(folder).is_dir():
+        raise StoreError(
+            f"{folder}: no such folder (a mistyped path, or a disk not mounted?); "
+            "create it first if it is the right one"
+        )
     try:
-        return await _copy_and_check(source, dest)
-    except sqlite3.Error as exc:
-        raise _store_error(exc, f"{source}: cannot back up to {dest}") from exc
+        if into_folder:
+            path = await anyio.to_thread.run_sync(_new_backup, folder, source.stem)
+        else:
+            await anyio.to_thread.run_sync(_reserve, path)
+    except FileExistsError:
+        raise StoreError(f"{path}: already exists; choose another name or a folder") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot write a backup there: {exc.strerror}") from None
+    try:
+        return await _copy_and_check(source, path)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.Path(path).unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.Error):
+            raise _store_error(exc, f"{source}: cannot back up to {path}") from exc
+        if isinstance(exc, OSError):
+            raise StoreError(f"{path}: cannot write the backup: {exc.strerror}") from exc
+        raise
+
+
+def _new_backup(folder: Path, stem: str) -> Path:
+    """A new file in `folder` named after the time, created empty: `-2`, `-3`… after the name
+    when backups are made within the same second."""
+    name = f"{stem}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    path, n = folder / f"{name}.db", 1
+    while True:
+        try:
+            _reserve(path)
+            return path
+        except FileExistsError:
+            n += 1
+            path = folder / f"{name}-{n}.db"
 
 
 async def _copy_and_check(source: Path, dest: Path) -> BackupResult:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 
 from aiohttp import web
 
 from facturasd.config import Http
+from facturasd.errors import CannotListen
 from facturasd.monitoring.health import Health
 
 HEALTH = web.AppKey("health", Health)
@@ -29,12 +32,46 @@ def create_app(checker: Health) -> web.Application:
     return app
 
 
-async def start(app: web.Application, settings: Http) -> web.AppRunner:
-    """Listens on `http.bind`; raises OSError (port taken, address missing) at once."""
+def listen(settings: Http) -> socket.socket:
+    """A socket listening on `http.bind`, taken before anything else starts (the daemon opens
+    no database while its port is taken; check-config tries it and lets go). CannotListen,
+    naming the setting, if it cannot be had. Blocking (it may resolve a name): run it in a
+    thread."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _cannot_listen(settings, exc) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen()
+    except OSError as exc:
+        sock.close()
+        raise _cannot_listen(settings, exc) from None
+    return sock
+
+
+def _cannot_listen(settings: Http, exc: OSError) -> CannotListen:
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        fix = "another program has this port: stop it, or choose another port"
+    else:
+        fix = "choose an address of this machine"
+    return CannotListen(
+        f"http.bind = {settings.bind!r}: cannot listen there ({why}); {fix} with http.bind "
+        "in the configuration file or FACTURASD_HTTP__BIND"
+    )
+
+
+async def start(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    """Serves `app` on `sock` (from `listen`)."""
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.SockSite(runner, sock).start()
     except BaseException:
         await runner.cleanup()
         raise
