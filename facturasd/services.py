@@ -27,6 +27,7 @@ from facturasd.monitoring import health
 from facturasd.pipeline.ingest import Ingest
 from facturasd.pipeline.lifecycle import PROCESS, STAGES, Lifecycle, Stage
 from facturasd.pipeline.process import Process, Settings
+from facturasd.processpool import ProcessPool
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
 from facturasd.workers import BUILTIN_HANDLERS, Handler, WorkerPool
@@ -64,8 +65,10 @@ async def build(
     db = await Database.open(
         state_dir / DATABASE_FILE, backup_dir=state_dir / BACKUP_DIR, upgrade=upgrade
     )
+    workers = config.workers
+    # Parsing's worker processes, started as they are first needed.
+    processes = ProcessPool(workers.processes or os.cpu_count() or 1)
     try:
-        workers = config.workers
         queue = Queue(
             db, config.queues, clock=clock, handoff=workers.concurrency(WorkerGroup.LOCAL)
         )
@@ -81,7 +84,6 @@ async def build(
             clock=clock,
         )
         settings = Settings(config.formats.limits(), config.checks, tuple(config.companies))
-        processes = anyio.CapacityLimiter(workers.processes or os.cpu_count() or 1)
         process = Process(
             db, lifecycle, folders, settings, zone=zone, processes=processes, clock=clock
         )
@@ -123,4 +125,5 @@ async def build(
         )
     finally:
         with anyio.CancelScope(shield=True):
+            await processes.aclose()
             await db.close()

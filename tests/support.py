@@ -88,8 +88,10 @@ class DaemonProcess:
         *args: str,
         log_dir: Path,
         wrapper: Sequence[str] = (),
+        process_group: int | None = None,
     ):
-        """`wrapper`: a command that runs the daemon (e.g. setpriv, to drop capabilities)."""
+        """`wrapper`: a command that runs the daemon (e.g. setpriv, to drop capabilities);
+        `process_group`: 0 puts it in a group of its own, as a shell does a foreground job."""
         self.log = log_dir / f"daemon-{time.monotonic_ns()}.log"
         with self.log.open("wb") as err:
             self.proc = subprocess.Popen(
@@ -97,6 +99,7 @@ class DaemonProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 env=env,
+                process_group=process_group,
             )
 
     def stderr(self) -> str:

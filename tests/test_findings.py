@@ -9,13 +9,12 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
 from facturasd.cli import main
 from facturasd.constants import DATABASE_FILE
+from facturasd.processpool import ProcessPool
 from tests.documents import CUSTOMER_NIT, Item, co_invoice
 from tests.support import take, write_config
 
@@ -109,13 +108,13 @@ def test_the_motivo_says_it_in_spanish_then_english_from_one_reading(
 ) -> None:
     # Every parse-and-check runs in a worker process: count them.
     runs: list[str] = []
-    run_sync = anyio.to_process.run_sync
+    run = ProcessPool.run
 
-    async def counted(func: Callable[..., object], *args: object, **kwargs: Any) -> object:
+    async def counted(pool: ProcessPool, func: Callable[..., object], *args: object) -> object:
         runs.append(func.__name__)
-        return await run_sync(func, *args, **kwargs)
+        return await run(pool, func, *args)
 
-    monkeypatch.setattr(anyio.to_process, "run_sync", counted)
+    monkeypatch.setattr(ProcessPool, "run", counted)
     config = take(write_config(tmp_path), {"mal total.xml": WRONG_TOTAL})
     assert runs == ["inspect_file"]  # read once, though the reason is in two languages
     [reason] = config.paths.rejected.rglob("*mal total.xml.motivo.txt")

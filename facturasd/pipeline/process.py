@@ -32,6 +32,7 @@ from facturasd.logs import invoice_id_var
 from facturasd.pipeline import motivo
 from facturasd.pipeline.decide import FOLDER_OF, Checked, Outcome, decide, placement
 from facturasd.pipeline.lifecycle import Lifecycle
+from facturasd.processpool import ProcessPool
 from facturasd.store import ledger
 from facturasd.store.db import Database
 from facturasd.store.ledger import Invoice
@@ -58,7 +59,7 @@ class Process:
         settings: Settings,
         *,
         zone: tzinfo,
-        processes: anyio.CapacityLimiter,
+        processes: ProcessPool,
         clock: Clock = utcnow,
     ):
         self.db = db
@@ -66,7 +67,7 @@ class Process:
         self.folders = folders
         self.settings = settings
         self.zone = zone
-        self.processes = processes  # the worker processes that parse, at most this many
+        self.processes = processes  # the worker processes that parse
         self._clock = clock
 
     async def __call__(self, job: Job) -> Effect | None:
@@ -121,14 +122,13 @@ class Process:
         loop and the database's threads). Each comes with the invoice that stands with its
         UUID, if any: the ledger's to say, asked afterwards (a document repeating it is a
         duplicate)."""
-        read = await anyio.to_process.run_sync(
+        read = await self.processes.run(
             inspect_file,
             [str(path) for path in candidates],
             invoice.original_name,
             invoice.sha256,
             self.settings,
             self._clock(),
-            limiter=self.processes,
         )
         if read is None:
             raise JobFailed(f"invoice #{invoice.id}: its file is in none of the folders")
