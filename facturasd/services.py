@@ -85,7 +85,15 @@ async def build(
         )
         settings = Settings(config.formats.limits(), config.checks, tuple(config.companies))
         process = Process(
-            db, lifecycle, folders, settings, zone=zone, processes=processes, clock=clock
+            db,
+            lifecycle,
+            folders,
+            settings,
+            zone=zone,
+            processes=processes,
+            # A file that cannot be moved waits as long as one that cannot leave the inbox.
+            retry_after=config.inbox.rescan_interval,
+            clock=clock,
         )
         every: dict[str, Handler] = {**BUILTIN_HANDLERS, PROCESS.kind: process, **(handlers or {})}
         if missing := [s.kind for s in lifecycle.stages if s.kind not in every]:
@@ -120,6 +128,7 @@ async def build(
             ),
         )
         checker.register("disk:free", weights["disk"], health.disk_probe(state_dir))
+        checker.register("folders:writable", weights["folders"], health.folders_probe(folders))
         yield Services(
             config, clock, zone, db, queue, lifecycle, folders, ingest, process, pools, checker
         )

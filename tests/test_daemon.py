@@ -306,6 +306,7 @@ def test_shipped_config_is_ready_healthy_and_stops_on_sigterm(tmp_path: Path) ->
             "supervisor:components",
             "disk:free",
             "inbox:unreadable",
+            "folders:writable",
         }
         listener.wait_for("WATCHDOG=1")
         started = time.monotonic()

@@ -5,16 +5,21 @@ in the configured time zone); `rejected/` and `duplicates/` keep the same layout
 rename on one filesystem; across filesystems it is copy, fsync, rename, then unlink, so at every
 instant the file exists whole in one place at least. Moves are idempotent: a move whose source
 is gone and whose destination exists has already happened (a crash in between is resumed by
-doing it again). Blocking calls: run them in a thread.
+doing it again). A move refused because the service's user cannot write in the folder it goes
+to raises `FolderNotWritable`, which names that folder and the fix (a problem of the folder,
+not of the file). Blocking calls: run them in a thread.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import pwd
 import shutil
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -32,12 +37,35 @@ class Folder(StrEnum):
     DUPLICATES = "duplicates"
 
 
+class FolderNotWritable(OSError):
+    """A file cannot be moved or written into `folder`: the service's user may not create files
+    there (its permissions or a read-only mount; the file itself is fine)."""
+
+    def __init__(self, folder: Path, code: int):
+        super().__init__(code, os.strerror(code), str(folder))
+        self.folder = folder
+
+    def __str__(self) -> str:
+        if self.errno == errno.EROFS:
+            return (
+                f"{self.folder} is on a read-only mount: mount it read-write (under systemd: "
+                "the data root in the unit's ReadWritePaths=)"
+            )
+        return f"{self.folder} cannot be written: make it writable by the service user ({_user()})"
+
+
 @dataclass(frozen=True)
 class Folders:
     inbox: Path
     archive: Path
     rejected: Path
     duplicates: Path
+    # Folders inside the three that refused a file: shown by `unwritable` until they can be
+    # written (moves run in threads, /health in another).
+    _refused: set[Path] = field(default_factory=set, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_paths(cls, paths: Paths) -> Folders:
@@ -59,6 +87,35 @@ class Folders:
             if path.is_relative_to(root):
                 return self.root(folder) / path.relative_to(root)
         raise ValueError(f"{path} is in none of the archive folders")
+
+    def move(self, source: Path, dest: Path) -> None:
+        """`move`, remembering a folder that refused it for `unwritable`."""
+        try:
+            move(source, dest)
+        except FolderNotWritable as exc:
+            with self._lock:
+                self._refused.add(exc.folder)
+            raise
+
+    def unwritable(self) -> dict[Folder, list[FolderNotWritable]]:
+        """For each of the three folders, what keeps files from being moved into it now: the
+        folder itself, or a folder in it that refused a file (forgotten once it can be
+        written)."""
+        with self._lock:
+            refused = set(self._refused)
+        checked = {place: refused_in(place) for place in {*map(self.root, Folder), *refused}}
+        with self._lock:
+            self._refused.difference_update(p for p in refused if checked[p] is None)
+        found: dict[Folder, list[FolderNotWritable]] = {}
+        for folder in Folder:
+            root = self.root(folder)
+            problems = {
+                problem.folder: problem
+                for place, problem in sorted(checked.items())  # the folder itself first
+                if problem is not None and place.is_relative_to(root)
+            }
+            found[folder] = list(problems.values())
+        return found
 
 
 def dated_name(received: datetime, sha256: str, name: str, tag: str = "") -> PurePosixPath:
@@ -114,10 +171,31 @@ def taken(folders: Folders, name: PurePosixPath) -> bool:
     )
 
 
+def refused_in(folder: Path) -> FolderNotWritable | None:
+    """What keeps the service's user from creating files in `folder` (one that does not exist
+    yet: in the nearest folder above it that does, where it would be made), if anything."""
+    existing = next(p for p in (folder, *folder.parents) if p.is_dir())
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+    return FolderNotWritable(existing, errno.EROFS if read_only else errno.EACCES)
+
+
 def move(source: Path, dest: Path) -> None:
     """Move `source` to `dest` (created folders included), never leaving a moment without a
     whole copy, and never over another file (FileExistsError). Idempotent: done already when
-    `source` is gone and `dest` exists."""
+    `source` is gone and `dest` exists. FolderNotWritable if `dest`'s folder refuses it."""
+    try:
+        _move(source, dest)
+    except OSError as exc:
+        # Refused: by the folder it goes to, or else by the inbox (the file or its folder).
+        refusals = (errno.EACCES, errno.EPERM, errno.EROFS)
+        if exc.errno in refusals and (problem := refused_in(dest.parent)) is not None:
+            raise problem from exc
+        raise
+
+
+def _move(source: Path, dest: Path) -> None:
     if source == dest or (not source.exists() and dest.exists()):
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +260,15 @@ def write_atomically(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
     os.rename(partial, path)
     _fsync_dir(path.parent)
+
+
+@functools.cache
+def _user() -> str:
+    """The name of the user this process runs as: the one that must be able to write."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a user without a name (a container's, say)
+        return str(os.geteuid())
 
 
 def motivo_path(path: Path) -> Path:

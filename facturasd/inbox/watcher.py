@@ -25,6 +25,7 @@ from watchfiles import Change, awatch
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from facturasd.config import Inbox
+from facturasd.inbox.archive import FolderNotWritable
 from facturasd.inbox.stability import Seen, StabilityTracker
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,11 @@ class Watcher:
                     # Moved or removed by someone while it was being taken: wherever it went
                     # in the inbox, it is taken from there.
                     log.info("%s went away while it was being taken", path)
+                except FolderNotWritable as exc:
+                    # The file is fine; the folder it goes to is not (/health names it): the
+                    # next rescan tries again.
+                    self.blocked.pop(path, None)
+                    log.warning("%s stays in the inbox: %s", path, exc)
                 except OSError as exc:
                     # It cannot be moved out of the inbox (permissions): reported until then.
                     log.warning("%s could not be taken (%s)", path, exc.strerror or exc)

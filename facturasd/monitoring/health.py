@@ -24,6 +24,7 @@ import anyio
 
 from facturasd import __version__
 from facturasd.clock import Clock, utcnow
+from facturasd.inbox.archive import Folders
 from facturasd.monitoring.tally import Tally
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
@@ -40,6 +41,7 @@ WEIGHTS = {
     "supervisor": 0.15,
     "disk": 0.10,
     "inbox": 0.10,
+    "folders": 0.10,
 }
 REUSE_FOR = 1.0
 # Work is failing when, of its attempts in the tally's window, at least this many failed and
@@ -348,6 +350,30 @@ def inbox_probe(inbox: InboxView) -> ProbeFn:
         if blocked:
             item["output"] = "; ".join(f"{p.name}: {why}" for p, why in sorted(blocked.items()))
         return [item]
+
+    return run
+
+
+def folders_probe(folders: Folders) -> ProbeFn:
+    """The folders files are moved into (archive, rejected, duplicates): fail while the
+    service's user cannot write in one, or in a folder inside it that refused a file; the
+    output names that folder and the fix. Files wait meanwhile (in the inbox, or in the
+    archive for those that should leave it), and are moved once it is fixed."""
+
+    async def run(now: str) -> list[Item]:
+        unwritable = await anyio.to_thread.run_sync(folders.unwritable)
+        items = []
+        for folder, problems in unwritable.items():
+            item: Item = {
+                "componentId": folder.value,
+                "componentType": "component",
+                "status": "fail" if problems else "pass",
+                "time": now,
+            }
+            if problems:
+                item["output"] = "; ".join(str(problem) for problem in problems)
+            items.append(item)
+        return items
 
     return run
 

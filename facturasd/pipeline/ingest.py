@@ -23,7 +23,7 @@ from facturasd.config import Company
 from facturasd.constants import InvoiceState
 from facturasd.findings import finding
 from facturasd.hashing import hash_file
-from facturasd.inbox.archive import Folder, Folders, dated_name, move, same_file, taken
+from facturasd.inbox.archive import Folder, Folders, dated_name, same_file, taken
 from facturasd.logs import invoice_id_var
 from facturasd.pipeline import motivo
 from facturasd.pipeline.lifecycle import PROCESS, Lifecycle
@@ -167,7 +167,7 @@ class Ingest:
 
     async def _archive(self, invoice: Invoice, source: Path) -> None:
         dest = Path(invoice.path)
-        await anyio.to_thread.run_sync(move, source, dest)
+        await anyio.to_thread.run_sync(self.folders.move, source, dest)
         if invoice.state is InvoiceState.DUPLICATE:
             earlier = await self.db.read(partial(ledger.get, invoice_id=invoice.related_to or 0))
             described = motivo.named(earlier, self.zone) if earlier else f"#{invoice.related_to}"

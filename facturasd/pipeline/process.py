@@ -27,7 +27,7 @@ from facturasd.formats.model import Inspection
 from facturasd.formats.reader import read, too_large
 from facturasd.formats.safexml import Limits
 from facturasd.hashing import sha256_file
-from facturasd.inbox.archive import Folder, Folders, move
+from facturasd.inbox.archive import Folder, FolderNotWritable, Folders
 from facturasd.logs import invoice_id_var
 from facturasd.pipeline import motivo
 from facturasd.pipeline.decide import FOLDER_OF, Checked, Outcome, decide, placement
@@ -60,6 +60,7 @@ class Process:
         *,
         zone: tzinfo,
         processes: ProcessPool,
+        retry_after: float,
         clock: Clock = utcnow,
     ):
         self.db = db
@@ -68,6 +69,8 @@ class Process:
         self.settings = settings
         self.zone = zone
         self.processes = processes  # the worker processes that parse
+        # How long an invoice whose file cannot be moved waits to be tried again.
+        self.retry_after = retry_after
         self._clock = clock
 
     async def __call__(self, job: Job) -> Effect | None:
@@ -96,7 +99,19 @@ class Process:
         folder, shown, title = placement(outcomes)
         dest = self.folders.relocated(path, folder)
         if dest != here:  # (a checked file stays where it is: no trip to a thread)
-            await anyio.to_thread.run_sync(move, here, dest)
+            try:
+                await anyio.to_thread.run_sync(self.folders.move, here, dest)
+            except FolderNotWritable as exc:
+                # The folder's fault, not the invoice's: it waits there, its attempts intact.
+                log.warning(
+                    "%s stays in %s, not moved to %s/: %s; trying again in %.0fs",
+                    invoice.original_name,
+                    here.parent,
+                    folder,
+                    exc,
+                    self.retry_after,
+                )
+                raise RetryLater(str(exc), self.retry_after) from exc
         if title is not None:
             # The reason, in both languages, from the findings of the documents not taken.
             findings = [f for n in shown for f in outcomes[n].checked.findings]
