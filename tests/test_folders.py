@@ -121,3 +121,25 @@ def test_an_invoice_that_cannot_go_to_rejected_waits_without_using_up_its_attemp
     }
     assert office.rows("SELECT state, attempts FROM jobs WHERE kind = 'process'") == [("done", 1)]
     wait_until(lambda: folder_check(office, "rejected")["status"] == "pass", 30, "/health clear")
+
+
+@pytest.mark.slow
+def test_an_inbox_folder_files_cannot_be_removed_from_is_named_not_the_file(
+    office: Office,
+) -> None:
+    # A folder an office user made in the share without the group's write permission: its
+    # files open, but cannot leave it.
+    folder = office.inbox / "proveedor"
+    waiting = drop(folder, "factura.xml", invoice(1))
+    folder.chmod(0o555)
+    wait_until(lambda: named(office, "inbox", folder), 30, "/health naming the folder")
+    wait_until(lambda: f"factura.xml stays in the inbox: {folder} {FIX}" in log(office), 30)
+    [inbox] = check(office, "inbox:unreadable")
+    assert inbox["status"] == "pass", inbox
+    assert waiting.exists() and "Traceback" not in log(office)
+
+    folder.chmod(0o755)
+    [(_, state, _)] = office.settled(1, timeout=30)
+    assert state == "checked" and not waiting.exists()
+    assert len(office.files("archive")) == 1
+    wait_until(lambda: folder_check(office, "inbox")["status"] == "pass", 30, "/health clear")

@@ -38,8 +38,8 @@ class Folder(StrEnum):
 
 
 class FolderNotWritable(OSError):
-    """A file cannot be moved or written into `folder`: the service's user may not create files
-    there (its permissions or a read-only mount; the file itself is fine)."""
+    """A file cannot be moved into or out of `folder`: the service's user may not create or
+    remove files there (its permissions or a read-only mount; the file itself is fine)."""
 
     def __init__(self, folder: Path, code: int):
         super().__init__(code, os.strerror(code), str(folder))
@@ -60,7 +60,7 @@ class Folders:
     archive: Path
     rejected: Path
     duplicates: Path
-    # Folders inside the three that refused a file: shown by `unwritable` until they can be
+    # Folders inside these that refused a file: shown by `unwritable` until they can be
     # written (moves run in threads, /health in another).
     _refused: set[Path] = field(default_factory=set, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(
@@ -97,24 +97,23 @@ class Folders:
                 self._refused.add(exc.folder)
             raise
 
-    def unwritable(self) -> dict[Folder, list[FolderNotWritable]]:
-        """For each of the three folders, what keeps files from being moved into it now: the
-        folder itself, or a folder in it that refused a file (forgotten once it can be
-        written)."""
+    def unwritable(self) -> dict[str, list[FolderNotWritable]]:
+        """For the inbox and each of the three folders, what keeps files from being moved out
+        of it or into it now: the folder itself, or a folder in it that refused a file
+        (forgotten once it can be written)."""
+        roots = {"inbox": self.inbox, **{folder.value: self.root(folder) for folder in Folder}}
         with self._lock:
             refused = set(self._refused)
-        checked = {place: refused_in(place) for place in {*map(self.root, Folder), *refused}}
+        checked = {place: refused_in(place) for place in {*roots.values(), *refused}}
         with self._lock:
             self._refused.difference_update(p for p in refused if checked[p] is None)
-        found: dict[Folder, list[FolderNotWritable]] = {}
-        for folder in Folder:
-            root = self.root(folder)
-            problems = {
-                problem.folder: problem
-                for place, problem in sorted(checked.items())  # the folder itself first
-                if problem is not None and place.is_relative_to(root)
-            }
-            found[folder] = list(problems.values())
+        found: dict[str, list[FolderNotWritable]] = {}
+        for name, root in roots.items():
+            problems: dict[Path, FolderNotWritable] = {}  # the folder itself first, each once
+            for place, problem in sorted(checked.items()):
+                if problem is not None and place.is_relative_to(root):
+                    problems.setdefault(problem.folder, problem)
+            found[name] = list(problems.values())
         return found
 
 
@@ -172,8 +171,9 @@ def taken(folders: Folders, name: PurePosixPath) -> bool:
 
 
 def refused_in(folder: Path) -> FolderNotWritable | None:
-    """What keeps the service's user from creating files in `folder` (one that does not exist
-    yet: in the nearest folder above it that does, where it would be made), if anything."""
+    """What keeps the service's user from creating or removing files in `folder` (one that
+    does not exist yet: in the nearest folder above it that does, where it would be made), if
+    anything."""
     existing = next(p for p in (folder, *folder.parents) if p.is_dir())
     if os.access(existing, os.W_OK | os.X_OK):
         return None
@@ -184,14 +184,16 @@ def refused_in(folder: Path) -> FolderNotWritable | None:
 def move(source: Path, dest: Path) -> None:
     """Move `source` to `dest` (created folders included), never leaving a moment without a
     whole copy, and never over another file (FileExistsError). Idempotent: done already when
-    `source` is gone and `dest` exists. FolderNotWritable if `dest`'s folder refuses it."""
+    `source` is gone and `dest` exists. FolderNotWritable if the folder it goes to, or the one
+    it leaves, refuses it."""
     try:
         _move(source, dest)
     except OSError as exc:
-        # Refused: by the folder it goes to, or else by the inbox (the file or its folder).
-        refusals = (errno.EACCES, errno.EPERM, errno.EROFS)
-        if exc.errno in refusals and (problem := refused_in(dest.parent)) is not None:
-            raise problem from exc
+        # Refused: by the folder it goes to, by the one it leaves, or else by the file itself.
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            for folder in (dest.parent, source.parent):
+                if (problem := refused_in(folder)) is not None:
+                    raise problem from exc
         raise
 
 

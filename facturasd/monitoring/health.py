@@ -355,17 +355,17 @@ def inbox_probe(inbox: InboxView) -> ProbeFn:
 
 
 def folders_probe(folders: Folders) -> ProbeFn:
-    """The folders files are moved into (archive, rejected, duplicates): fail while the
-    service's user cannot write in one, or in a folder inside it that refused a file; the
-    output names that folder and the fix. Files wait meanwhile (in the inbox, or in the
-    archive for those that should leave it), and are moved once it is fixed."""
+    """The folders files are moved out of and into (inbox, archive, rejected, duplicates):
+    fail while the service's user cannot write in one, or in a folder inside it that refused
+    a file; the output names that folder and the fix. Files wait meanwhile where they are,
+    and are moved once it is fixed."""
 
     async def run(now: str) -> list[Item]:
         unwritable = await anyio.to_thread.run_sync(folders.unwritable)
         items = []
-        for folder, problems in unwritable.items():
+        for name, problems in unwritable.items():
             item: Item = {
-                "componentId": folder.value,
+                "componentId": name,
                 "componentType": "component",
                 "status": "fail" if problems else "pass",
                 "time": now,
