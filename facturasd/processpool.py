@@ -38,7 +38,6 @@ _SIZE_BYTES = 8
 
 class ProcessPool:
     def __init__(self, size: int):
-        self.size = size
         self._limiter = anyio.CapacityLimiter(size)
         self._idle: list[_Worker] = []
 

@@ -2,7 +2,9 @@
 
 The file is read and checked in a worker process; the stage moves it to the folder its state
 calls for, writes the `.motivo.txt`, then commits the states with the job's completion. A crash
-in between runs the job again, which finds the file already moved.
+in between runs the job again, which finds the file already moved. A folder that refuses the
+move (FolderNotWritable) is no fault of the invoice: it stays where it is, in `received`, and
+its job runs again later without using up an attempt.
 """
 
 from __future__ import annotations
