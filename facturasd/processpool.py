@@ -61,10 +61,15 @@ class ProcessPool:
             worker = self._idle.pop() if self._idle else await _Worker.start()
             try:
                 ok, value = await worker.call(request)
-            except (anyio.BrokenResourceError, anyio.EndOfStream, anyio.IncompleteRead) as exc:
+            except (
+                anyio.BrokenResourceError,
+                anyio.EndOfStream,
+                anyio.IncompleteRead,
+                ConnectionError,  # (a pipe to a process that is gone, as asyncio says it)
+            ) as exc:
                 status = await worker.kill()
                 raise anyio.BrokenWorkerProcess(
-                    f"a worker process ended in the middle of a call (exit status {status})"
+                    f"a worker process ended before it answered (exit status {status})"
                 ) from exc
             except BaseException:  # cancelled: the worker may be in the middle of the call
                 await worker.kill()
