@@ -34,6 +34,8 @@ Args = TypeVarTuple("Args")
 
 # The length of a reply, ahead of it.
 _SIZE_BYTES = 8
+# How long a worker process whose pipes broke has to exit before it is killed.
+_ENDING_WAIT = 5.0
 
 
 class ProcessPool:
@@ -67,7 +69,7 @@ class ProcessPool:
                 anyio.IncompleteRead,
                 ConnectionError,  # (a pipe to a process that is gone, as asyncio says it)
             ) as exc:
-                status = await worker.kill()
+                status = await worker.ended()
                 raise anyio.BrokenWorkerProcess(
                     f"a worker process ended before it answered (exit status {status})"
                 ) from exc
@@ -109,8 +111,15 @@ class _Worker:
         ok, value = pickle.loads(await self.replies.receive_exactly(size))  # noqa: S301 (ours)
         return ok, value
 
+    async def ended(self) -> int | None:
+        """Waits for a process whose pipes broke to exit (killed if it does not, soon): its exit
+        status. (Killing it at once could reap it before asyncio does, which then says 255.)"""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_ENDING_WAIT):
+            await self.process.wait()
+        return await self.kill()
+
     async def kill(self) -> int | None:
-        """Kills the process, and waits for it: its exit status."""
+        """Kills the process unless it has exited, and waits for it: its exit status."""
         with anyio.CancelScope(shield=True):
             if self.process.returncode is None:
                 self.process.kill()
