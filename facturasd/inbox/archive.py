@@ -6,8 +6,8 @@ rename on one filesystem; across filesystems it is copy, fsync, rename, then unl
 instant the file exists whole in one place at least. Moves are idempotent: a move whose source
 is gone and whose destination exists has already happened (a crash in between is resumed by
 doing it again). A move refused because the service's user cannot write in the folder it goes
-to raises `FolderNotWritable`, which names that folder and the fix (a problem of the folder,
-not of the file). Blocking calls: run them in a thread.
+to, or in the one it leaves, raises `FolderNotWritable`, which names that folder and the fix (a
+problem of the folder, not of the file). Blocking calls: run them in a thread.
 """
 
 from __future__ import annotations
