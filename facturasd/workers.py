@@ -171,7 +171,8 @@ class WorkerPool:
             await self.queue.release(
                 job, self._clock() + timedelta(seconds=error.delay), str(error)
             )
-            log.info("job %d (%s) deferred %.0fs: %s", job.id, job.kind, error.delay, error)
+            # (debug: the handler says why, once, where it knows what a person can do)
+            log.debug("job %d (%s) deferred %.0fs: %s", job.id, job.kind, error.delay, error)
         elif isinstance(error, JobFailed):
             await self.queue.fail(job, str(error), permanent=True)
             self.tally.failed(error)

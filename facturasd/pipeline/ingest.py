@@ -93,6 +93,8 @@ class Ingest:
             assert invoice is not None
             token = invoice_id_var.set(invoice.id)
             try:
+                await self._archive(invoice, path)
+                # Once, when it is out of the inbox (a folder that refuses it is retried).
                 log.info(
                     "invoice #%d %s: taken from the inbox, %s, as %s",
                     invoice.id,
@@ -100,7 +102,6 @@ class Ingest:
                     invoice.state,
                     invoice.path,
                 )
-                await self._archive(invoice, path)
             except FileNotFoundError:
                 # Moved or deleted by someone while it was being taken: the row is closed
                 # now, and the file, wherever it went in the inbox, is taken anew.
