@@ -18,7 +18,6 @@ import httpx
 
 from facturasd.config import Config, QueueSettings, load_config
 from facturasd.constants import QueueName
-from facturasd.services import build
 from tests.documents import Item, co_invoice
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,6 +178,10 @@ async def _take(config: Config, files: Mapping[str, bytes], process: bool) -> No
     paths = config.paths
     for folder in (paths.inbox, paths.archive, paths.rejected, paths.duplicates):
         folder.mkdir(parents=True, exist_ok=True)
+    # (imported here: bench/ingest.py uses this module from beside its own queue.py, which
+    # would stand in for the standard library's under aiosqlite)
+    from facturasd.services import build
+
     async with build(config) as services:
         queue = services.queue
         for name, data in files.items():
