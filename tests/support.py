@@ -114,6 +114,25 @@ class DaemonProcess:
             self.proc.wait(30)
 
 
+def run_facturasd(
+    *args: str,
+    wrapper: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """The `facturasd` command as a person runs it, in a subprocess, its output kept.
+    `wrapper`: a command that runs it (e.g. setpriv, to drop capabilities)."""
+    return subprocess.run(
+        [*wrapper, PYTHON, "-m", "facturasd", *args],
+        capture_output=True,
+        text=True,
+        env=env or daemon_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 def get_health(port: int, timeout: float = 10.0) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}/health", timeout=timeout)
 

@@ -7,17 +7,11 @@ import subprocess
 from pathlib import Path
 
 from facturasd.constants import DATABASE_FILE
-from tests.support import PYTHON, daemon_env, enqueue, query, write_config
+from tests.support import enqueue, query, run_facturasd, write_config
 
 
 def jobs(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "facturasd", "jobs", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=daemon_env(),
-        timeout=60,
-    )
+    return run_facturasd("jobs", "--config", str(config), *args)
 
 
 def test_jobs_lists_and_reruns_dead_jobs(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from tests.support import (
     DaemonProcess,
     daemon_env,
     free_port,
+    run_facturasd,
     wait_healthy,
     write_config,
 )
@@ -379,14 +380,7 @@ def test_keys_with_no_effect_are_named_when_set(
 def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "facturasd", *args],
-        capture_output=True,
-        text=True,
-        env=env or free_bind(),
-        cwd=cwd,
-        timeout=60,
-    )
+    return run_facturasd(*args, env=env or free_bind(), cwd=cwd)
 
 
 def free_bind(**extra: str) -> dict[str, str]:

@@ -24,7 +24,6 @@ from facturasd.inbox.stability import StabilityTracker
 from facturasd.inbox.watcher import wanted
 from tests.pdfs import text_pdf, with_attachments
 from tests.support import (
-    PYTHON,
     REPO,
     DaemonProcess,
     cufe,
@@ -33,6 +32,7 @@ from tests.support import (
     get_health,
     invoice,
     query,
+    run_facturasd,
     wait_healthy,
     wait_until,
     write_config,
@@ -194,13 +194,7 @@ class Office:
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [PYTHON, "-m", "facturasd", *args, "--config", str(self.config)],
-            capture_output=True,
-            text=True,
-            env=daemon_env(),
-            timeout=60,
-        )
+        return run_facturasd(*args, "--config", str(self.config))
 
 
 @pytest.fixture

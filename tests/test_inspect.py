@@ -18,7 +18,7 @@ from facturasd.checks import Context, check
 from facturasd.findings import message
 from facturasd.formats.reader import read
 from facturasd.formats.safexml import Limits
-from tests.support import PYTHON, REPO, daemon_env
+from tests.support import PYTHON, REPO, daemon_env, run_facturasd
 from tests.test_ubl import CUFE, attach, make_ubl
 
 SAMPLES = sorted((REPO.parent / "shared" / "samples").glob("*/*.xml"))
@@ -37,14 +37,7 @@ sys.exit(code)
 
 
 def inspect(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "facturasd", "inspect", *args],
-        capture_output=True,
-        text=True,
-        env=daemon_env(),
-        timeout=120,
-        cwd=cwd,
-    )
+    return run_facturasd("inspect", *args, cwd=cwd, timeout=120)
 
 
 def measured(path: Path) -> tuple[dict[str, object], int, int]:

@@ -20,7 +20,7 @@ from facturasd.findings import CATALOGUE, PHRASES, Finding, message
 from facturasd.formats.reader import read
 from facturasd.wording import STATES, amount, count
 from tests.documents import Item, cfdi40, co_invoice
-from tests.support import PYTHON, REPO, daemon_env, invoice, take, write_config
+from tests.support import REPO, invoice, run_facturasd, take, write_config
 from tests.test_findings import COMPANY
 
 FV7 = REPO.parent / "shared" / "samples" / "dian" / "siigo-blindacces-FV7.xml"
@@ -132,14 +132,7 @@ def test_amounts_are_written_as_the_country_writes_them() -> None:
 
 
 def inspect(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "facturasd", "inspect", *args],
-        capture_output=True,
-        text=True,
-        env=daemon_env(),
-        timeout=60,
-        cwd=REPO,
-    )
+    return run_facturasd("inspect", *args, cwd=REPO)
 
 
 def test_inspect_labels_severities_in_the_language_asked_for() -> None:

@@ -23,7 +23,6 @@ from facturasd.constants import DATABASE_FILE, LOCK_FILE
 from facturasd.hashing import sha256_file
 from facturasd.inbox.archive import dated_name, original_name
 from tests.support import (
-    PYTHON,
     DaemonProcess,
     daemon_env,
     drop,
@@ -32,6 +31,7 @@ from tests.support import (
     get_health,
     invoice,
     query,
+    run_facturasd,
     wait_healthy,
     wait_until,
     write_config,
@@ -42,13 +42,7 @@ ZONE = ZoneInfo("America/Bogota")  # the default daemon.timezone
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "facturasd", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=daemon_env(),
-        timeout=60,
-    )
+    return run_facturasd(*args, "--config", str(config))
 
 
 def settled(db: Path, count: int) -> list[tuple[object, ...]]:

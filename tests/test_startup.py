@@ -18,11 +18,11 @@ import pytest
 
 from facturasd.constants import DATABASE_FILE
 from tests.support import (
-    PYTHON,
     DaemonProcess,
     daemon_env,
     enqueue,
     free_port,
+    run_facturasd,
     wait_healthy,
     write_config,
 )
@@ -37,13 +37,7 @@ UNPRIVILEGED: Sequence[str] = (
 def facturasd(
     config: Path, *args: str, wrapper: Sequence[str] = ()
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*wrapper, PYTHON, "-m", "facturasd", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=daemon_env(),
-        timeout=60,
-    )
+    return run_facturasd(*args, "--config", str(config), wrapper=wrapper)
 
 
 def test_a_read_only_database_is_refused_by_check_config_and_by_run(tmp_path: Path) -> None:
