@@ -3,6 +3,8 @@ dropped into an inbox, a ledger filled in this process."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import socket
@@ -10,12 +12,14 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import httpx
 
+from facturasd import logs
 from facturasd.config import Config, QueueSettings, load_config
 from facturasd.constants import QueueName
 from tests.documents import Item, co_invoice
@@ -112,6 +116,26 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+@contextmanager
+def daemon_log(log_format: str) -> Iterator[io.StringIO]:
+    """What the daemon's own log set-up (`facturasd.logs.configure`) writes, kept in memory;
+    the test's logging is put back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in ("aiohttp.access", "watchfiles")}
+    logs.configure(log_format, "info")
+    written = io.StringIO()
+    assert isinstance(root.handlers[0], logging.StreamHandler)
+    root.handlers[0].setStream(written)
+    try:
+        yield written
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, was in quiet.items():
+            logging.getLogger(name).setLevel(was)
 
 
 def run_facturasd(

@@ -4,9 +4,7 @@ in the same commit, whoever makes the change (the daemon or a person)."""
 from __future__ import annotations
 
 import getpass
-import io
 import json
-import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 import anyio
 import pytest
 
-from facturasd import logs
 from facturasd.config import load_config
 from facturasd.constants import InvoiceState, QueueName
 from facturasd.daemon import Daemon
@@ -26,7 +23,7 @@ from facturasd.services import build
 from facturasd.store import ledger
 from facturasd.store.db import Database
 from facturasd.store.queue import Effect, Job, Queue
-from tests.support import query, write_config
+from tests.support import daemon_log, query, write_config
 from tests.test_inbox import COMPANY, STRANGER, drop, invoice
 
 NEXT = Stage("next-test", QueueName.DIAN_VALIDATION, InvoiceState.CHECKED)
@@ -96,17 +93,8 @@ async def test_every_change_of_state_is_checked_against_the_table(tmp_path: Path
 @pytest.fixture
 def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """The daemon's own log set-up (JSON lines), read back as records."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    logs.configure("json", "info")
-    written = io.StringIO()
-    assert isinstance(root.handlers[0], logging.StreamHandler)
-    root.handlers[0].setStream(written)
-    try:
+    with daemon_log("json") as written:
         yield lambda: [json.loads(line) for line in written.getvalue().splitlines()]
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 @pytest.mark.anyio

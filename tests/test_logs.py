@@ -11,24 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from facturasd import logs
-from tests.support import DaemonProcess, daemon_env, free_port, wait_healthy, write_config
+from tests.support import (
+    DaemonProcess,
+    daemon_env,
+    daemon_log,
+    free_port,
+    wait_healthy,
+    write_config,
+)
 
 
 @pytest.fixture
 def text_log() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    logs.configure("text", "info")
-    written = io.StringIO()
-    assert isinstance(root.handlers[0], logging.StreamHandler)
-    root.handlers[0].setStream(written)
-    try:
+    with daemon_log("text") as written:
         yield written
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        logging.getLogger("watchfiles").setLevel(logging.NOTSET)
 
 
 def test_a_line_carries_its_time_with_the_zone_offset_and_watchfiles_keeps_quiet(
