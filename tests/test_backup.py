@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from facturasd.constants import DATABASE_FILE
 from tests.support import PYTHON, daemon_env, enqueue, query, write_config
 
@@ -32,6 +34,7 @@ def finished(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_a_backup_where_no_file_can_be_written_is_one_line(tmp_path: Path) -> None:
     code, _, err = finished(backup(ledger(tmp_path), "/proc/x.db"))
     assert code == 1
@@ -40,6 +43,7 @@ def test_a_backup_where_no_file_can_be_written_is_one_line(tmp_path: Path) -> No
     ]
 
 
+@pytest.mark.slow
 def test_a_backup_to_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
     config = ledger(tmp_path)
     usb = tmp_path / "media" / "usb"  # mistyped, or the disk not mounted
@@ -50,6 +54,7 @@ def test_a_backup_to_a_missing_folder_is_refused_not_created(tmp_path: Path) -> 
     assert not (tmp_path / "media").exists()
 
 
+@pytest.mark.slow
 def test_backups_made_at_once_each_get_their_own_file(tmp_path: Path) -> None:
     config = ledger(tmp_path)
     folder = tmp_path / "copias"

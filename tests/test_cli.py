@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from facturasd.constants import DATABASE_FILE
 from tests.support import enqueue, query, run_facturasd, write_config
 
@@ -14,6 +16,7 @@ def jobs(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_facturasd("jobs", "--config", str(config), *args)
 
 
+@pytest.mark.slow
 def test_jobs_lists_and_reruns_dead_jobs(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     db_path = tmp_path / "state" / DATABASE_FILE
@@ -50,6 +53,7 @@ def test_jobs_lists_and_reruns_dead_jobs(tmp_path: Path) -> None:
     assert f"job {dead}: no dead job with this id" in again.stderr
 
 
+@pytest.mark.slow
 def test_jobs_without_a_database_says_so(tmp_path: Path) -> None:
     result = jobs(write_config(tmp_path))
     assert result.returncode == 1

@@ -389,6 +389,7 @@ def free_bind(**extra: str) -> dict[str, str]:
     return daemon_env(FACTURASD_HTTP__BIND=f"127.0.0.1:{free_port()}", **extra)
 
 
+@pytest.mark.slow
 def test_check_config_accepts_the_shipped_file() -> None:
     result = run_cli("check-config", "--config", str(SHIPPED_CONFIG))
     assert result.returncode == 0, result.stderr
@@ -397,6 +398,7 @@ def test_check_config_accepts_the_shipped_file() -> None:
     assert "no effect" not in result.stderr  # a fresh start is quiet
 
 
+@pytest.mark.slow
 def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[notify.email]\nenabled = true\n[retry]\nschedule = ["1m", "5m"]\n')
@@ -422,6 +424,7 @@ def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> Non
     assert "no effect" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_daemon_logs_each_key_with_no_effect_at_start(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, "[notify.webhook]\nenabled = true\n", port=port)
@@ -437,6 +440,7 @@ def test_the_daemon_logs_each_key_with_no_effect_at_start(tmp_path: Path) -> Non
     assert "notify.webhook.enabled: no effect in this version" in logged[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -455,6 +459,7 @@ def test_check_config_exits_2_without_traceback(tmp_path: Path, text: str, expec
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(
@@ -475,6 +480,7 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
         assert "https://***@[::1]:9/api?api_key=***&v=1" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_config_json_and_folder_warnings(tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
@@ -489,6 +495,7 @@ def test_check_config_json_and_folder_warnings(tmp_path: Path) -> None:
     assert report["errors"] == []
 
 
+@pytest.mark.slow
 def test_check_config_reports_a_folder_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "inbox").write_text("not a folder")
     config = tmp_path / "c.toml"
@@ -498,6 +505,7 @@ def test_check_config_reports_a_folder_that_is_a_file(tmp_path: Path) -> None:
     assert f"paths.inbox: '{tmp_path / 'inbox'}' exists and is not a folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_config_puts_the_problems_first_and_ends_with_a_verdict(tmp_path: Path) -> None:
     """Both streams as a terminal or the journal shows them, in the order they are written."""
 
@@ -536,6 +544,7 @@ def test_check_config_puts_the_problems_first_and_ends_with_a_verdict(tmp_path: 
     assert lines[-1] == "1 problem"
 
 
+@pytest.mark.slow
 def test_config_is_found_through_the_environment_then_the_working_folder(tmp_path: Path) -> None:
     (tmp_path / "facturasd.toml").write_text('[http]\nbind = "127.0.0.1:9999"\n')
     other = tmp_path / "other.toml"
@@ -546,6 +555,7 @@ def test_config_is_found_through_the_environment_then_the_working_folder(tmp_pat
     assert 'http.bind = "127.0.0.1:7777"' in from_env.stdout
 
 
+@pytest.mark.slow
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0

@@ -73,6 +73,7 @@ def checks_of(report: dict[str, object], key: str) -> dict[str, dict[str, object
     return {item.get("componentId", key): item for item in items}  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_crashing_component_is_restarted_and_shown_degraded(
     tmp_path: Path, blockbuster: BlockBuster
@@ -113,6 +114,7 @@ async def test_crashing_component_is_restarted_and_shown_degraded(
         assert checks_of(report, "workers:alive")["local"]["observedValue"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_worker_pool_completes_retries_and_kills_jobs(
     tmp_path: Path, blockbuster: BlockBuster

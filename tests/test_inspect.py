@@ -65,6 +65,7 @@ def zipped(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
 # ── the samples through the command ───────────────────────────────────────────────────────
 
 
+@pytest.mark.slow
 def test_inspect_json_for_every_sample() -> None:
     result = inspect("--json", *map(str, SAMPLES))
     # Some public samples are made with SAT's test certificates, or carry nonsense totals: the
@@ -109,6 +110,7 @@ def test_inspect_json_for_every_sample() -> None:
         }
 
 
+@pytest.mark.slow
 def test_inspect_one_file_prints_one_object_and_a_summary() -> None:
     result = inspect("--json", str(FV7))
     document = json.loads(result.stdout)
@@ -120,6 +122,7 @@ def test_inspect_one_file_prints_one_object_and_a_summary() -> None:
     assert "invoice FV7" in english.stdout and "correct" in english.stdout
 
 
+@pytest.mark.slow
 def test_inspect_a_bad_file_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "factura.xml"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
@@ -135,6 +138,7 @@ def test_inspect_a_bad_file_is_a_finding_not_a_traceback(tmp_path: Path) -> None
     assert missing.returncode == 2 and "No such file" in missing.stderr
 
 
+@pytest.mark.slow
 def test_inspect_speaks_the_configured_language_unless_told(tmp_path: Path) -> None:
     bad = tmp_path / "factura.xml"
     bad.write_bytes(b"not xml at all")
@@ -151,6 +155,7 @@ def test_inspect_speaks_the_configured_language_unless_told(tmp_path: Path) -> N
     assert "[error] FMT-NOT-XML: El archivo no es un XML legible (" in spanish.stdout
 
 
+@pytest.mark.slow
 def test_inspect_writes_nothing(tmp_path: Path) -> None:
     before = sorted(tmp_path.rglob("*"))
     assert inspect(str(FV7), cwd=tmp_path).returncode == 0
@@ -190,6 +195,7 @@ def test_every_xml_in_a_zip_is_a_document_and_a_bad_one_does_not_spoil_the_rest(
     assert {item.sha256 for item in items.values()} == {items["a.xml"].sha256}
 
 
+@pytest.mark.slow
 def test_member_names_are_labels_never_paths(tmp_path: Path) -> None:
     names = ["../../escaped.xml", "/tmp/absolute-facturasd.xml", "dir/../../up.xml"]
     package = tmp_path / "evil.zip"
@@ -248,6 +254,7 @@ def test_too_many_members_and_damaged_zips() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
     huge = tmp_path / "huge.xml"
     with huge.open("wb") as handle:  # sparse: 200 MB that take no disk
@@ -359,6 +366,7 @@ LAUGHS = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "code"),
     [

@@ -135,6 +135,7 @@ def inspect(*args: str) -> subprocess.CompletedProcess[str]:
     return run_facturasd("inspect", *args, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_inspect_labels_severities_in_the_language_asked_for() -> None:
     spanish = inspect("--lang", "es", str(CFDI40)).stdout
     assert "  [advertencia] DOC-OLD-DATE: La fecha de emisión" in spanish
@@ -144,6 +145,7 @@ def test_inspect_labels_severities_in_the_language_asked_for() -> None:
     assert "[advertencia]" not in english
 
 
+@pytest.mark.slow
 def test_inspect_writes_amounts_as_the_country_does_and_json_keeps_them(tmp_path: Path) -> None:
     mx = tmp_path / "mx.xml"
     mx.write_bytes(MX_WRONG)

@@ -91,6 +91,7 @@ def test_the_name_a_file_came_with_is_read_back_from_its_dated_name() -> None:
 # ── rebuild-ledger on an archive ─────────────────────────────────────────────────────────
 
 
+@pytest.mark.slow
 def test_rebuild_ledger_records_every_archived_file_and_queues_it(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     data = tmp_path / "data"
@@ -144,6 +145,7 @@ def test_rebuild_ledger_records_every_archived_file_and_queues_it(tmp_path: Path
     assert len(query(db, "SELECT id FROM invoices")) == 5
 
 
+@pytest.mark.slow
 def test_the_wal_of_a_deleted_database_does_not_damage_the_rebuilt_one(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     archive(tmp_path / "data", "archive", datetime.now(ZONE), "f.xml", invoice(1))
@@ -167,6 +169,7 @@ def test_the_wal_of_a_deleted_database_does_not_damage_the_rebuilt_one(tmp_path:
     assert [p.read_bytes() for p in kept] == [frames]
 
 
+@pytest.mark.slow
 def test_rebuild_ledger_refuses_beside_a_running_daemon(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     archive(tmp_path / "data", "archive", datetime.now(ZONE), "f.xml", invoice(1))

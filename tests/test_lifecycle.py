@@ -97,6 +97,7 @@ def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
         yield lambda: [json.loads(line) for line in written.getvalue().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_an_invoice_a_person_accepts_gets_the_same_next_job_as_one_checked_alone(
     tmp_path: Path, json_logs: Callable[[], list[dict[str, Any]]]

@@ -613,6 +613,7 @@ async def test_online_backup_while_jobs_are_written(tmp_path: Path, queue: Queue
     assert result.path.parent == folder and result.path.name.startswith("facturasd-")
 
 
+@pytest.mark.slow
 def test_backup_command_refuses_without_a_database(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[paths]\nstate_dir = "nothing-here"\n')

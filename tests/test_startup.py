@@ -40,6 +40,7 @@ def facturasd(
     return run_facturasd(*args, "--config", str(config), wrapper=wrapper)
 
 
+@pytest.mark.slow
 def test_a_read_only_database_is_refused_by_check_config_and_by_run(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     db = tmp_path / "state" / DATABASE_FILE
@@ -56,6 +57,7 @@ def test_a_read_only_database_is_refused_by_check_config_and_by_run(tmp_path: Pa
     assert str(db) in line and "cannot write the database" in line and "SQLITE_READONLY" in line
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_named_and_no_database_is_created(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

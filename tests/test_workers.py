@@ -24,6 +24,7 @@ def _config(tmp_path: Path, extra: str = "") -> Config:
     return load_config(write_config(tmp_path, settings + extra), {})
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_invoices_are_checked_while_every_authority_worker_hangs(tmp_path: Path) -> None:
     config = await anyio.to_thread.run_sync(_config, tmp_path)
@@ -66,6 +67,7 @@ async def test_invoices_are_checked_while_every_authority_worker_hangs(tmp_path:
     assert dict(jobs) == {"queued": waiting}  # handed back at shutdown, uncounted
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_job_without_an_answer_goes_back_uncounted(tmp_path: Path) -> None:
     config = await anyio.to_thread.run_sync(
