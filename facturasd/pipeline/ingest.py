@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -86,11 +86,24 @@ class Ingest:
             with anyio.move_on_after(IN_FLIGHT_WAIT):
                 while invoice is None:
                     took = self._took
-                    if (invoice := await self.db.write(partial(receive, wait=True))) is None:
+                    if (invoice := await self._take(path, partial(receive, wait=True))) is None:
                         await took.wait()
             if invoice is None:  # (a take that could not end: its move failed)
-                invoice = await self.db.write(partial(receive, wait=False))
-            assert invoice is not None
+                await self._take(path, partial(receive, wait=False))
+        finally:
+            with self._naming:
+                self._reserved.discard(name)
+            self._took.set()
+            self._took = anyio.Event()
+
+    async def _take(
+        self, path: Path, receive: Callable[[sqlite3.Connection], Invoice | None]
+    ) -> Invoice | None:
+        """The row, then the move: shielded, so that a stop (SIGTERM, Ctrl-C) never parts a
+        row from its file; the move is one rename and one write. None if it must wait."""
+        with anyio.CancelScope(shield=True):
+            if (invoice := await self.db.write(receive)) is None:
+                return None
             token = invoice_id_var.set(invoice.id)
             try:
                 await self._archive(invoice, path)
@@ -98,7 +111,7 @@ class Ingest:
                 log.info(
                     "invoice #%d %s: taken from the inbox, %s, as %s",
                     invoice.id,
-                    inbox_path,
+                    invoice.inbox_path,
                     invoice.state,
                     invoice.path,
                 )
@@ -110,11 +123,7 @@ class Ingest:
                 raise
             finally:
                 invoice_id_var.reset(token)
-        finally:
-            with self._naming:
-                self._reserved.discard(name)
-            self._took.set()
-            self._took = anyio.Event()
+        return invoice
 
     def _receive(
         self,
