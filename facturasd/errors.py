@@ -141,6 +141,17 @@ class Unavailable(RetryLater):
         self.upstream = upstream
 
 
+class AuthorityRefused(FacturasdError):
+    """A tax authority refused the request itself rather than answering for the invoice: a
+    SOAP fault (DIAN rejected the certificate, the signature or this server's clock), an
+    expired certificate. Asking again cannot help until a person fixes the setup; the message
+    says what to fix. `authority` is "sat" or "dian"."""
+
+    def __init__(self, authority: str, reason: str):
+        super().__init__(reason)
+        self.authority = authority
+
+
 class JobFailed(FacturasdError):
     """Raised by a job handler: retrying cannot help; the job goes straight to `dead`."""
 
