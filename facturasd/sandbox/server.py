@@ -1,0 +1,183 @@
+"""The sandbox's aiohttp application: each service under its own prefix, the admin endpoints
+that set what the services answer, and the faults that make them fail.
+
+    POST   /sat/ConsultaCFDIService.svc             SAT (sat.consulta)
+    POST   /dian/WcfDianCustomerServices.svc        DIAN (dian.service)
+    POST   /_admin/sat/{uuid}                       {"estado", "efos", "cancelable", "re", "rr", "tt"}
+    POST   /_admin/dian/{cufe}                      {"status_code", "is_valid", "errors"}
+    POST   /_admin/faults                           {"service", "status", "rate", "latency_ms", "timeout", "retry_after"}
+    DELETE /_admin/faults
+    GET    /_admin/stats
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import anyio
+from aiohttp import web
+
+from facturasd.formats.model import Document
+from facturasd.formats.reader import read
+from facturasd.sandbox import dian, sat
+from facturasd.sandbox.state import DianRecord, Fault, Sandbox, SatRecord
+
+log = logging.getLogger(__name__)
+
+SANDBOX = web.AppKey("sandbox", Sandbox)
+# Where each service answers; the first part of the path names it.
+PATHS = {"sat": "/sat/ConsultaCFDIService.svc", "dian": "/dian/WcfDianCustomerServices.svc"}
+# A request a `timeout` fault holds: longer than any client waits.
+HELD = 3600.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(sandbox: Sandbox) -> web.Application:
+    app = web.Application(middlewares=[_faults])
+    app[SANDBOX] = sandbox
+    app.router.add_post(PATHS["sat"], sat.consulta)
+    app.router.add_post(PATHS["dian"], dian.service)
+    app.router.add_post("/_admin/sat/{uuid}", _set_sat)
+    app.router.add_post("/_admin/dian/{cufe}", _set_dian)
+    app.router.add_post("/_admin/faults", _set_fault)
+    app.router.add_delete("/_admin/faults", _clear_faults)
+    app.router.add_get("/_admin/stats", _stats)
+    return app
+
+
+@web.middleware
+async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The fault set for the service a request is for, if any, before the service sees it."""
+    service = request.path.strip("/").split("/", 1)[0]
+    sandbox = request.app[SANDBOX]
+    fault = sandbox.faults.get(service)
+    if fault is None:
+        return await handler(request)
+    if fault.latency_ms:
+        await anyio.sleep(fault.latency_ms / 1000)
+    if random.random() >= fault.rate:  # noqa: S311 (a share of requests, not a secret)
+        return await handler(request)
+    sandbox.count(service, "fault")
+    if fault.timeout:
+        await anyio.sleep(HELD)
+    headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+    status = fault.status or 503
+    return web.Response(status=status, text=f"{status} (sandbox fault)", headers=headers)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="the body must be a JSON object")
+    return body
+
+
+async def _set_sat(request: web.Request) -> web.Response:
+    sandbox = request.app[SANDBOX]
+    uuid = request.match_info["uuid"].upper()
+    body = await _body(request)
+    record = sandbox.sat.get(uuid)
+    if record is None:
+        missing = [key for key in ("re", "rr", "tt") if key not in body]
+        if missing:
+            raise web.HTTPBadRequest(
+                text=f"{uuid} is not a known document: give its {', '.join(missing)}"
+            )
+        record = sandbox.sat[uuid] = SatRecord(uuid, "", "", Decimal(0))
+    try:
+        for key in ("re", "rr"):
+            if key in body:
+                setattr(record, key, str(body[key]))
+        if "tt" in body:
+            record.tt = Decimal(str(body["tt"]))
+    except InvalidOperation:
+        raise web.HTTPBadRequest(text=f"tt is not a number: {body['tt']!r}") from None
+    for key, attribute in (
+        ("estado", "estado"),
+        ("efos", "efos"),
+        ("cancelable", "cancelable"),
+        ("cancelacion", "cancelacion"),
+    ):
+        if key in body:
+            setattr(record, attribute, str(body[key]))
+    return web.json_response(vars(record) | {"tt": str(record.tt)})
+
+
+async def _set_dian(request: web.Request) -> web.Response:
+    sandbox = request.app[SANDBOX]
+    cufe = request.match_info["cufe"].lower()
+    body = await _body(request)
+    record = sandbox.dian.setdefault(cufe, DianRecord(cufe))
+    if "status_code" in body:
+        code = str(body["status_code"])
+        if code not in ("00", "66", "98", "99"):
+            raise web.HTTPBadRequest(text=f"status_code must be 00, 66, 98 or 99, not {code!r}")
+        record.status_code = code
+        record.is_valid = code == "00"
+    if "is_valid" in body:
+        record.is_valid = bool(body["is_valid"])
+    if "errors" in body:
+        record.errors = [str(e) for e in body["errors"]]
+    return web.json_response(vars(record))
+
+
+async def _set_fault(request: web.Request) -> web.Response:
+    try:
+        service, fault = Fault.of(await _body(request))
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    request.app[SANDBOX].faults[service] = fault
+    return web.json_response({"service": service, **vars(fault)})
+
+
+async def _clear_faults(request: web.Request) -> web.Response:
+    request.app[SANDBOX].faults.clear()
+    return web.json_response({})
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SANDBOX].stats())
+
+
+def load_documents(sandbox: Sandbox, folder: Path) -> int:
+    """Every document under `folder` (XML, ZIP, AttachedDocument; recursively) known and in
+    force. Returns how many; files that hold none are skipped."""
+    known = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for inspection in read(path.read_bytes(), path.name):
+            if inspection.document is not None and inspection.document.uuid:
+                known += _know(sandbox, inspection.document)
+    return known
+
+
+def _know(sandbox: Sandbox, document: Document) -> int:
+    uuid = document.uuid
+    assert uuid is not None
+    if document.country == "MX":
+        total = document.totals.total
+        issuer, receiver = document.issuer.tax_id, document.receiver.tax_id
+        if total is None or issuer is None or receiver is None:
+            return 0
+        try:
+            sandbox.sat[uuid.upper()] = SatRecord(uuid.upper(), issuer, receiver, Decimal(total))
+        except InvalidOperation:
+            return 0
+    else:
+        sandbox.dian[uuid.lower()] = DianRecord(uuid.lower(), document.number)
+    return 1
+
+
+def base_urls(host: str, port: int) -> dict[str, str]:
+    """The URL of each service, as a client is configured with it."""
+    shown = f"[{host}]" if ":" in host else host
+    return {name: f"http://{shown}:{port}{path}" for name, path in PATHS.items()}

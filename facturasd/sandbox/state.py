@@ -1,0 +1,92 @@
+"""What the sandbox servers know and count. One `Sandbox` per application, kept in memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from cryptography import x509
+
+SERVICES = ("sat", "dian")
+
+
+@dataclass
+class SatRecord:
+    """A CFDI as SAT knows it: the expression's parts and the status SAT gives."""
+
+    uuid: str  # upper case
+    re: str
+    rr: str
+    tt: Decimal
+    estado: str = "Vigente"  # Vigente, Cancelado, No Encontrado
+    efos: str = "200"
+    cancelable: str = "Cancelable sin aceptación"
+    cancelacion: str = ""  # EstatusCancelacion
+
+
+@dataclass
+class DianRecord:
+    """A DIAN document as GetStatus reports it."""
+
+    cufe: str  # lower case
+    number: str | None = None
+    status_code: str = "00"  # 00, 66, 98, 99
+    is_valid: bool = True
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What `POST /_admin/faults` sets for one service: a share of its requests answered with
+    `status` (and `Retry-After`), or never answered (`timeout`), after `latency_ms`."""
+
+    status: int | None = None
+    rate: float = 1.0
+    latency_ms: int = 0
+    timeout: bool = False
+    retry_after: float | None = None
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> tuple[str, Fault]:
+        """(service, fault) from the endpoint's JSON; ValueError naming what is wrong."""
+        service = body.get("service")
+        if service not in SERVICES:
+            raise ValueError(f"service must be one of {', '.join(SERVICES)}, not {service!r}")
+        rate = float(body.get("rate", 1.0))
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, not {rate}")
+        status = body.get("status")
+        if status is not None and not 100 <= int(status) <= 599:
+            raise ValueError(f"status must be an HTTP status, not {status!r}")
+        retry_after = body.get("retry_after")
+        return service, cls(
+            status=int(status) if status is not None else None,
+            rate=rate,
+            latency_ms=max(0, int(body.get("latency_ms", 0))),
+            timeout=bool(body.get("timeout", False)),
+            retry_after=float(retry_after) if retry_after is not None else None,
+        )
+
+
+@dataclass
+class Sandbox:
+    sat: dict[str, SatRecord] = field(default_factory=dict)
+    dian: dict[str, DianRecord] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    # The certificates a DIAN request's token must be one of; None: any certificate.
+    dian_trust: list[x509.Certificate] | None = None
+    _counts: dict[str, Counter[str]] = field(
+        default_factory=lambda: {service: Counter() for service in SERVICES}
+    )
+
+    def count(self, service: str, outcome: str) -> None:
+        """One request to `service` and how it ended ("vigente", "00", "fault" …)."""
+        self._counts[service][outcome] += 1
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {
+            service: {"requests": sum(counts.values()), "by_outcome": dict(counts)}
+            for service, counts in self._counts.items()
+        }
