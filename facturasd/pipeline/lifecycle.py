@@ -14,10 +14,11 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from facturasd.clock import Clock, utcnow
-from facturasd.constants import InvoiceState, QueueName
+from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
 from facturasd.errors import IllegalTransition
 from facturasd.store import ledger
 from facturasd.store.db import after_commit
@@ -45,18 +46,40 @@ TRANSITIONS: Mapping[InvoiceState, frozenset[InvoiceState]] = {
 }
 
 
+C = ComplianceStatus
+# The tax authority's word, beside the state (SPEC §2.4): asked (PENDING), confirmed, asked
+# again later (RETRY: not found yet, or refused), given no answer (FALLBACK: an outage),
+# denied (FAILED). A person may ask again from any of them (`facturasd retry`).
+COMPLIANCE: Mapping[ComplianceStatus, frozenset[ComplianceStatus]] = {
+    C.PENDING: frozenset({C.VALIDATED, C.RETRY, C.FAILED, C.FALLBACK}),
+    C.RETRY: frozenset({C.PENDING, C.VALIDATED, C.RETRY, C.FAILED, C.FALLBACK}),
+    C.FALLBACK: frozenset({C.PENDING, C.VALIDATED, C.RETRY, C.FAILED}),
+    C.FAILED: frozenset({C.PENDING}),
+    C.VALIDATED: frozenset({C.PENDING}),
+}
+
+
 @dataclass(frozen=True)
 class Stage:
-    """A step of the pipeline: entering `starts_at` queues a job of `kind` on `queue`, with
-    the invoice's id as its payload."""
+    """A step of the pipeline: entering `starts_at` (a state, or a compliance status) queues
+    a job of `kind` on `queue`, with the invoice's id as its payload."""
 
     kind: str
     queue: QueueName
-    starts_at: InvoiceState
+    starts_at: InvoiceState | ComplianceStatus
 
 
 PROCESS = Stage("process", QueueName.INVOICE_PROCESSING, InvoiceState.RECEIVED)
-STAGES: tuple[Stage, ...] = (PROCESS,)
+# Asking the tax authority: every checked invoice, however it became checked (read, or
+# accepted or assigned by a person).
+CONFIRM = Stage("confirm", QueueName.DIAN_VALIDATION, InvoiceState.CHECKED)
+STAGES: tuple[Stage, ...] = (PROCESS, CONFIRM)
+
+
+def booking_starts_at(book_when: str) -> InvoiceState | ComplianceStatus:
+    """Where the booking stage starts (`authorities.book_when`): once the authority confirmed
+    the invoice ("validated"), or as soon as it is checked ("checked")."""
+    return ComplianceStatus.VALIDATED if book_when == "validated" else InvoiceState.CHECKED
 
 
 class Lifecycle:
@@ -112,11 +135,74 @@ class Lifecycle:
             )
         return changed
 
+    def comply(
+        self,
+        conn: sqlite3.Connection,
+        invoice: ledger.Invoice,
+        *,
+        to: ComplianceStatus,
+        reason: str,
+        actor: str = ledger.SYSTEM,
+    ) -> bool:
+        """Move `invoice`'s compliance status (as the caller read it) to `to` and queue what
+        `to` starts, like `advance`; only if it is still `checked` with the status it was read
+        with. Staying in a status records the event (another attempt, another reason)."""
+        if to not in COMPLIANCE[invoice.compliance] and to is not invoice.compliance:
+            raise IllegalTransition(
+                f"invoice #{invoice.id}: compliance {invoice.compliance} → {to} "
+                "is not an allowed change"
+            )
+        changed = ledger.update(
+            conn,
+            invoice.id,
+            self._clock().timestamp(),
+            actor=actor,
+            reason=reason,
+            compliance=to,
+            expect=invoice.state,
+            expect_compliance=invoice.compliance,
+        )
+        if changed and to is not invoice.compliance:
+            self.start(conn, invoice.id, to)
+            after_commit(
+                lambda: log.info(
+                    "invoice #%d %s: compliance %s → %s by %s: %s",
+                    invoice.id,
+                    invoice.original_name,
+                    invoice.compliance,
+                    to,
+                    actor,
+                    reason,
+                    extra={"invoice_id": invoice.id},
+                )
+            )
+        return changed
+
+    def later(
+        self,
+        conn: sqlite3.Connection,
+        stage: Stage,
+        invoice_id: int,
+        *,
+        at: datetime,
+        queue: QueueName | None = None,
+    ) -> Job:
+        """`stage`'s job for the invoice again, due `at` (on `queue`, else the stage's own): a
+        stage that must run again later (asking an authority after a "not found yet")."""
+        return self.queue.add(
+            conn,
+            queue=queue or stage.queue,
+            kind=stage.kind,
+            payload={"invoice": invoice_id},
+            dedupe_key=_dedupe_key(stage, invoice_id),
+            run_at=at,
+        )
+
     def start(
         self,
         conn: sqlite3.Connection,
         invoice_id: int,
-        state: InvoiceState,
+        state: InvoiceState | ComplianceStatus,
         *,
         claim: Reservation | None = None,
     ) -> list[Job]:
@@ -129,9 +215,14 @@ class Lifecycle:
                 queue=stage.queue,
                 kind=stage.kind,
                 payload={"invoice": invoice_id},
-                dedupe_key=f"{stage.kind}:{invoice_id}",
+                dedupe_key=_dedupe_key(stage, invoice_id),
                 claim=claim if claim is not None and claim.queue == stage.queue else None,
             )
             for stage in self.stages
             if stage.starts_at is state
         ]
+
+
+def _dedupe_key(stage: Stage, invoice_id: int) -> str:
+    """One live job per stage and invoice."""
+    return f"{stage.kind}:{invoice_id}"

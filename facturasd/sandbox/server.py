@@ -1,11 +1,12 @@
 """The sandbox's aiohttp application: each service under its own prefix, the admin endpoints
 that set what the services answer, and the faults that make them fail.
 
-    POST   /sat/ConsultaCFDIService.svc             SAT (sat.consulta)
-    POST   /dian/WcfDianCustomerServices.svc        DIAN (dian.service)
-    POST   /_admin/sat/{uuid}                       {"estado", "efos", "cancelable", "re", "rr", "tt"}
-    POST   /_admin/dian/{cufe}                      {"status_code", "is_valid", "errors"}
-    POST   /_admin/faults                           {"service", "status", "rate", "latency_ms", "timeout", "retry_after"}
+    POST   /sat/ConsultaCFDIService.svc        SAT (sat.consulta)
+    POST   /dian/WcfDianCustomerServices.svc   DIAN (dian.service)
+    POST   /_admin/sat/{uuid}     {"estado", "efos", "cancelable", "re", "rr", "tt"}
+    POST   /_admin/dian/{cufe}    {"status_code", "is_valid", "errors"}
+    POST   /_admin/faults         {"service", "status", "rate", "latency_ms", "timeout",
+                                   "retry_after"}
     DELETE /_admin/faults
     GET    /_admin/stats
 """

@@ -58,7 +58,7 @@ class Invoice:
     archived: bool
     company: str | None
     state: InvoiceState
-    compliance: str
+    compliance: ComplianceStatus
     format: str | None
     uuid: str | None
     country: str | None
@@ -80,6 +80,7 @@ class Invoice:
     def from_row(cls, row: sqlite3.Row) -> Invoice:
         fields = {key: row[key] for key in row.keys() if key in cls.__dataclass_fields__}  # noqa: SIM118
         fields["state"] = InvoiceState(fields["state"])
+        fields["compliance"] = ComplianceStatus(fields["compliance"])
         fields["archived"] = bool(fields["archived"])
         return cls(**fields)
 
@@ -95,6 +96,7 @@ class Event:
     state: str | None
     actor: str
     reason: str
+    compliance: str | None = None
 
 
 def insert(
@@ -143,10 +145,12 @@ def event(
     state: InvoiceState | None,
     actor: str,
     reason: str,
+    compliance: ComplianceStatus | None = None,
 ) -> None:
     conn.execute(
-        "INSERT INTO invoice_events (invoice_id, at, state, actor, reason) VALUES (?, ?, ?, ?, ?)",
-        (invoice_id, now, state, actor, reason),
+        "INSERT INTO invoice_events (invoice_id, at, state, actor, reason, compliance) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (invoice_id, now, state, actor, reason, compliance),
     )
 
 
@@ -159,25 +163,33 @@ def update(
     reason: str,
     state: InvoiceState | None = None,
     expect: InvoiceState | None = None,
+    compliance: ComplianceStatus | None = None,
+    expect_compliance: ComplianceStatus | None = None,
     **columns: Any,
 ) -> bool:
-    """Set `columns` (and `state`), and record why as an event. With `expect`, only if the
-    invoice is still in that state (someone else may have acted on it meanwhile): returns
-    whether it was."""
+    """Set `columns` (and `state`, `compliance`), and record why as an event. With `expect`
+    (`expect_compliance`), only if the invoice is still in that state (compliance status):
+    someone else may have acted on it meanwhile. Returns whether it was."""
     if state is not None:
         columns["state"] = state
+    if compliance is not None:
+        columns["compliance"] = compliance
     columns["updated_at"] = now
     assignments = ", ".join(f"{name} = ?" for name in columns)
     condition: str = "id = ?"
     params: list[object] = [invoice_id]
     if expect is not None:
-        condition, params = "id = ? AND state = ?", [invoice_id, str(expect)]
+        condition += " AND state = ?"
+        params.append(str(expect))
+    if expect_compliance is not None:
+        condition += " AND compliance = ?"
+        params.append(str(expect_compliance))
     cursor = conn.execute(
         f"UPDATE invoices SET {assignments} WHERE {condition}", (*columns.values(), *params)
     )
     if cursor.rowcount != 1:
         return False
-    event(conn, invoice_id, now, state, actor, reason)
+    event(conn, invoice_id, now, state, actor, reason, compliance)
     return True
 
 
@@ -277,10 +289,14 @@ def with_uuid(
 
 async def events(db: Database, invoice_id: int) -> list[Event]:
     rows = await db.fetchall(
-        "SELECT at, state, actor, reason FROM invoice_events WHERE invoice_id = ? ORDER BY id",
+        "SELECT at, state, actor, reason, compliance FROM invoice_events "
+        "WHERE invoice_id = ? ORDER BY id",
         (invoice_id,),
     )
-    return [Event(row["at"], row["state"], row["actor"], row["reason"]) for row in rows]
+    return [
+        Event(row["at"], row["state"], row["actor"], row["reason"], row["compliance"])
+        for row in rows
+    ]
 
 
 async def inspection(db: Database, invoice_id: int) -> dict[str, Any] | None:
@@ -296,6 +312,7 @@ class Filter:
     """Which invoices a listing shows: each condition given narrows it."""
 
     states: Sequence[str] = ()
+    compliance: Sequence[str] = ()
     since: float | None = None  # received at or after
     issued_since: str | None = None  # an ISO date: issued on or after
     company: str | None = None
@@ -307,6 +324,9 @@ class Filter:
         if self.states:
             conditions.append(f"state IN ({', '.join('?' for _ in self.states)})")
             params += list(self.states)
+        if self.compliance:
+            conditions.append(f"compliance IN ({', '.join('?' for _ in self.compliance)})")
+            params += list(self.compliance)
         if self.since is not None:
             conditions.append("received_at >= ?")
             params.append(self.since)

@@ -142,4 +142,40 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER invoice_events_no_delete BEFORE DELETE ON invoice_events
     BEGIN SELECT RAISE(ABORT, 'invoice_events is append-only'); END;
     """,
+    # 3: the tax authority's word. Each attempt to get it (asked online, or read from the
+    # container's evidence), the alerts that need a person (the notifications deliver them),
+    # and the compliance status beside the state in the event history.
+    """
+    CREATE TABLE authority_attempts (
+        id         INTEGER PRIMARY KEY,
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        at         REAL NOT NULL,
+        authority  TEXT NOT NULL,
+        endpoint   TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        outcome    TEXT NOT NULL,
+        status     TEXT,
+        detail     TEXT,
+        latency    REAL,
+        fields     TEXT
+    );
+    CREATE INDEX authority_attempts_invoice ON authority_attempts(invoice_id, id);
+    CREATE INDEX authority_attempts_at ON authority_attempts(authority, at);
+
+    CREATE TABLE alerts (
+        id         INTEGER PRIMARY KEY,
+        at         REAL NOT NULL,
+        invoice_id INTEGER REFERENCES invoices(id),
+        severity   TEXT NOT NULL CHECK (severity IN ('critical', 'warning')),
+        code       TEXT NOT NULL,
+        params     TEXT NOT NULL DEFAULT '{}',
+        sent_at    REAL
+    );
+    CREATE INDEX alerts_unsent ON alerts(id) WHERE sent_at IS NULL;
+
+    ALTER TABLE invoice_events ADD COLUMN compliance TEXT;
+    -- Attempts up to this id no longer count against the retries (a person asked again).
+    ALTER TABLE invoices ADD COLUMN attempts_from INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX invoices_compliance ON invoices(compliance);
+    """,
 )

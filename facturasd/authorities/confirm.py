@@ -1,0 +1,423 @@
+"""The stage that gets the tax authority's word on each checked invoice (SPEC §2.4).
+
+One job per invoice (`confirm`, on `dian_validation`; asked again on `compliance_retry`). What
+comes back moves the compliance status, in the commit that completes the job:
+
+- an answer: VALIDATED, FAILED (cancelled, rejected: a critical alert), or RETRY at the next
+  step of its schedule (not found yet: `retry.not_found_schedule`; the request refused:
+  `retry.schedule`, at most `retry.max_retries`), then FAILED;
+- no answer (timeout, 5xx, 429, refused connection, the circuit open): FALLBACK, a backup of
+  the document in `<state_dir>/fallback/<id>.json`, and the job back in its queue without
+  counting an attempt, due when the circuit lets a call through again;
+- nothing to ask with (a CFDI 3.2, no UUID, no DIAN certificate): PENDING, with the reason, for
+  a person.
+
+Every attempt is recorded (time, authority, endpoint, outcome, error, latency, source). The
+sweep (`sweep`, every `retry.interval` and at start) asks again for the invoices in FALLBACK
+whose circuit is closed, lets one probe through an open circuit whose cool-down is over, and
+queues again any invoice waiting for an answer that has lost its job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from facturasd.authorities import Answer, Authority, Verdict
+from facturasd.authorities.circuit import Circuit
+from facturasd.clock import Clock, utcnow
+from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
+from facturasd.errors import AuthorityRefused, JobFailed, Unavailable
+from facturasd.formats.model import Document
+from facturasd.logs import invoice_id_var
+from facturasd.pipeline.lifecycle import CONFIRM, Lifecycle
+from facturasd.store import compliance, ledger
+from facturasd.store.compliance import Outcome
+from facturasd.store.db import Database, after_commit
+from facturasd.store.ledger import Invoice
+from facturasd.store.queue import Effect, Job
+
+log = logging.getLogger(__name__)
+
+C = ComplianceStatus
+FALLBACK_DIR = "fallback"
+JITTER = 0.1  # a retry is due up to this share later than its step, so a batch spreads out
+# Statuses that wait for an answer: their invoices must hold a live confirm job.
+WAITING = (C.RETRY, C.FALLBACK)
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """`[retry]`: the delays of the RETRY steps, in seconds."""
+
+    refused: tuple[float, ...]  # retry.schedule, at most `max_retries` of them
+    max_retries: int
+    not_found: tuple[float, ...]  # retry.not_found_schedule
+    interval: float  # retry.interval: the sweep's period, and the circuits' cool-down
+
+
+@dataclass(frozen=True)
+class Route:
+    """How an invoice is asked: its authority and the question (a call to its client, and
+    the URL it goes to), or the answer the container already carries, or why it cannot be."""
+
+    authority: Authority
+    ask: Callable[[], Awaitable[Answer]] | None = None
+    endpoint: str = ""
+    embedded: Answer | None = None  # DIAN's evidence in the container: no request
+    waits: str | None = None  # why it is not asked (for a person)
+
+
+# Given the invoice and its document, how to ask (services.py builds it from the
+# configuration: the SAT client, the DIAN client of the invoice's company).
+Router = Callable[[Invoice, Document], Route]
+
+
+class Confirm:
+    def __init__(
+        self,
+        db: Database,
+        lifecycle: Lifecycle,
+        route: Router,
+        circuits: Mapping[Authority, Circuit],
+        schedules: Schedules,
+        *,
+        fallback_dir: Path,
+        clock: Clock = utcnow,
+        jitter: Callable[[], float] = random.random,
+    ):
+        self.db = db
+        self.lifecycle = lifecycle
+        self.route = route
+        self.circuits = circuits
+        self.schedules = schedules
+        self.fallback_dir = fallback_dir
+        self._clock = clock
+        self._jitter = jitter
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+    async def __call__(self, job: Job) -> Effect | None:
+        invoice_id = int(job.payload["invoice"])
+        token = invoice_id_var.set(invoice_id)
+        try:
+            return await self._confirm(invoice_id)
+        finally:
+            invoice_id_var.reset(token)
+
+    async def _confirm(self, invoice_id: int) -> Effect | None:
+        invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
+        if invoice is None:
+            raise JobFailed(f"invoice #{invoice_id} is not in the ledger")
+        if invoice.state is not InvoiceState.CHECKED or invoice.compliance in (
+            C.VALIDATED,
+            C.FAILED,
+        ):
+            return None  # decided already, or no longer an invoice to ask about
+        document = await self._document(invoice)
+        route = self.route(invoice, document)
+        if route.waits is not None:
+            return partial(self._waits, invoice=invoice, reason=route.waits)
+        if route.embedded is not None:
+            return partial(self._answered, invoice=invoice, answer=route.embedded, latency=None)
+        assert route.ask is not None
+        circuit = self.circuits[route.authority]
+        if not circuit.allow():
+            raise await self._fallback(
+                invoice,
+                document,
+                route,
+                f"{route.authority.upper()} gave no answer to the last calls: calls stopped "
+                "for now (circuit open)",
+                delay=circuit.retry_in(),
+                attempt=False,
+            )
+        started = time.monotonic()
+        try:
+            answer = await route.ask()
+        except Unavailable as exc:
+            circuit.failed()
+            reason = str(exc)
+            raise await self._fallback(
+                invoice,
+                document,
+                route,
+                reason,
+                delay=max(exc.delay, circuit.retry_in() or self.schedules.refused[0]),
+                latency=time.monotonic() - started,
+            ) from exc
+        except AuthorityRefused as exc:
+            await self._resumed(route.authority, circuit.succeeded())
+            return partial(
+                self._refused,
+                invoice=invoice,
+                route=route,
+                reason=str(exc),
+                latency=time.monotonic() - started,
+            )
+        await self._resumed(route.authority, circuit.succeeded())
+        return partial(
+            self._answered, invoice=invoice, answer=answer, latency=time.monotonic() - started
+        )
+
+    async def _document(self, invoice: Invoice) -> Document:
+        found = await ledger.inspection(self.db, invoice.id)
+        if found is None or found.get("document") is None:
+            raise JobFailed(f"invoice #{invoice.id} has no document to ask about")
+        return Document.model_validate(found["document"])
+
+    # ── effects: run in the commit that completes the job ────────────────────────────────
+
+    def _waits(self, conn: sqlite3.Connection, *, invoice: Invoice, reason: str) -> None:
+        """Not asked: it stays PENDING, the reason in its history, for a person."""
+        self.lifecycle.comply(conn, invoice, to=C.PENDING, reason=f"not asked: {reason}")
+
+    def _answered(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        invoice: Invoice,
+        answer: Answer,
+        latency: float | None,
+    ) -> None:
+        now = self._now()
+        outcome = {
+            Verdict.VALID: Outcome.VALID,
+            Verdict.INVALID: Outcome.INVALID,
+            Verdict.NOT_FOUND: Outcome.NOT_FOUND,
+        }[answer.verdict]
+        compliance.record_attempt(
+            conn,
+            invoice.id,
+            at=now,
+            authority=answer.authority,
+            endpoint=answer.endpoint or answer.source,
+            source=answer.source,
+            outcome=outcome,
+            status=answer.status,
+            detail=answer.detail,
+            latency=latency,
+            fields=answer.fields,
+        )
+        said = f"{answer.authority.upper()} says {answer.status}" + (
+            f" ({answer.detail})" if answer.detail else ""
+        )
+        if answer.alarm is not None:
+            self._alert(conn, invoice, "critical", "SUPPLIER-EFOS", said=said, alarm=answer.alarm)
+        if answer.verdict is Verdict.VALID:
+            self.lifecycle.comply(conn, invoice, to=C.VALIDATED, reason=said)
+        elif answer.verdict is Verdict.INVALID:
+            self.lifecycle.comply(conn, invoice, to=C.FAILED, reason=said)
+            self._alert(conn, invoice, "critical", f"{answer.authority.upper()}-INVALID", said=said)
+        else:
+            steps = self.schedules.not_found
+            done = compliance.count_attempts(conn, invoice.id, Outcome.NOT_FOUND)
+            if done <= len(steps):
+                self._again(conn, invoice, steps[done - 1], f"{said}: not known yet")
+            else:
+                self.lifecycle.comply(
+                    conn, invoice, to=C.FAILED, reason=f"{said}, {done} times: given up"
+                )
+                self._alert(conn, invoice, "warning", "NOT-FOUND", said=said, times=done)
+
+    def _refused(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        invoice: Invoice,
+        route: Route,
+        reason: str,
+        latency: float,
+    ) -> None:
+        compliance.record_attempt(
+            conn,
+            invoice.id,
+            at=self._now(),
+            authority=route.authority,
+            endpoint=route.endpoint,
+            source="online",
+            outcome=Outcome.REFUSED,
+            detail=reason,
+            latency=latency,
+        )
+        said = f"{route.authority.upper()} refused the request: {reason}"
+        done = compliance.count_attempts(conn, invoice.id, Outcome.REFUSED)
+        if done <= self.schedules.max_retries:
+            steps = self.schedules.refused
+            self._again(conn, invoice, steps[min(done, len(steps)) - 1], said)
+        else:
+            self.lifecycle.comply(
+                conn, invoice, to=C.FAILED, reason=f"{said}; {done} times: given up"
+            )
+            self._alert(conn, invoice, "critical", "REFUSED", said=said, times=done)
+
+    def _again(self, conn: sqlite3.Connection, invoice: Invoice, step: float, reason: str) -> None:
+        """RETRY, with the job due after `step` seconds (and a little jitter)."""
+        due = self._clock() + timedelta(seconds=step * (1 + JITTER * self._jitter()))
+        if self.lifecycle.comply(
+            conn, invoice, to=C.RETRY, reason=f"{reason}; asked again {due:%Y-%m-%d %H:%M} UTC"
+        ):
+            self.lifecycle.later(
+                conn, CONFIRM, invoice.id, at=due, queue=QueueName.COMPLIANCE_RETRY
+            )
+
+    def _alert(
+        self, conn: sqlite3.Connection, invoice: Invoice, severity: str, code: str, **params: Any
+    ) -> None:
+        compliance.raise_alert(
+            conn,
+            at=self._now(),
+            severity=severity,
+            code=code,
+            invoice_id=invoice.id,
+            invoice=invoice.describe(),
+            **params,
+        )
+        level = logging.CRITICAL if severity == "critical" else logging.WARNING
+        text = " ".join(f"{k}={v}" for k, v in sorted(params.items()))
+        after_commit(
+            lambda: log.log(
+                level, "invoice #%d %s: %s %s", invoice.id, invoice.describe(), code, text
+            )
+        )
+
+    # ── no answer ─────────────────────────────────────────────────────────────────────────
+
+    async def _fallback(
+        self,
+        invoice: Invoice,
+        document: Document,
+        route: Route,
+        reason: str,
+        *,
+        delay: float,
+        latency: float | None = None,
+        attempt: bool = True,
+    ) -> Unavailable:
+        """FALLBACK: the backup written, the attempt recorded; the error to raise, which
+        hands the job back uncounted, due after `delay` seconds."""
+        path = self.fallback_dir / f"{invoice.id}.json"
+        if invoice.compliance is not C.FALLBACK or not await anyio.Path(path).exists():
+            await anyio.to_thread.run_sync(self._backup, path, invoice, document, route, reason)
+
+        def record(conn: sqlite3.Connection) -> None:
+            if attempt:
+                compliance.record_attempt(
+                    conn,
+                    invoice.id,
+                    at=self._now(),
+                    authority=route.authority,
+                    endpoint=route.endpoint,
+                    source="online",
+                    outcome=Outcome.UNAVAILABLE,
+                    detail=reason,
+                    latency=latency,
+                )
+            if invoice.compliance is not C.FALLBACK:
+                self.lifecycle.comply(conn, invoice, to=C.FALLBACK, reason=reason)
+
+        await self.db.write(record)
+        return Unavailable(route.authority, reason, delay)
+
+    def _backup(
+        self, path: Path, invoice: Invoice, document: Document, route: Route, reason: str
+    ) -> None:
+        """The document and its compliance metadata, written whole or not at all."""
+        body = {
+            "invoice": {
+                "id": invoice.id,
+                "file": invoice.original_name,
+                "path": invoice.path,
+                "sha256": invoice.sha256,
+                "company": invoice.company,
+                "received_at": invoice.received_at,
+            },
+            "compliance": {
+                "status": C.FALLBACK.value,
+                "authority": route.authority.value,
+                "since": self._now(),
+                "reason": reason,
+            },
+            "document": document.model_dump(mode="json"),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".json.tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(body, handle, ensure_ascii=False, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    # ── the sweep ─────────────────────────────────────────────────────────────────────────
+
+    async def _resumed(self, authority: Authority, reopened: bool) -> None:
+        """The authority answers again: its invoices in FALLBACK are asked now (at the
+        queue's rate), not when their parked jobs come due."""
+        if reopened:
+            count = await self.db.write(partial(self._due_now, authority=authority, limit=None))
+            log.info(
+                "%s answers again: %d invoice(s) in FALLBACK asked again", authority.upper(), count
+            )
+
+    async def sweep(self) -> int:
+        """Every `retry.interval`, and at start: invoices waiting for an answer without a job
+        get one; FALLBACK invoices of an authority whose circuit is closed are asked now; one
+        of an authority whose cool-down is over is asked now, as the probe. Returns how many
+        jobs were queued or brought forward."""
+        queued = await self.db.write(self._requeue_lost)
+        for authority, circuit in self.circuits.items():
+            wait = circuit.retry_in()
+            if wait > 0:
+                continue
+            limit = None if circuit.view().state == "closed" else 1
+            queued += await self.db.write(partial(self._due_now, authority=authority, limit=limit))
+        return queued
+
+    def _wake(self) -> None:
+        for queue in (QueueName.DIAN_VALIDATION, QueueName.COMPLIANCE_RETRY):
+            self.lifecycle.queue.wake(queue)
+
+    def _requeue_lost(self, conn: sqlite3.Connection) -> int:
+        marks = ", ".join("?" for _ in WAITING)
+        rows = conn.execute(
+            f"SELECT id FROM invoices WHERE state = ? AND compliance IN ({marks}) "
+            "AND NOT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = 'confirm:' || invoices.id "
+            "AND state IN ('queued', 'running'))",
+            (InvoiceState.CHECKED, *WAITING),
+        ).fetchall()
+        for (invoice_id,) in rows:
+            self.lifecycle.later(conn, CONFIRM, invoice_id, at=self._clock())
+        return len(rows)
+
+    def _due_now(self, conn: sqlite3.Connection, *, authority: Authority, limit: int | None) -> int:
+        """The queued jobs of `authority`'s invoices in FALLBACK, due now (at most `limit`)."""
+        country = "MX" if authority is Authority.SAT else "CO"
+        now = self._now()
+        cursor = conn.execute(
+            "UPDATE jobs SET run_at = ?, updated_at = ? WHERE id IN ("
+            "SELECT jobs.id FROM jobs JOIN invoices ON jobs.dedupe_key = 'confirm:' || invoices.id "
+            "WHERE jobs.state = 'queued' AND jobs.run_at > ? AND invoices.compliance = ? "
+            "AND invoices.country = ? ORDER BY jobs.run_at LIMIT ?)",
+            (now, now, now, C.FALLBACK, country, -1 if limit is None else limit),
+        )
+        if cursor.rowcount:
+            after_commit(self._wake)
+        return cursor.rowcount
