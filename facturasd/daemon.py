@@ -42,6 +42,7 @@ from facturasd.monitoring.health import (
     supervisor_probe,
 )
 from facturasd.monitoring.tally import Tally, tallied
+from facturasd.authorities.confirm import Confirm
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.pipeline.rebuild import refuse_new_ledger
 from facturasd.services import Services, build
@@ -282,6 +283,9 @@ class Daemon:
             )
         elif resumed:
             log.info("%d file(s) whose ingest the last stop interrupted: finished", resumed)
+        # Invoices left in FALLBACK are asked again now: the circuits start closed.
+        if asked := await services.confirm.sweep():
+            log.info("%d invoice(s) waiting for a tax authority's answer: asked again", asked)
         ingested = Tally(clock=self.clock)
         watcher = Watcher(
             config.paths.inbox,
@@ -310,6 +314,7 @@ class Daemon:
                 *(Component(f"workers:{pool.name}", pool.run) for pool in pools),
                 Component("inbox", watcher.run),
                 Component("watchdog", lambda: self._watchdog(pools)),
+                Component("authorities:sweep", lambda: self._sweep(services.confirm)),
                 *self.extra_components,
             ]
             async with anyio.create_task_group() as tg:
@@ -341,6 +346,12 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
+
+    async def _sweep(self, confirm: Confirm) -> None:
+        """Every `retry.interval`: FALLBACK invoices asked again, open circuits probed."""
+        while True:
+            await anyio.sleep(self.config.retry.interval)
+            await confirm.sweep()
 
     async def _watchdog(self, pools: Sequence[WorkerPool]) -> None:
         """WATCHDOG=1 from a task on the event loop: a stuck loop stops the pings."""

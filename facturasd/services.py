@@ -2,8 +2,8 @@
 
 `build(config, clock)` opens the database and builds on it the queue, the lifecycle with its
 registered stages, the stages' handlers, one worker pool per group and the health probes of
-what it built; the next capabilities add here one `httpx.AsyncClient` per upstream (its
-transport injectable, so tests point it at the sandbox servers) and the cache. Everything is
+what it built, with the authorities' HTTP clients (one per authority: tests point their URLs
+at the sandbox servers); the next capabilities add Alegra's client and the cache here. Everything is
 closed in the reverse order it was opened. The daemon runs what this builds; the commands run
 beside it use the same pieces (`facturasd invoices accept` advances an invoice through the
 same lifecycle as the daemon).
@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import anyio
 
+from facturasd.authorities import Authority
+from facturasd.authorities.confirm import Confirm
+from facturasd.authorities.service import open_authorities
+from facturasd.authorities.service import probe as authority_probe
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
 from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerGroup
 from facturasd.inbox.archive import Folders
 from facturasd.monitoring import health
 from facturasd.pipeline.ingest import Ingest
-from facturasd.pipeline.lifecycle import PROCESS, STAGES, Lifecycle, Stage
+from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage
 from facturasd.pipeline.process import Process, Settings
 from facturasd.processpool import ProcessPool
 from facturasd.store.db import Database
@@ -44,6 +48,7 @@ class Services:
     folders: Folders
     ingest: Ingest
     process: Process
+    confirm: Confirm
     pools: dict[WorkerGroup, WorkerPool]
     health: health.Health
 
@@ -68,6 +73,7 @@ async def build(
     workers = config.workers
     # Parsing's worker processes, started as they are first needed.
     processes = ProcessPool(workers.processes or os.cpu_count() or 1)
+    stack = AsyncExitStack()  # the upstreams' clients
     try:
         queue = Queue(
             db, config.queues, clock=clock, handoff=workers.concurrency(WorkerGroup.LOCAL)
@@ -95,7 +101,15 @@ async def build(
             retry_after=config.inbox.rescan_interval,
             clock=clock,
         )
-        every: dict[str, Handler] = {**BUILTIN_HANDLERS, PROCESS.kind: process, **(handlers or {})}
+        authorities = await stack.enter_async_context(
+            open_authorities(config, db, lifecycle, clock=clock)
+        )
+        every: dict[str, Handler] = {
+            **BUILTIN_HANDLERS,
+            PROCESS.kind: process,
+            CONFIRM.kind: authorities.confirm,
+            **(handlers or {}),
+        }
         if missing := [s.kind for s in lifecycle.stages if s.kind not in every]:
             raise ValueError(f"stages without a handler: {', '.join(missing)}")
         pools = {
@@ -129,10 +143,28 @@ async def build(
         )
         checker.register("disk:free", weights["disk"], health.disk_probe(state_dir))
         checker.register("folders:writable", weights["folders"], health.folders_probe(folders))
+        for authority in Authority:
+            checker.register(
+                f"authorities:{authority.value}",
+                weights["authorities"] / len(Authority),
+                authority_probe(authority, authorities, db, clock=clock),
+            )
         yield Services(
-            config, clock, zone, db, queue, lifecycle, folders, ingest, process, pools, checker
+            config,
+            clock,
+            zone,
+            db,
+            queue,
+            lifecycle,
+            folders,
+            ingest,
+            process,
+            authorities.confirm,
+            pools,
+            checker,
         )
     finally:
         with anyio.CancelScope(shield=True):
+            await stack.aclose()
             await processes.aclose()
             await db.close()

@@ -161,8 +161,16 @@ class Checks(_Section):
 
 
 class Retry(_Section):
+    """Asking a tax authority again (SPEC §2.4)."""
+
+    # After a refused request (a SOAP fault): the delay before each retry, and how many.
     schedule: list[Duration] = Field(default_factory=lambda: [60.0, 300.0, 900.0], min_length=1)
     max_retries: int = Field(3, ge=0)
+    # After "not found yet" (SAT No Encontrado, DIAN 66/98): new stamps take hours to appear.
+    not_found_schedule: list[Duration] = Field(
+        default_factory=lambda: [3600.0, 21600.0, 86400.0, 259200.0], min_length=1
+    )
+    # The sweep of FALLBACK invoices, and how long a circuit stays open before a probe.
     interval: Duration = Field(300.0, gt=0)
 
 
@@ -196,12 +204,24 @@ class Sat(_Section):
     timeout: Duration = 30.0
 
 
-class Dian(_Section):
-    verify_online: bool = False
-    url: Url = "https://vpfe.dian.gov.co/WcfDianCustomerServices.svc"
+class DianCertificate(_Section):
+    """A company's own certificate for DIAN's web service (PKCS#12) and its password file."""
+
     certificate_file: SecretFile = None
     certificate_password_file: SecretFile = None
+
+
+class Dian(DianCertificate):
+    # Ask DIAN even when the container carries its ApplicationResponse.
+    verify_online: bool = False
+    url: Url = "https://vpfe.dian.gov.co/WcfDianCustomerServices.svc"
     timeout: Duration = 30.0
+    # Per company (`[authorities.dian.companies.<slug>]`); the certificate above otherwise.
+    companies: dict[str, DianCertificate] = Field(default_factory=dict)
+
+    def certificate(self, company: str | None) -> DianCertificate:
+        """The certificate GetStatus is signed with for `company`'s invoices."""
+        return self.companies.get(company or "", self)
 
 
 class Authorities(_Section):
@@ -317,6 +337,13 @@ class Config(_Section):
                     "companies: {key} {dupes} appears more than once",
                     {"key": key, "dupes": ", ".join(dupes)},
                 )
+        slugs = {c.slug for c in self.companies}
+        if unknown := sorted(set(self.authorities.dian.companies) - slugs):
+            raise PydanticCustomError(
+                "unknown_company",
+                "authorities.dian.companies: {unknown} is not a company of [[companies]]",
+                {"unknown": ", ".join(unknown)},
+            )
         return self
 
 
@@ -327,10 +354,6 @@ INERT: frozenset[str] = frozenset(
     {
         # the HTTP API's actions
         "http.token_file",
-        # the authorities' retry loop
-        "retry.schedule",
-        "retry.max_retries",
-        "retry.interval",
         # the Alegra cache
         "cache.backend",
         "cache.url",
@@ -343,15 +366,6 @@ INERT: frozenset[str] = frozenset(
         "alegra.token_file",
         "alegra.mode",
         "alegra.timeout",
-        # DIAN and SAT
-        "authorities.book_when",
-        "authorities.sat.url",
-        "authorities.sat.timeout",
-        "authorities.dian.verify_online",
-        "authorities.dian.url",
-        "authorities.dian.certificate_file",
-        "authorities.dian.certificate_password_file",
-        "authorities.dian.timeout",
         # the scheduler
         "schedule.contacts_sync",
         "schedule.items_sync",

@@ -42,6 +42,7 @@ WEIGHTS = {
     "disk": 0.10,
     "inbox": 0.10,
     "folders": 0.10,
+    "authorities": 0.10,
 }
 REUSE_FOR = 1.0
 # Work is failing when, of its attempts in the tally's window, at least this many failed and
