@@ -29,6 +29,7 @@ from typing import IO
 
 import anyio
 
+from facturasd.authorities.confirm import Confirm
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
 from facturasd.constants import LOCK_FILE, WorkerGroup
@@ -42,7 +43,6 @@ from facturasd.monitoring.health import (
     supervisor_probe,
 )
 from facturasd.monitoring.tally import Tally, tallied
-from facturasd.authorities.confirm import Confirm
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.pipeline.rebuild import refuse_new_ledger
 from facturasd.services import Services, build
