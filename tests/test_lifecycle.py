@@ -14,10 +14,17 @@ import anyio
 import pytest
 
 from facturasd.config import load_config
-from facturasd.constants import InvoiceState, QueueName
+from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
 from facturasd.daemon import Daemon
 from facturasd.errors import IllegalTransition
-from facturasd.pipeline.lifecycle import STAGES, TRANSITIONS, Lifecycle, Stage
+from facturasd.pipeline.lifecycle import (
+    COMPLIANCE,
+    STAGES,
+    TRANSITIONS,
+    Lifecycle,
+    Stage,
+    booking_starts_at,
+)
 from facturasd.pipeline.review import Review
 from facturasd.services import build
 from facturasd.store import ledger
@@ -86,6 +93,82 @@ async def test_every_change_of_state_is_checked_against_the_table(tmp_path: Path
                     if allowed and to is not start and s.starts_at is to
                 }
                 assert {(row["kind"], row["queue"]) for row in jobs} == expected
+    finally:
+        await db.close()
+
+
+@pytest.mark.anyio
+async def test_every_change_of_compliance_is_checked_and_starts_its_stages(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "ledger.db")
+    # A stage that waits for the authority's word, as booking does with book_when "validated".
+    after = Stage("after-test", QueueName.ALEGRA_SYNC, ComplianceStatus.VALIDATED)
+    try:
+        lifecycle = Lifecycle(Queue(db), [*STAGES, after])
+        for start in ComplianceStatus:
+            for to in ComplianceStatus:
+
+                def make(conn: sqlite3.Connection, s: ComplianceStatus = start) -> ledger.Invoice:
+                    row = _row(conn, InvoiceState.CHECKED)
+                    conn.execute("UPDATE invoices SET compliance = ? WHERE id = ?", (s, row.id))
+                    found = ledger.get(conn, row.id)
+                    assert found is not None
+                    return found
+
+                invoice = await db.write(make)
+
+                def change(
+                    conn: sqlite3.Connection,
+                    invoice: ledger.Invoice = invoice,
+                    to: ComplianceStatus = to,
+                ) -> bool:
+                    return lifecycle.comply(conn, invoice, to=to, reason="SAT says Vigente")
+
+                allowed = to is start or to in COMPLIANCE[start]
+                if allowed:
+                    assert await db.write(change)
+                else:
+                    with pytest.raises(IllegalTransition, match=f"{start} → {to}"):
+                        await db.write(change)
+                found = await db.read(lambda conn, i=invoice.id: ledger.get(conn, i))
+                assert found is not None
+                assert found.compliance is (to if allowed else start)
+                assert found.state is InvoiceState.CHECKED
+                history = await ledger.events(db, invoice.id)
+                if allowed:  # the status and its reason, in the history
+                    assert (history[-1].compliance, history[-1].reason) == (to, "SAT says Vigente")
+                jobs = await db.fetchall(
+                    "SELECT kind FROM jobs WHERE payload = ?", (f'{{"invoice": {invoice.id}}}',)
+                )
+                started = allowed and to is not start and to is ComplianceStatus.VALIDATED
+                assert [row["kind"] for row in jobs] == (["after-test"] if started else [])
+    finally:
+        await db.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("book_when", ["validated", "checked"])
+async def test_book_when_decides_whether_booking_waits_for_the_authority(
+    tmp_path: Path, book_when: str
+) -> None:
+    db = await Database.open(tmp_path / "ledger.db")
+    book = Stage("book-test", QueueName.ALEGRA_SYNC, booking_starts_at(book_when))
+    try:
+        lifecycle = Lifecycle(Queue(db), [*STAGES, book])
+        invoice = await db.write(lambda conn: _row(conn, InvoiceState.RECEIVED))
+
+        def kinds() -> Any:
+            return db.fetchall("SELECT kind FROM jobs ORDER BY id")
+
+        await db.write(lambda c: lifecycle.advance(c, invoice, to=InvoiceState.CHECKED, reason="ok"))
+        queued = [row["kind"] for row in await kinds()]
+        # Checked: the authority is asked; booking starts now only if it need not wait.
+        assert queued == (["confirm", "book-test"] if book_when == "checked" else ["confirm"])
+        checked = await db.read(lambda conn: ledger.get(conn, invoice.id))
+        assert checked is not None
+        await db.write(
+            lambda c: lifecycle.comply(c, checked, to=ComplianceStatus.VALIDATED, reason="00")
+        )
+        assert [row["kind"] for row in await kinds()] == ["confirm", "book-test"]
     finally:
         await db.close()
 
