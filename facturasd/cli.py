@@ -222,6 +222,18 @@ def _parser() -> argparse.ArgumentParser:
     discard.add_argument("--reason", required=True)
     for action in (assign, accept, discard):
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+    sandbox_help = "local SAT and DIAN servers that speak their protocols, to try facturasd offline"
+    sandbox = commands.add_parser("sandbox", help=sandbox_help, description=sandbox_help)
+    sandbox.add_argument("--bind", default="127.0.0.1:8099", help="address (default: %(default)s)")
+    sandbox.add_argument(
+        "--documents", type=Path, metavar="DIR", help="every document under DIR is known, in force"
+    )
+    sandbox.add_argument(
+        "--dian-trust",
+        type=Path,
+        metavar="CERT",
+        help="PEM certificate(s) DIAN requests must be signed with (default: any)",
+    )
     for sub in (listing, show, assign, accept, discard):
         # Also after the action; given before it, it is not overwritten here.
         sub.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
@@ -248,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "sandbox":
+            return _sandbox(args)
         config = load_config(find_config_file(args.config, os.environ), os.environ)
         if args.command == "run":
             return _run(config, args.log_format, args.new_ledger)
@@ -317,6 +331,17 @@ def _inspect(args: argparse.Namespace) -> int:
         print("\n\n".join(render(i, lang) for i in inspections))
     ok = all(i.document is not None and i.verdict != "rejected" for i in inspections)
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from facturasd.sandbox.run import Refused, serve
+
+    try:
+        anyio.run(serve, args.bind, args.documents, args.dian_trust)
+    except Refused as exc:
+        print(f"facturasd sandbox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _run(config: Config, log_format: str | None, new_ledger: bool) -> int:

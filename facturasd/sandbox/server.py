@@ -27,11 +27,10 @@ from aiohttp import web
 from facturasd.formats.model import Document
 from facturasd.formats.reader import read
 from facturasd.sandbox import dian, sat
-from facturasd.sandbox.state import DianRecord, Fault, Sandbox, SatRecord
+from facturasd.sandbox.state import SANDBOX, DianRecord, Fault, Sandbox, SatRecord
 
 log = logging.getLogger(__name__)
 
-SANDBOX = web.AppKey("sandbox", Sandbox)
 # Where each service answers; the first part of the path names it.
 PATHS = {"sat": "/sat/ConsultaCFDIService.svc", "dian": "/dian/WcfDianCustomerServices.svc"}
 # A request a `timeout` fault holds: longer than any client waits.

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from aiohttp import web
 from cryptography import x509
 
 SERVICES = ("sat", "dian")
@@ -90,3 +91,8 @@ class Sandbox:
             service: {"requests": sum(counts.values()), "by_outcome": dict(counts)}
             for service, counts in self._counts.items()
         }
+
+
+# The application's Sandbox. Here rather than in server.py: the service handlers read it, and
+# server.py imports them.
+SANDBOX = web.AppKey("sandbox", Sandbox)

@@ -1,0 +1,69 @@
+"""`facturasd sandbox`: the local servers on one address until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import anyio
+from aiohttp import web
+from cryptography import x509
+
+from facturasd.config.sections import split_bind
+from facturasd.sandbox.server import base_urls, create_app, load_documents
+from facturasd.sandbox.state import Sandbox
+
+
+class Refused(Exception):
+    """The sandbox cannot start as asked; the message, one line, says why."""
+
+
+async def serve(bind: str, documents: Path | None, dian_trust: Path | None) -> None:
+    """Serves until SIGINT or SIGTERM; prints each service's URL once it listens."""
+    host, port = split_bind(bind)
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise Refused(f'--bind {bind}: not an address like "127.0.0.1:8099" or "[::1]:8099"')
+    # Signals are caught from the start, as the daemon does: one that comes while the
+    # documents load, or right after the URLs are printed, stops the sandbox cleanly.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        sandbox = Sandbox()
+        if documents is not None:
+            await anyio.to_thread.run_sync(_load, sandbox, documents)
+        if dian_trust is not None:
+            sandbox.dian_trust = await anyio.to_thread.run_sync(_certificates, dian_trust)
+        runner = web.AppRunner(create_app(sandbox), handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, int(port))
+            try:
+                await site.start()
+            except OSError as exc:
+                raise Refused(f"--bind {bind}: {exc.strerror or exc}") from None
+            # With port 0 the system chose one: the URLs say which.
+            listening = runner.addresses[0][1]
+            known = {"sat": len(sandbox.sat), "dian": len(sandbox.dian)}
+            for name, url in base_urls(host, listening).items():
+                print(f"{name}: {url} ({known[name]} documents known)", flush=True)
+            async for _ in signals:
+                break
+        finally:
+            await runner.cleanup()
+
+
+def _load(sandbox: Sandbox, documents: Path) -> None:
+    if not documents.is_dir():
+        raise Refused(f"--documents {documents}: no such folder")
+    try:
+        load_documents(sandbox, documents)
+    except OSError as exc:
+        raise Refused(f"--documents {documents}: {exc}") from None
+
+
+def _certificates(path: Path) -> list[x509.Certificate]:
+    """The PEM certificates in `path` (one or more)."""
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise Refused(f"--dian-trust {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise Refused(f"--dian-trust {path}: no PEM certificate in it") from None
