@@ -96,7 +96,7 @@ class SatClient:
             response = await self._http.post(self.url, content=envelope(printed), headers=HEADERS)
         except httpx.TimeoutException as exc:
             raise Unavailable("sat", f"timed out ({type(exc).__name__})", 0) from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # refused, reset, a broken body: no answer
             raise Unavailable("sat", f"{type(exc).__name__}: {exc}", 0) from None
         code = response.status_code
         if 400 <= code < 500 and code != 429:
