@@ -18,7 +18,7 @@ from facturasd.authorities import Answer, Authority, Verdict
 from facturasd.clock import Clock, utcnow
 from facturasd.errors import AuthorityRefused, FormatError, Unavailable
 from facturasd.formats import safexml
-from facturasd.formats.model import Document, FormatName
+from facturasd.formats.model import Document
 
 PRODUCTION_URL = "https://consultaqr.facturaelectronica.sat.gob.mx/ConsultaCFDIService.svc"
 SOAP_ACTION = "http://tempuri.org/IConsultaCFDIService/Consulta"
@@ -44,9 +44,10 @@ def expression(document: Document) -> str:
     return f"?re={issuer}&rr={receiver}&tt={total}&id={uuid.upper()}"
 
 
-def not_asked(document: Document, format: FormatName | None) -> str | None:
-    """Why SAT is not asked about this document, or None when it is. Payment complements and
-    payroll receipts are asked like invoices."""
+def not_asked(document: Document, format: str | None) -> str | None:
+    """Why SAT is not asked about this document, or None when it is; `format` is the format it
+    was read as (`Inspection.format`, as the ledger keeps it). Payment complements and payroll
+    receipts are asked like invoices."""
     if document.country != "MX":
         return "not a CFDI: SAT is asked about Mexican CFDIs only"
     if format == "cfdi-3.2":
