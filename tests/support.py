@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -116,6 +117,71 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+class SandboxProcess:
+    """`facturasd sandbox` as a real subprocess on a port the system chooses: its services'
+    URLs as it printed them, and its admin endpoints."""
+
+    LISTENING = re.compile(r"^(\w+): (http://\S+) \((\d+) documents known\)$")
+
+    def __init__(self, *args: str, services: int = 2):
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "facturasd", "sandbox", "--bind", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=daemon_env(),
+        )
+        assert self.proc.stdout is not None
+        self.urls: dict[str, str] = {}
+        self.known: dict[str, int] = {}
+        while len(self.urls) < services:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"sandbox exited {self.proc.wait(10)}: {self.stderr()}")
+            found = self.LISTENING.match(line.strip())
+            assert found, line
+            self.urls[found[1]] = found[2]
+            self.known[found[1]] = int(found[3])
+        base = httpx.URL(self.urls["sat"])
+        self.admin = httpx.Client(base_url=f"{base.scheme}://{base.host}:{base.port}", timeout=10)
+
+    def env(self) -> dict[str, str]:
+        """The variables that point a daemon at these servers."""
+        return {
+            "FACTURASD_AUTHORITIES__SAT__URL": self.urls["sat"],
+            "FACTURASD_AUTHORITIES__DIAN__URL": self.urls["dian"],
+        }
+
+    def post(self, path: str, body: dict[str, object]) -> dict[str, object]:
+        response = self.admin.post(path, json=body)
+        response.raise_for_status()
+        found: dict[str, object] = response.json()
+        return found
+
+    def stats(self) -> dict[str, dict[str, object]]:
+        found: dict[str, dict[str, object]] = self.admin.get("/_admin/stats").json()
+        return found
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.admin.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
 
 
 @contextmanager

@@ -159,7 +159,9 @@ async def test_book_when_decides_whether_booking_waits_for_the_authority(
         def kinds() -> Any:
             return db.fetchall("SELECT kind FROM jobs ORDER BY id")
 
-        await db.write(lambda c: lifecycle.advance(c, invoice, to=InvoiceState.CHECKED, reason="ok"))
+        await db.write(
+            lambda c: lifecycle.advance(c, invoice, to=InvoiceState.CHECKED, reason="ok")
+        )
         queued = [row["kind"] for row in await kinds()]
         # Checked: the authority is asked; booking starts now only if it need not wait.
         assert queued == (["confirm", "book-test"] if book_when == "checked" else ["confirm"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,11 +21,10 @@ from facturasd.authorities.sat import SatClient
 from facturasd.cli import main
 from facturasd.formats.model import Document
 from facturasd.formats.reader import read
-from tests.support import PYTHON, REPO, daemon_env
+from tests.support import REPO, SandboxProcess
 
 SAMPLES = REPO.parent / "shared" / "samples"
 CFDI40 = SAMPLES / "cfdi" / "cfdi-expresiones__cfdi40-real.xml"
-LISTENING = re.compile(r"^(\w+): (http://\S+) \((\d+) documents known\)$")
 
 
 def certificate_pem() -> bytes:
@@ -51,36 +49,19 @@ def certificate_pem() -> bytes:
 def test_the_command_serves_the_samples_until_sigint(tmp_path: Path) -> None:
     trust = tmp_path / "dian.pem"
     trust.write_bytes(certificate_pem())
-    command = [PYTHON, "-m", "facturasd", "sandbox", "--bind", "127.0.0.1:0"]
-    command += ["--documents", str(SAMPLES), "--dian-trust", str(trust)]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=daemon_env()
-    ) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
-            services = {}
-            while len(services) < 2:
-                line = proc.stdout.readline()
-                assert line, f"exited {proc.wait(10)}: {proc.stderr.read()}"
-                found = LISTENING.match(line.strip())
-                assert found, line
-                services[found[1]] = (found[2], int(found[3]))
-            # Every stamped sample is known: six CFDIs, four DIAN documents.
-            assert services["sat"][1] == 6
-            assert services["dian"][1] == 4
-            url = services["sat"][0]
-            # The port the system chose, not the 0 asked for.
-            assert re.match(r"http://127\.0\.0\.1:[1-9][0-9]*/sat/ConsultaCFDIService\.svc$", url)
-            (inspection,) = read(CFDI40.read_bytes(), CFDI40.name)
-            assert inspection.document is not None
-            answer = anyio.run(ask, url, inspection.document)
-            assert (answer.verdict, answer.status) == (Verdict.VALID, "Vigente")
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=20) == 0
-            assert proc.stderr.read() == ""  # no traceback
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with SandboxProcess("--documents", str(SAMPLES), "--dian-trust", str(trust)) as sandbox:
+        # Every stamped sample is known: six CFDIs, four DIAN documents.
+        assert sandbox.known == {"sat": 6, "dian": 4}
+        url = sandbox.urls["sat"]
+        # The port the system chose, not the 0 asked for.
+        assert re.match(r"http://127\.0\.0\.1:[1-9][0-9]*/sat/ConsultaCFDIService\.svc$", url)
+        (inspection,) = read(CFDI40.read_bytes(), CFDI40.name)
+        assert inspection.document is not None
+        answer = anyio.run(ask, url, inspection.document)
+        assert (answer.verdict, answer.status) == (Verdict.VALID, "Vigente")
+        sandbox.proc.send_signal(signal.SIGINT)
+        assert sandbox.proc.wait(timeout=20) == 0
+        assert sandbox.stderr() == ""  # no traceback
 
 
 async def ask(url: str, document: Document) -> Answer:
