@@ -30,7 +30,13 @@ from facturasd.config import (
     inert_warnings,
     load_config,
 )
-from facturasd.constants import DATABASE_FILE, InvoiceState, JobState, QueueName
+from facturasd.constants import (
+    DATABASE_FILE,
+    ComplianceStatus,
+    InvoiceState,
+    JobState,
+    QueueName,
+)
 from facturasd.errors import (
     AlreadyRunning,
     CannotListen,
@@ -62,6 +68,7 @@ LISTING_WORDS: dict[Language, dict[str, str]] = {
     "es": {
         "id": "ID",
         "state": "ESTADO",
+        "compliance": "DIAN/SAT",
         "received": "RECIBIDA",
         "issued": "EMITIDA",
         "number": "NÚMERO",
@@ -88,6 +95,7 @@ LISTING_WORDS: dict[Language, dict[str, str]] = {
     "en": {
         "id": "ID",
         "state": "STATE",
+        "compliance": "DIAN/SAT",
         "received": "RECEIVED",
         "issued": "ISSUED",
         "number": "NUMBER",
@@ -178,6 +186,25 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every dead job (of --queue) again, once what made them fail is fixed",
     )
+    ask = command(
+        "retry",
+        "ask the tax authority again now about checked invoices, through the queue of the "
+        "running daemon (or of its next start); their retries count anew",
+    )
+    # (IDs or one flag: a positional that may be empty cannot be in argparse's exclusive
+    # groups; `main` checks it.)
+    ask.add_argument("ids", type=int, nargs="*", metavar="ID", help="these invoices")
+    chosen = ask.add_mutually_exclusive_group()
+    for status in (ComplianceStatus.FAILED, ComplianceStatus.FALLBACK, ComplianceStatus.PENDING):
+        chosen.add_argument(
+            f"--{status.lower()}",
+            action="store_const",
+            const=status,
+            dest="status",
+            help=f"every checked invoice that is {status}",
+        )
+    ask.add_argument("--reason", default="asked from the command line")
+    ask.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     reprocess = command("reprocess", "parse and check invoices again (e.g. after a rules change)")
     reprocess.add_argument("ids", type=int, nargs="+", metavar="ID")
     reprocess.add_argument("--reason", default="asked from the command line")
@@ -191,6 +218,15 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         choices=[s.value for s in InvoiceState],
         help="only this state; given more than once, any of them",
+    )
+    listing.add_argument(
+        "--compliance",
+        action="extend",
+        type=_statuses,
+        metavar="STATUS",
+        help="only this status with the tax authority ("
+        + ", ".join(ComplianceStatus)
+        + ", in any case); given more than once or as a comma list, any of them",
     )
     listing.add_argument(
         "--since", type=_day, metavar="DAY", help=f"received on or after DAY: {DAY_EXAMPLES}"
@@ -249,6 +285,20 @@ def _day(text: str) -> date:
     raise argparse.ArgumentTypeError(f"{text!r} is not a day: write it {DAY_EXAMPLES}")
 
 
+def _statuses(text: str) -> list[ComplianceStatus]:
+    """`--compliance`: a status, or a comma list of them, in any case."""
+    found = []
+    for word in text.split(","):
+        try:
+            found.append(ComplianceStatus(word.strip().upper()))
+        except ValueError:
+            known = ", ".join(ComplianceStatus)
+            raise argparse.ArgumentTypeError(
+                f"{word.strip()!r} is not a compliance status: {known}"
+            ) from None
+    return found
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
@@ -256,7 +306,10 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "retry" and bool(args.ids) == (args.status is not None):
+        parser.error("retry: give the invoices' IDs, or one of --failed, --fallback, --pending")
     try:
         if args.command == "inspect":
             return _inspect(args)
@@ -273,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rebuild_ledger(config, args.add_missing)
         if args.command == "invoices" and args.action == "list":
             return _invoice_list(config, args)
+        if args.command == "retry":
+            return _retry(config, args)
         if args.command in ("invoices", "reprocess"):
             return _invoices(config, args)
         return _jobs(config, args)
@@ -529,6 +584,7 @@ def _invoice_list(config: Config, args: argparse.Namespace) -> int:
     limit = _limit(args)
     matching = ledger.Filter(
         states=args.state or (),
+        compliance=args.compliance or (),
         since=_start_of(args.since, zone) if args.since else None,
         issued_since=args.issued_since.isoformat() if args.issued_since else None,
         company=args.company,
@@ -546,13 +602,14 @@ def _invoice_list(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps([_invoice_row(i, zone) for i in found], indent=2, ensure_ascii=False))
         return EXIT_OK
     columns = (
-        "id", "state", "received", "issued", "number", "issuer", "total", "currency", "uuid",
-        "file",
+        "id", "state", "compliance", "received", "issued", "number", "issuer", "total",
+        "currency", "uuid", "file",
     )  # fmt: skip
     cells = [
         [
             str(i.id),
             wording.state(i.state, lang),
+            wording.state(i.compliance, lang),
             _minute(i.received_at, zone),
             _cell(i.issued_at and i.issued_at[:10]),  # the day, as the document gives it
             _cell(i.number, 20),
@@ -640,10 +697,54 @@ async def _database(config: Config) -> AsyncIterator[Database]:
         await db.close()
 
 
+def _retry(config: Config, args: argparse.Namespace) -> int:
+    """`retry`: a line per invoice queued to be asked again, and how many; a refusal per
+    invoice that cannot be (not checked, being asked right now), the others asked all the
+    same."""
+    from facturasd.pipeline.review import Review
+    from facturasd.services import build
+
+    lang = _lang(args, config)
+
+    async def work() -> tuple[list[str], list[str]]:
+        _database_file(config)
+        async with build(config, upgrade=False) as services:
+            review = Review(
+                services.db,
+                services.lifecycle,
+                config.companies,
+                getpass.getuser(),
+                clock=services.clock,
+            )
+            ids = dict.fromkeys(args.ids) or await review.checked_with(args.status)
+            asked, refused = [], []
+            for invoice_id in ids:
+                try:
+                    was = await review.ask_again(invoice_id, args.reason)
+                except ReviewRefused as exc:
+                    refused.append(exc.words(lang))
+                    continue
+                asked.append(
+                    wording.review(
+                        "asked_again", lang, invoice=_cell(was.describe()), state=was.compliance
+                    )
+                )
+            return asked, refused
+
+    asked, refused = anyio.run(work)
+    for line in asked:
+        print(line)
+    sys.stdout.flush()  # before the refusals, when both streams go to one place
+    for line in refused:
+        print(f"facturasd: {line}", file=sys.stderr)
+    print(wording.review("asked_count", lang, count=len(asked)))
+    return EXIT_FAILURE if refused else EXIT_OK
+
+
 def _invoices(config: Config, args: argparse.Namespace) -> int:
     from facturasd.pipeline.review import Review
     from facturasd.services import build
-    from facturasd.store import ledger
+    from facturasd.store import compliance, ledger
 
     zone = ZoneInfo(config.daemon.timezone)
     lang = _lang(args, config)
@@ -680,6 +781,13 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                         {**asdict(e), "at": _local(e.at, zone)}
                         for e in await ledger.events(db, args.id)
                     ],
+                    "attempts": [
+                        _attempt_row(a, zone) for a in await compliance.attempts(db, args.id)
+                    ],
+                    "alerts": [
+                        {**asdict(a), "at": _local(a.at, zone)}
+                        for a in await compliance.alerts(db, invoice_id=args.id)
+                    ],
                     "inspection": _inspection(
                         await ledger.inspection(db, args.id), lang, invoice.country
                     ),
@@ -711,6 +819,14 @@ def _inspection(
         return None
     findings = [shown(Finding.model_validate(f), lang, country) for f in stored.get("findings", [])]
     return {**stored, "findings": findings}
+
+
+def _attempt_row(attempt: Any, zone: ZoneInfo) -> dict[str, Any]:
+    row = asdict(attempt)
+    row["at"] = _local(attempt.at, zone)
+    del row["latency"]
+    row["latency_ms"] = None if attempt.latency is None else round(attempt.latency * 1000)
+    return row
 
 
 def _invoice_row(invoice: Any, zone: ZoneInfo) -> dict[str, Any]:
@@ -759,8 +875,43 @@ def _show(found: dict[str, Any], lang: Language) -> str:
     ]
     lines.append(f"  {words['history']}:")
     lines += [
-        f"    {e['at']} {wording.state(e['state'], lang) if e['state'] else '':<12} {e['actor']}: "
-        f"{e['reason']}"
+        f"    {e['at']} {_changed(e, lang):<12} {e['actor']}: {e['reason']}"
         for e in found["history"]
     ]
+    if found["attempts"]:
+        lines.append(f"  {words['attempts']}:")
+        lines += [_attempt_line(a, lang) for a in found["attempts"]]
+    if found["alerts"]:
+        lines.append(f"  {words['alerts']}:")
+        lines += [
+            f"    {a['at']} [{wording.SEVERITIES[lang][a['severity']]}] {a['code']}: "
+            + "; ".join(f"{k}: {_cell(v)}" for k, v in sorted(a["params"].items()))
+            for a in found["alerts"]
+        ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _attempt_line(attempt: dict[str, Any], lang: Language) -> str:
+    """One attempt to get the tax authority's word: when, whom, from where, what came of it,
+    in what time, and the URL asked."""
+    source = wording.SOURCES[lang].get(attempt["source"], attempt["source"])
+    outcome = wording.OUTCOMES[lang].get(attempt["outcome"], attempt["outcome"])
+    line = f"    {attempt['at']} {attempt['authority'].upper()} {source}: {outcome}"
+    if attempt["status"]:
+        line += f" {_cell(attempt['status'])}"
+    if attempt["detail"]:
+        line += f" ({_cell(attempt['detail'])})"
+    if attempt["latency_ms"] is not None:
+        line += f", {wording.count(attempt['latency_ms'], lang)} ms"
+    if attempt["endpoint"] and attempt["source"] == "online":
+        line += f" {attempt['endpoint']}"
+    return line
+
+
+def _changed(event: dict[str, Any], lang: Language) -> str:
+    """What an event of the history changed: the state, or the status with the tax authority."""
+    if event["state"]:
+        return wording.state(event["state"], lang)
+    if event["compliance"]:
+        return f"{wording.WORDS[lang]['authority']}: {wording.state(event['compliance'], lang)}"
+    return ""

@@ -1,7 +1,7 @@
 """The words around what a person reads about invoices, in Spanish and English, and numbers
 written the way each country writes them.
 
-What the CLI prints about invoices (`inspect`, `invoices list/show`, `jobs`) and what a
+What the CLI prints about invoices (`inspect`, `invoices list/show`, `jobs`, `retry`) and what a
 `.motivo.txt` says is wholly in one language: the labels, states and severities come from
 here; the findings' messages from `facturasd.findings`. Amounts are written the way the
 invoice's country writes them, whatever the language (a Colombian reads `20.384.700,00`, a
@@ -50,9 +50,15 @@ def _grouped(digits: str, separator: str) -> str:
     return separator.join(groups)
 
 
+# Of the findings, and of the alerts (critical, warning).
 SEVERITIES: dict[Language, dict[str, str]] = {
-    "es": {"error": "error", "warning": "advertencia", "info": "información"},
-    "en": {"error": "error", "warning": "warning", "info": "info"},
+    "es": {
+        "critical": "crítico",
+        "error": "error",
+        "warning": "advertencia",
+        "info": "información",
+    },
+    "en": {"critical": "critical", "error": "error", "warning": "warning", "info": "info"},
 }
 
 # Invoice states (constants.InvoiceState), compliance statuses (ComplianceStatus) and job
@@ -124,6 +130,29 @@ VERDICTS: dict[Language, dict[str, str]] = {
     "en": {"ok": "correct", "warnings": "with warnings", "rejected": "rejected"},
 }
 
+# What an attempt to get the tax authority's word came to (store.compliance.Outcome), and
+# where the word came from.
+OUTCOMES: dict[Language, dict[str, str]] = {
+    "es": {
+        "valid": "válida",
+        "invalid": "no válida",
+        "not_found": "no encontrada",
+        "unavailable": "sin respuesta",
+        "refused": "solicitud rechazada",
+    },
+    "en": {
+        "valid": "valid",
+        "invalid": "not valid",
+        "not_found": "not found",
+        "unavailable": "no answer",
+        "refused": "request refused",
+    },
+}
+SOURCES: dict[Language, dict[str, str]] = {
+    "es": {"online": "en línea", "embedded": "evidencia en el archivo"},
+    "en": {"online": "online", "embedded": "evidence in the file"},
+}
+
 # Labels of what is printed about one invoice (the listings' headers are cli.LISTING_WORDS).
 WORDS: dict[Language, dict[str, str]] = {
     "es": {
@@ -140,6 +169,11 @@ WORDS: dict[Language, dict[str, str]] = {
         "pdf": "PDF adjunto",
         "unread": "no se pudo leer",
         "history": "historia (los motivos del sistema se registran en inglés)",
+        # The compliance status: the tax authority's word (the listing's column is named so).
+        "authority": "DIAN/SAT",
+        "attempts": "consultas a la autoridad (el detalle, como lo dio la autoridad; un error "
+        "sin respuesta, en inglés)",
+        "alerts": "alertas (sus datos se registran en inglés)",
     },
     "en": {
         "file": "file",
@@ -155,6 +189,9 @@ WORDS: dict[Language, dict[str, str]] = {
         "pdf": "attached PDF",
         "unread": "could not be read",
         "history": "history",
+        "authority": "DIAN/SAT",
+        "attempts": "asked of the tax authority (the detail as the authority gave it)",
+        "alerts": "alerts",
     },
 }
 
@@ -181,6 +218,13 @@ REVIEW: dict[Language, dict[str, str]] = {
         "bandeja de entrada y el PDF se enlaza con él",
         "discarded_already": "la factura #{id} ya está descartada",
         "changed": "la factura #{id} cambió mientras tanto; vuelva a mirarla",
+        "asked_again": "{invoice}: en cola para consultar de nuevo (estaba {state})",
+        "asked_count": "facturas en cola para consultar: {count} (las consulta el daemon en "
+        "marcha, o al arrancar)",
+        "not_checked": "la factura #{id} está {state}; solo se consulta a la autoridad una "
+        "factura revisada",
+        "being_asked": "la factura #{id} se está consultando ahora mismo; intente de nuevo en un "
+        "momento",
     },
     "en": {
         "queued_again": "queued again: {ids}",
@@ -196,6 +240,12 @@ REVIEW: dict[Language, dict[str, str]] = {
         "inbox and the PDF is linked to it",
         "discarded_already": "invoice #{id} is discarded already",
         "changed": "invoice #{id} changed meanwhile; look again",
+        "asked_again": "{invoice}: queued to be asked again (was {state})",
+        "asked_count": "invoices queued to be asked: {count} (the running daemon asks, or it "
+        "does at its next start)",
+        "not_checked": "invoice #{id} is {state}; only a checked invoice is asked of the tax "
+        "authority",
+        "being_asked": "invoice #{id} is being asked right now; try again in a moment",
     },
 }
 

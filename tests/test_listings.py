@@ -57,14 +57,21 @@ def test_invoices_list_shows_what_an_invoice_is_looked_up_by(
     assert code == 0
     header, *rows = out.splitlines()
     assert header.split() == [
-        "ID", "ESTADO", "RECIBIDA", "EMITIDA", "NÚMERO", "EMISOR", "TOTAL", "MONEDA",
+        "ID", "ESTADO", "DIAN/SAT", "RECIBIDA", "EMITIDA", "NÚMERO", "EMISOR", "TOTAL", "MONEDA",
         "CUFE/UUID", "ARCHIVO",
     ]  # fmt: skip
     # One line per invoice, newest first: no name breaks its row.
     assert [row.split()[0] for row in rows] == ["3", "2", "1"]
     first = rows[2]
     # The total as Colombia writes it; JSON keeps it as printed.
-    for shown in ("2026-11-02", "FE1001", "Proveedora de Prueba SAS", "2.382,38", "COP"):
+    for shown in (
+        "pendiente",
+        "2026-11-02",
+        "FE1001",
+        "Proveedora de Prueba SAS",
+        "2.382,38",
+        "COP",
+    ):
         assert f"  {shown}  " in first
     # Enough of the CUFE to tell it from the others; `invoices show` has it whole.
     assert "  a1b2c3d4…  " in first and UUIDS[0] not in out
@@ -76,15 +83,15 @@ def test_invoices_list_shows_what_an_invoice_is_looked_up_by(
 
     english = cli(capsys, "invoices", "list", "--config", str(config), "--lang", "en")[1]
     assert english.splitlines()[0].split() == [
-        "ID", "STATE", "RECEIVED", "ISSUED", "NUMBER", "ISSUER", "TOTAL", "CURRENCY",
+        "ID", "STATE", "DIAN/SAT", "RECEIVED", "ISSUED", "NUMBER", "ISSUER", "TOTAL", "CURRENCY",
         "CUFE/UUID", "FILE",
     ]  # fmt: skip
-    # JSON is for tools: the names and the CUFE whole.
+    # JSON is for tools: the names and the CUFE whole, the status as the options name it.
     listed = json.loads(cli(capsys, "invoices", "list", "--config", str(config), "--json")[1])
-    assert [(i["id"], i["uuid"], i["original_name"]) for i in listed] == [
-        (3, UUIDS[2], "emisor raro.xml"),
-        (2, UUIDS[1], ODD_FILE),
-        (1, UUIDS[0], "factura 1.xml"),
+    assert [(i["id"], i["uuid"], i["original_name"], i["compliance"]) for i in listed] == [
+        (3, UUIDS[2], "emisor raro.xml", "PENDING"),
+        (2, UUIDS[1], ODD_FILE, "PENDING"),
+        (1, UUIDS[0], "factura 1.xml", "PENDING"),
     ]
     assert listed[2]["total"] == "2382.38"
 
@@ -95,7 +102,8 @@ def test_jobs_lists_in_the_same_order_with_attempts_and_invoice(
     config = write_config(tmp_path)
     three_invoices(config)
     invoices = cli(capsys, "invoices", "list", "--config", str(config))[1].splitlines()
-    code, out, _ = cli(capsys, "jobs", "--config", str(config))
+    processing = ("--queue", "invoice_processing")
+    code, out, _ = cli(capsys, "jobs", "--config", str(config), *processing)
     assert code == 0
     header, *rows = out.splitlines()
     assert header.split() == [
@@ -111,7 +119,9 @@ def test_jobs_lists_in_the_same_order_with_attempts_and_invoice(
     assert english.split() == [
         "ID", "STATE", "QUEUE", "KIND", "INVOICE", "ATTEMPTS", "CREATED", "LAST", "ERROR"
     ]  # fmt: skip
-    [newest, *_] = json.loads(cli(capsys, "jobs", "--config", str(config), "--json")[1])
+    [newest, *_] = json.loads(
+        cli(capsys, "jobs", "--config", str(config), "--json", *processing)[1]
+    )
     assert (newest["invoice"], newest["attempts"], newest["max_attempts"]) == (3, 1, 5)
 
 
@@ -208,6 +218,7 @@ def test_since_takes_a_day_written_either_way(
         ["invoices", "assign"],
         ["invoices", "accept"],
         ["invoices", "discard"],
+        ["retry"],
     ],
 )
 def test_every_command_says_it_takes_config(

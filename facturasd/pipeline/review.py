@@ -1,9 +1,11 @@
-"""What a person does to an invoice from the CLI: reprocess, assign, accept, discard.
+"""What a person does to an invoice from the CLI: reprocess, assign, accept, discard, and ask
+the tax authority again.
 
-Each is one write transaction through `Lifecycle.advance`, recorded as an event with who did it
-and why, so an invoice a person moves on gets the same next job as one the daemon moved. They
-run beside the daemon on the same SQLite file (WAL: the daemon keeps working; a write waits for
-the other's commit). A job they queue is taken by the daemon now, or at its next start.
+Each is one write transaction through `Lifecycle.advance` (`Lifecycle.comply`), recorded as an
+event with who did it and why, so an invoice a person moves on gets the same next job as one
+the daemon moved. They run beside the daemon on the same SQLite file (WAL: the daemon keeps
+working; a write waits for the other's commit). A job they queue is taken by the daemon now,
+or at its next start.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from facturasd.clock import Clock, utcnow
 from facturasd.config import Company
-from facturasd.constants import InvoiceState
+from facturasd.constants import ComplianceStatus, InvoiceState, JobState
 from facturasd.errors import ReviewRefused
-from facturasd.pipeline.lifecycle import Lifecycle
-from facturasd.store import ledger
+from facturasd.pipeline.lifecycle import CONFIRM, Lifecycle
+from facturasd.store import compliance, ledger
 from facturasd.store.db import Database
 
 # Findings that keep an invoice in review whoever it is assigned to.
@@ -26,12 +29,19 @@ STILL_IN_REVIEW = ("FMT-PDF-WITHOUT-XML", "DOC-OWN-SALE")
 
 class Review:
     def __init__(
-        self, db: Database, lifecycle: Lifecycle, companies: Sequence[Company], actor: str
+        self,
+        db: Database,
+        lifecycle: Lifecycle,
+        companies: Sequence[Company],
+        actor: str,
+        *,
+        clock: Clock = utcnow,
     ):
         self.db = db
         self.lifecycle = lifecycle
         self.companies = tuple(companies)
         self.actor = actor
+        self._clock = clock
 
     async def _get(self, invoice_id: int) -> ledger.Invoice:
         invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
@@ -78,6 +88,44 @@ class Review:
         if invoice.state is InvoiceState.DISCARDED:
             raise ReviewRefused("discarded_already", id=invoice_id)
         await self._set(invoice, f"discarded: {reason}", InvoiceState.DISCARDED)
+
+    async def checked_with(self, status: ComplianceStatus) -> list[int]:
+        """The checked invoices whose compliance status is `status`, oldest first: those
+        `retry --failed` (`--fallback`, `--pending`) asks about."""
+        found = await ledger.search(
+            self.db, ledger.Filter(states=(InvoiceState.CHECKED,), compliance=(status,))
+        )
+        return sorted(invoice.id for invoice in found)
+
+    async def ask_again(self, invoice_id: int, reason: str) -> ledger.Invoice:
+        """Ask the tax authority again now (`facturasd retry`): the compliance status back to
+        PENDING, the attempts so far no longer counted against its retries, and its confirm
+        job due now (a job parked until a retry's step, or until the authority answers again,
+        is brought forward). Returns the invoice as it was."""
+
+        def record(conn: sqlite3.Connection) -> ledger.Invoice:
+            invoice = ledger.get(conn, invoice_id)
+            if invoice is None:
+                raise ReviewRefused("no_invoice", id=invoice_id)
+            if invoice.state is not InvoiceState.CHECKED:
+                raise ReviewRefused("not_checked", id=invoice_id, state=invoice.state)
+            job = self.lifecycle.later(conn, CONFIRM, invoice_id, at=self._clock())
+            if job.state is JobState.RUNNING:
+                # It is being asked: its answer would find the status changed under it and be
+                # dropped, leaving the invoice PENDING without a job.
+                raise ReviewRefused("being_asked", id=invoice_id)
+            self.lifecycle.queue.due_now(conn, job.id)
+            self.lifecycle.comply(
+                conn,
+                invoice,
+                to=ComplianceStatus.PENDING,
+                reason=f"asked again: {reason}",
+                actor=self.actor,
+            )
+            compliance.restart_count(conn, invoice_id)
+            return invoice
+
+        return await self.db.write(record)
 
     async def _set(
         self, invoice: ledger.Invoice, reason: str, state: InvoiceState, **columns: Any

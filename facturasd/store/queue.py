@@ -237,6 +237,19 @@ class Queue:
             raise StoreError(f"job with dedupe key {dedupe_key!r} vanished during enqueue")
         return Job.from_row(row)
 
+    def due_now(self, conn: sqlite3.Connection, job_id: int) -> None:
+        """A queued job due later (a retry waiting for its step, a job parked until an
+        authority answers again) due now instead, inside a transaction already open on
+        `conn`: a person asked for it."""
+        now = self._now()
+        rows = conn.execute(
+            "UPDATE jobs SET run_at = ?, updated_at = ? "
+            "WHERE id = ? AND state = 'queued' AND run_at > ? RETURNING queue",
+            (now, now, job_id, now),
+        ).fetchall()
+        for row in rows:
+            after_commit(partial(self.wake, row["queue"]))
+
     # ── consuming ─────────────────────────────────────────────────────────────────────────
 
     def rate_limited(self, queue: str) -> bool:
