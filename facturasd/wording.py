@@ -171,8 +171,8 @@ WORDS: dict[Language, dict[str, str]] = {
         "history": "historia (los motivos del sistema se registran en inglés)",
         # The compliance status: the tax authority's word (the listing's column is named so).
         "authority": "DIAN/SAT",
-        "attempts": "consultas a la autoridad (el detalle, como lo dio la autoridad; un error "
-        "sin respuesta, en inglés)",
+        "attempts": "consultas a la autoridad (el detalle en sus palabras; si no respondió, en "
+        "inglés)",
         "alerts": "alertas (sus datos se registran en inglés)",
     },
     "en": {
@@ -190,7 +190,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "unread": "could not be read",
         "history": "history",
         "authority": "DIAN/SAT",
-        "attempts": "asked of the tax authority (the detail as the authority gave it)",
+        "attempts": "asked of the tax authority (the detail in its words)",
         "alerts": "alerts",
     },
 }
