@@ -883,9 +883,12 @@ def _show(found: dict[str, Any], lang: Language) -> str:
         lines += [_attempt_line(a, lang) for a in found["attempts"]]
     if found["alerts"]:
         lines.append(f"  {words['alerts']}:")
+        # (An alert names its invoice for where it is read alone; here, that is this one.)
         lines += [
             f"    {a['at']} [{wording.SEVERITIES[lang][a['severity']]}] {a['code']}: "
-            + "; ".join(f"{k}: {_cell(v)}" for k, v in sorted(a["params"].items()))
+            + "; ".join(
+                f"{k}: {_cell(v)}" for k, v in sorted(a["params"].items()) if k != "invoice"
+            )
             for a in found["alerts"]
         ]
     return "\n".join(line.rstrip() for line in lines)

@@ -4,30 +4,39 @@ authority's word, as a person reads them.
 The ledger is filled in this process through the real code: invoices taken and checked as the
 daemon does, then their confirm jobs settled as the confirm stage settles them (the attempt
 recorded, an alert raised, the status moved through the lifecycle, the job done, parked until
-its retry's step, or handed back uncounted when the authority gave no answer)."""
+its retry's step, or handed back uncounted when the authority gave no answer). One test goes
+the whole way instead: the authorities' pool asking the sandbox's SAT server over HTTP."""
 
 from __future__ import annotations
 
 import getpass
 import json
+import re
 import sqlite3
 import time
+import uuid as uuids
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
+from aiohttp import web
 
 from facturasd.cli import main
-from facturasd.config import Config
-from facturasd.constants import DATABASE_FILE, ComplianceStatus, QueueName
+from facturasd.config import Config, load_config
+from facturasd.constants import DATABASE_FILE, ComplianceStatus, QueueName, WorkerGroup
+from facturasd.formats.reader import read
 from facturasd.pipeline.lifecycle import CONFIRM, Lifecycle
+from facturasd.sandbox.server import create_app
+from facturasd.sandbox.state import Sandbox, SatRecord
 from facturasd.services import build
 from facturasd.store import compliance, ledger
 from facturasd.store.compliance import Outcome
+from tests.documents import Item, cfdi40
 from tests.support import invoice, take, write_config
 from tests.test_listings import COMPANY, cli
 
@@ -368,3 +377,98 @@ def test_invoices_show_lists_the_attempts_and_alerts(
         {"said": "DIAN says 99"},
     )
     assert [e["compliance"] for e in shown["history"] if e["compliance"]] == ["FAILED"]
+
+
+def test_a_cfdi_sat_cancelled_then_restored_is_validated_once_asked_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole way, over real HTTP to the sandbox's SAT server: SAT says Cancelado (FAILED);
+    SAT's record is put right; `retry --failed` queues it, the authorities' pool asks at once,
+    and `invoices show` lists both answers."""
+    data = cfdi40(
+        [Item("Producto", "1", "100.00", "16")], override={"uuid": str(uuids.uuid4()).upper()}
+    )
+    (inspection,) = read(data, "cfdi.xml")
+    doc = inspection.document
+    assert doc and doc.uuid and doc.issuer.tax_id and doc.receiver.tax_id and doc.totals.total
+    record = SatRecord(
+        doc.uuid.upper(),
+        doc.issuer.tax_id,
+        doc.receiver.tax_id,
+        Decimal(doc.totals.total),
+        estado="Cancelado",
+    )
+    sandbox = Sandbox()
+    sandbox.sat[record.uuid] = record
+    anyio.run(_cancelled_then_restored, tmp_path, data, sandbox, record)
+    shown = capsys.readouterr().out
+    [asked] = shown.split(
+        "  consultas a la autoridad (el detalle en sus palabras; si no respondió, en inglés):\n"
+    )[1:]
+    cancelled, vigente = asked.splitlines()[:2]
+    assert re.fullmatch(
+        r"    \S+ SAT en línea: no válida Cancelado \(.+\), \d+ ms "
+        r"http://127\.0\.0\.1:\d+/sat/ConsultaCFDIService\.svc",
+        cancelled,
+    ), cancelled
+    assert re.fullmatch(r"    \S+ SAT en línea: válida Vigente .*, \d+ ms http://\S+", vigente), (
+        vigente
+    )
+    assert asked.splitlines()[2:] == [
+        "  alertas (sus datos se registran en inglés):",
+        f"    {cancelled.split()[0]} [crítico] SAT-INVALID: said: SAT says Cancelado "
+        "(S - Comprobante obtenido satisfactoriamente.)",
+    ]
+    history = shown.split(" (los motivos del sistema se registran en inglés):\n")[1]
+    assert [line.strip().split(" ", 1)[1] for line in history.splitlines()[3:6]] == [
+        "DIAN/SAT: fallida facturasd: SAT says Cancelado (S - Comprobante obtenido "
+        "satisfactoriamente.)",
+        f"DIAN/SAT: pendiente {getpass.getuser()}: {ASKED_AGAIN}",
+        "DIAN/SAT: validada facturasd: SAT says Vigente (S - Comprobante obtenido "
+        "satisfactoriamente.)",
+    ]
+
+
+async def _cancelled_then_restored(
+    tmp_path: Path, data: bytes, sandbox: Sandbox, record: SatRecord
+) -> None:
+    runner = web.AppRunner(create_app(sandbox))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    config_file = write_config(
+        tmp_path,
+        f'[authorities.sat]\nurl = "http://127.0.0.1:{port}/sat/ConsultaCFDIService.svc"\n',
+    )
+    await anyio.to_thread.run_sync(take, config_file, {"cfdi.xml": data})
+    config = load_config(config_file, {})
+
+    async def cli_(*args: str) -> int:
+        return await anyio.to_thread.run_sync(main, [*args, "--config", str(config_file)])
+
+    try:
+        async with build(config) as services, anyio.create_task_group() as tg:
+            pool = services.pools[WorkerGroup.AUTHORITIES]
+            tg.start_soon(pool.run)
+
+            async def settled(status: ComplianceStatus) -> None:
+                with anyio.fail_after(30):
+                    while (
+                        await services.db.fetchone(
+                            "SELECT 1 FROM invoices WHERE compliance = ?", (status,)
+                        )
+                        is None
+                    ):
+                        # (the command's job, written by another connection, is seen at
+                        # the pool's next look: within its poll interval, a second)
+                        await anyio.sleep(0.02)
+
+            await settled(C.FAILED)
+            record.estado = "Vigente"
+            assert await cli_("retry", "--failed") == 0
+            await settled(C.VALIDATED)
+            pool.stop()
+        assert await cli_("invoices", "show", "1") == 0
+    finally:
+        await runner.cleanup()
