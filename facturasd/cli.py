@@ -195,15 +195,23 @@ def _parser() -> argparse.ArgumentParser:
     # groups; `main` checks it.)
     ask.add_argument("ids", type=int, nargs="*", metavar="ID", help="these invoices")
     chosen = ask.add_mutually_exclusive_group()
-    for status in (ComplianceStatus.FAILED, ComplianceStatus.FALLBACK, ComplianceStatus.PENDING):
+    for status, which in (
+        (ComplianceStatus.FAILED, "the authority denied, or gave up on"),
+        (ComplianceStatus.FALLBACK, "waiting for an authority that gave no answer"),
+        (ComplianceStatus.PENDING, "left waiting (e.g. not asked for want of a DIAN certificate)"),
+    ):
         chosen.add_argument(
             f"--{status.lower()}",
             action="store_const",
             const=status,
             dest="status",
-            help=f"every checked invoice that is {status}",
+            help=f"every checked invoice {which}: {status}",
         )
-    ask.add_argument("--reason", default="asked from the command line")
+    ask.add_argument(
+        "--reason",
+        default="asked from the command line",
+        help="why, for the history (default: %(default)s)",
+    )
     ask.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     reprocess = command("reprocess", "parse and check invoices again (e.g. after a rules change)")
     reprocess.add_argument("ids", type=int, nargs="+", metavar="ID")
