@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("ids", type=int, nargs="*", metavar="ID", help="these invoices")
     chosen = ask.add_mutually_exclusive_group()
     for status, which in (
-        (ComplianceStatus.FAILED, "the authority denied, or gave up on"),
+        (ComplianceStatus.FAILED, "the authority denied, or asked too often in vain"),
         (ComplianceStatus.FALLBACK, "waiting for an authority that gave no answer"),
         (ComplianceStatus.PENDING, "left waiting (e.g. not asked for want of a DIAN certificate)"),
     ):
