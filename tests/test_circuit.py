@@ -36,7 +36,8 @@ def test_calls_stop_after_failures_in_a_row_and_one_probe_goes_after_the_cooldow
     assert not circuit.allow()
     clock.advance(1)
     assert circuit.allow()  # the probe
-    assert not circuit.allow()  # the others wait for its answer
+    assert not circuit.allow()  # the others wait for its answer: a few seconds, not a cool-down
+    assert circuit.retry_in() == 10
     circuit.failed()  # no answer: open again, for another cool-down
     assert circuit.view().state is CircuitState.OPEN and circuit.retry_in() == 300
     clock.advance(300)

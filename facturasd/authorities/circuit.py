@@ -11,6 +11,7 @@ from enum import StrEnum
 from facturasd.clock import Clock, utcnow
 
 THRESHOLD = 5
+PROBE_WAIT = 10.0
 
 
 class CircuitState(StrEnum):
@@ -74,10 +75,12 @@ class Circuit:
             self._state, self._probe_at = CircuitState.OPEN, now + self.cooldown
 
     def retry_in(self) -> float:
-        """Seconds until a call may go again (0 when it may now)."""
+        """Seconds until a call may go again (0 when it may now). While a probe is out, a few
+        seconds: its answer may close the circuit any moment."""
         if self._state is CircuitState.CLOSED:
             return 0.0
-        return max(0.0, self._probe_at - self._now())
+        wait = max(0.0, self._probe_at - self._now())
+        return min(wait, PROBE_WAIT) if self._state is CircuitState.HALF_OPEN else wait
 
     def view(self) -> CircuitView:
         state = self._state
