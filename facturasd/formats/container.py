@@ -62,7 +62,8 @@ def open_attached(root: etree._Element, limits: Limits | None = None) -> Attache
         response = _embedded(response_text, limits)
         if response.tag != f"{{{APPLICATION_RESPONSE}}}ApplicationResponse":
             raise UnknownDocument(phrase("attached_verdict"))
-        evidence, response_uuid = _verdict(response)
+        evidence = _verdict(response)
+        response_uuid = evidence.uuid
     if evidence is None and (
         code := text_at(reference, cbc_path("ValidationResultCode", "ResultOfVerification"))
     ):
@@ -195,7 +196,7 @@ def _unpack(
                 found.append((name, content))
 
 
-def _verdict(response: etree._Element) -> tuple[Evidence, str | None]:
+def _verdict(response: etree._Element) -> Evidence:
     document_response = response.find(cac_path("DocumentResponse"))
     date = text_at(response, cbc_path("IssueDate"))
     time = text_at(response, cbc_path("IssueTime"))
@@ -212,11 +213,11 @@ def _verdict(response: etree._Element) -> tuple[Evidence, str | None]:
         for line in response.iterfind(f"{{{CAC}}}DocumentResponse/{{{CAC}}}LineResponse")
     ]
     uuid = text_at(document_response, cbc_path("UUID", "DocumentReference"))
-    evidence = Evidence(
+    return Evidence(
         source="embedded",
         code=text_at(document_response, cbc_path("ResponseCode", "Response")),
+        uuid=uuid.lower() if uuid else None,
         description=text_at(document_response, cbc_path("Description", "Response")),
         at=f"{date}T{time}" if date and time else date,
         notes=notes,
     )
-    return evidence, uuid.lower() if uuid else None

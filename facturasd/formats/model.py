@@ -113,6 +113,8 @@ class Reference(_Model):
 class Evidence(_Model):
     source: str
     code: str | None = None
+    # The CUFE the ApplicationResponse is about (lower case): evidence only for that document.
+    uuid: str | None = None
     description: str | None = None
     at: str | None = None
     # DIAN's LineResponse notifications (e.g. "FAJ43b …"): notes, not rejections.
