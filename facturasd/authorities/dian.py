@@ -1,0 +1,263 @@
+"""DIAN's word on a Colombian document: the verdict its container already carries, or
+GetStatus asked of DIAN's WcfDianCustomerServices.
+
+A buyer usually receives an AttachedDocument whose embedded ApplicationResponse is DIAN's own
+signed verdict: code 02 for the same CUFE settles it without asking (`evidence`). Otherwise
+`DianClient.status` asks GetStatus: SOAP 1.2 with WS-Addressing, signed with the company's
+certificate (wssecurity.py).
+
+    GetStatus StatusCode   Verdict     why
+    00                     VALID       "Procesado Correctamente."
+    99                     INVALID     DIAN's validation errors, in `detail`
+    66, 98                 NOT_FOUND   not in DIAN's records (yet), or still being processed
+    SOAP fault (Sender)    AuthorityRefused: the certificate, the signature, the clock
+    no answer              Unavailable: timeout, refused connection, 429, a 5xx that is no
+                           SOAP fault, a Receiver fault (DIAN failed, not the request)
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+from lxml import etree
+
+from facturasd.authorities import Answer, Authority, Verdict
+from facturasd.authorities.wssecurity import (
+    MAX_SKEW,
+    SOAP12,
+    WSA,
+    WSSE,
+    WSU,
+    Credentials,
+    sign,
+)
+from facturasd.clock import Clock
+from facturasd.errors import AuthorityRefused, FormatError, Unavailable
+from facturasd.formats.model import Document
+from facturasd.formats.safexml import parse
+
+WCF = "http://wcf.dian.colombia"
+GET_STATUS = f"{WCF}/IWcfDianCustomerServices/GetStatus"
+DIAN_RESPONSE = "http://schemas.datacontract.org/2004/07/DianResponse"
+ARRAYS = "http://schemas.microsoft.com/2003/10/Serialization/Arrays"
+CONTENT_TYPE = f'application/soap+xml; charset=utf-8; action="{GET_STATUS}"'
+
+_VERDICTS = {
+    "00": Verdict.VALID,
+    "99": Verdict.INVALID,
+    "66": Verdict.NOT_FOUND,
+    "98": Verdict.NOT_FOUND,
+}
+# What GetStatusResult says, kept with the attempt (XmlBase64Bytes, DIAN's signed
+# ApplicationResponse, is left out: tens of kilobytes per attempt).
+_FIELDS = (
+    "StatusCode",
+    "StatusDescription",
+    "StatusMessage",
+    "IsValid",
+    "XmlDocumentKey",
+    "XmlFileName",
+)
+_SECONDS = re.compile(r"^[0-9]{1,9}(\.[0-9]+)?$", re.ASCII)
+
+
+def evidence(document: Document) -> Answer | None:
+    """DIAN's verdict carried by the document's container, when it settles the document: an
+    ApplicationResponse with code 02 (also written 002) about the document's own CUFE. Any
+    other code, another CUFE, or only the container's summary is no evidence: ask DIAN."""
+    found = document.authority_evidence
+    if document.country != "CO" or found is None or not document.uuid or not found.uuid:
+        return None
+    if found.uuid.lower() != document.uuid.lower() or not _accepted(found.code):
+        return None
+    detail = found.description or ""
+    return Answer(
+        authority=Authority.DIAN,
+        verdict=Verdict.VALID,
+        status="02",
+        detail=f"{detail} ({found.at})" if found.at else detail,
+        source="embedded",
+        fields={
+            "ResponseCode": found.code or "",
+            "Description": found.description or "",
+            "UUID": found.uuid,
+        },
+    )
+
+
+def _accepted(code: str | None) -> bool:
+    return code is not None and code.isascii() and code.isdigit() and int(code) == 2
+
+
+def get_status_envelope(track_id: str, url: str) -> etree._Element:
+    """The unsigned GetStatus request for `track_id` (the CUFE), addressed to `url`."""
+    envelope = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"soap": SOAP12, "wcf": WCF})
+    header = etree.SubElement(envelope, f"{{{SOAP12}}}Header", nsmap={"wsa": WSA})
+    etree.SubElement(header, f"{{{WSA}}}Action").text = GET_STATUS
+    etree.SubElement(header, f"{{{WSA}}}To", nsmap={"wsu": WSU}).text = url
+    body = etree.SubElement(envelope, f"{{{SOAP12}}}Body")
+    request = etree.SubElement(body, f"{{{WCF}}}GetStatus")
+    etree.SubElement(request, f"{{{WCF}}}trackId").text = track_id
+    return envelope
+
+
+class DianClient:
+    """GetStatus on DIAN's web service at `url`, signed with `credentials`; `clock` dates the
+    signature's timestamp and judges the certificate."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, url: str, credentials: Credentials, clock: Clock
+    ) -> None:
+        self._http = http
+        self._url = url
+        self._credentials = credentials
+        self._clock = clock
+
+    async def status(self, cufe: str) -> Answer:
+        now = self._clock()
+        certificate = self._credentials.certificate
+        if now > certificate.not_valid_after_utc:
+            raise AuthorityRefused(
+                "dian",
+                f"the company's certificate for DIAN expired on "
+                f"{certificate.not_valid_after_utc:%Y-%m-%d}: install the renewed one",
+            )
+        if now < certificate.not_valid_before_utc:
+            raise AuthorityRefused(
+                "dian",
+                f"the company's certificate for DIAN is valid only from "
+                f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            )
+        envelope = get_status_envelope(cufe, self._url)
+        sign(envelope, key=self._credentials.key, certificate=certificate, now=now)
+        try:
+            response = await self._http.post(
+                self._url,
+                content=etree.tostring(envelope, encoding="utf-8", xml_declaration=True),
+                headers={"Content-Type": CONTENT_TYPE},
+            )
+        except httpx.TimeoutException:
+            raise Unavailable("dian", f"no answer from {self._url} in time", 0) from None
+        except httpx.TransportError as exc:
+            raise Unavailable("dian", f"cannot reach {self._url}: {exc!r}", 0) from None
+        return self._answer(response, now)
+
+    def _answer(self, response: httpx.Response, now: datetime) -> Answer:
+        status = response.status_code
+        if status == 429:
+            raise Unavailable("dian", "too many requests (HTTP 429)", retry_after(response, now))
+        body = _soap_body(response.content)
+        fault = body.find(f"{{{SOAP12}}}Fault") if body is not None else None
+        if fault is not None:
+            raise self._fault(fault, response, now)
+        if status >= 500 or status == 408:
+            raise Unavailable("dian", f"HTTP {status}", retry_after(response, now))
+        result = (
+            body.find(f"{{{WCF}}}GetStatusResponse/{{{WCF}}}GetStatusResult")
+            if body is not None and status == 200
+            else None
+        )
+        if result is None:
+            raise AuthorityRefused(
+                "dian",
+                f"{self._url} did not answer as DIAN's GetStatus (HTTP {status}): "
+                "check authorities.dian.url",
+            )
+        return self._result(result)
+
+    def _fault(
+        self, fault: etree._Element, response: httpx.Response, now: datetime
+    ) -> AuthorityRefused | Unavailable:
+        reason = " ".join(fault.findtext(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text", "").split())
+        code = fault.find(f"{{{SOAP12}}}Code/{{{SOAP12}}}Value")
+        if code is not None and _qname(code) == (SOAP12, "Receiver"):
+            # The service failed, not the request: like a 5xx, it is no answer.
+            return Unavailable("dian", f"DIAN failed: {reason}", retry_after(response, now))
+        subcode = fault.find(f"{{{SOAP12}}}Code/{{{SOAP12}}}Subcode/{{{SOAP12}}}Value")
+        if subcode is None or _qname(subcode)[0] not in (WSSE, WSU):
+            return AuthorityRefused("dian", f"DIAN refused the request: {reason}")
+        # WCF gives every security failure the same reason, so the clock is judged by the
+        # answer's own Date: DIAN refuses a timestamp more than five minutes off.
+        theirs = _http_date(response.headers.get("Date"))
+        if theirs is not None and abs(theirs - now) > MAX_SKEW:
+            return AuthorityRefused(
+                "dian",
+                f"this server's clock is off by more than five minutes (DIAN's says "
+                f"{theirs:%Y-%m-%d %H:%M:%S} UTC, this one {now.astimezone(UTC):%H:%M:%S} UTC): "
+                "set the time right (NTP) so DIAN accepts the signature",
+            )
+        subject = self._credentials.certificate.subject.rfc4514_string()
+        return AuthorityRefused(
+            "dian",
+            f"DIAN rejected the certificate ({subject}) or the request's signature: "
+            f"check it is the company's certificate and registered with DIAN ({reason})",
+        )
+
+    def _result(self, result: etree._Element) -> Answer:
+        def text(name: str) -> str:
+            return " ".join(result.findtext(f"{{{DIAN_RESPONSE}}}{name}", "").split())
+
+        code = text("StatusCode")
+        errors = [
+            " ".join(item.text.split())
+            for item in result.iterfind(f"{{{DIAN_RESPONSE}}}ErrorMessage/{{{ARRAYS}}}string")
+            if item.text and item.text.strip()
+        ]
+        fields = {
+            name: text(name)
+            for name in _FIELDS
+            if result.find(f"{{{DIAN_RESPONSE}}}{name}") is not None
+        }
+        if errors:
+            fields["ErrorMessage"] = "\n".join(errors)
+        said = " ".join(filter(None, (text("StatusDescription"), text("StatusMessage"))))
+        return Answer(
+            authority=Authority.DIAN,
+            # A code DIAN has not documented decides nothing: ask again on the
+            # not-found schedule, which ends with a person looking.
+            verdict=_VERDICTS.get(code, Verdict.NOT_FOUND),
+            status=code,
+            detail=f"{said}: {'; '.join(errors)}" if errors else said,
+            source="online",
+            endpoint=self._url,
+            fields=fields,
+        )
+
+
+def _soap_body(content: bytes) -> etree._Element | None:
+    """The Body of a SOAP 1.2 envelope, or None when `content` is not one."""
+    try:
+        envelope = parse(content)
+    except FormatError:
+        return None
+    if envelope.tag != f"{{{SOAP12}}}Envelope":
+        return None
+    return envelope.find(f"{{{SOAP12}}}Body")
+
+
+def _qname(value: etree._Element) -> tuple[str | None, str]:
+    """A QName written as text ("s:Sender") as (namespace, local name)."""
+    prefix, _, local = (value.text or "").strip().rpartition(":")
+    return value.nsmap.get(prefix or None), local
+
+
+def retry_after(response: httpx.Response, now: datetime) -> float:
+    """Seconds to wait that `Retry-After` asks for (a number or an HTTP date), else 0."""
+    value = response.headers.get("Retry-After", "").strip()
+    if _SECONDS.match(value):
+        return float(value)
+    when = _http_date(value)
+    return max(0.0, (when - now).total_seconds()) if when is not None else 0.0
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
