@@ -112,7 +112,7 @@ class DianClient:
         self, http: httpx.AsyncClient, url: str, credentials: Credentials, clock: Clock
     ) -> None:
         self._http = http
-        self._url = url
+        self.url = url
         self._credentials = credentials
         self._clock = clock
 
@@ -131,18 +131,19 @@ class DianClient:
                 f"the company's certificate for DIAN is valid only from "
                 f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
             )
-        envelope = get_status_envelope(cufe, self._url)
+        envelope = get_status_envelope(cufe, self.url)
         sign(envelope, key=self._credentials.key, certificate=certificate, now=now)
         try:
             response = await self._http.post(
-                self._url,
+                self.url,
                 content=etree.tostring(envelope, encoding="utf-8", xml_declaration=True),
                 headers={"Content-Type": CONTENT_TYPE},
             )
         except httpx.TimeoutException:
-            raise Unavailable("dian", f"no answer from {self._url} in time", 0) from None
+            raise Unavailable("dian", f"no answer from {self.url} in time", 0) from None
         except httpx.TransportError as exc:
-            raise Unavailable("dian", f"cannot reach {self._url}: {exc!r}", 0) from None
+            why = str(exc) or type(exc).__name__
+            raise Unavailable("dian", f"cannot reach {self.url}: {why}", 0) from None
         return self._answer(response, now)
 
     def _answer(self, response: httpx.Response, now: datetime) -> Answer:
@@ -163,7 +164,7 @@ class DianClient:
         if result is None:
             raise AuthorityRefused(
                 "dian",
-                f"{self._url} did not answer as DIAN's GetStatus (HTTP {status}): "
+                f"{self.url} did not answer as DIAN's GetStatus (HTTP {status}): "
                 "check authorities.dian.url",
             )
         return self._result(result)
@@ -220,9 +221,9 @@ class DianClient:
             # not-found schedule, which ends with a person looking.
             verdict=_VERDICTS.get(code, Verdict.NOT_FOUND),
             status=code,
-            detail=f"{said}: {'; '.join(errors)}" if errors else said,
+            detail=f"{said} — {'; '.join(errors)}" if errors else said,
             source="online",
-            endpoint=self._url,
+            endpoint=self.url,
             fields=fields,
         )
 
