@@ -17,6 +17,7 @@ from signxml.verifier import XMLVerifier
 from facturasd.authorities.dian import get_status_envelope
 from facturasd.authorities.wssecurity import (
     DS,
+    EXC_C14N,
     SOAP12,
     WSA,
     WSSE,
@@ -81,6 +82,15 @@ def test_what_signxml_signs_over_wsa_to_verifies_here() -> None:
     envelope = get_status_envelope(CUFE, URL)
     signxml_sign(envelope, COMPANY, now=NOW)
     parsed = etree.fromstring(etree.tostring(envelope))
+    assert verify(parsed, trust=[CA.certificate], now=NOW) == COMPANY.certificate
+
+
+def test_an_inclusive_prefix_list_as_dian_php_clients_send_it_is_honoured() -> None:
+    envelope = get_status_envelope(CUFE, URL)
+    signxml_sign(envelope, COMPANY, now=NOW, cover=("To", "Timestamp"), prefixes=["soap", "wcf"])
+    parsed = etree.fromstring(etree.tostring(envelope))
+    inclusive = parsed.find(f".//{{{EXC_C14N}}}InclusiveNamespaces")
+    assert inclusive is not None and inclusive.get("PrefixList") == "soap wcf"
     assert verify(parsed, trust=[CA.certificate], now=NOW) == COMPANY.certificate
 
 

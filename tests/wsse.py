@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml import methods
-from signxml.signer import XMLSigner
+from signxml.signer import SignatureReference, XMLSigner
 
 from facturasd.authorities.wssecurity import (
     BASE64_BINARY,
@@ -122,10 +122,12 @@ def signxml_sign(
     *,
     now: datetime,
     cover: tuple[str, ...] = ("To",),
+    prefixes: list[str] | None = None,
 ) -> None:
     """Adds a WS-Security header to `envelope` whose signature signxml makes: RSA-SHA256,
-    exclusive c14n, a Reference to each element of `cover` ("To", "Timestamp") by wsu:Id,
-    KeyInfo pointing at a BinarySecurityToken."""
+    exclusive c14n, a Reference to each element of `cover` ("To", "Timestamp") by wsu:Id
+    (with `prefixes` as its transform's InclusiveNamespaces PrefixList), KeyInfo pointing at a
+    BinarySecurityToken."""
     header = envelope.find(f"{{{SOAP12}}}Header")
     assert header is not None
     to = header.find(f"{{{WSA}}}To")
@@ -159,6 +161,11 @@ def signxml_sign(
         c14n_algorithm=EXC_C14N,
     )
     signature = signer.sign(
-        envelope, key=issued.key, reference_uri=[ids[name] for name in cover], key_info=key_info
+        envelope,
+        key=issued.key,
+        reference_uri=[
+            SignatureReference(URI=ids[name], inclusive_ns_prefixes=prefixes) for name in cover
+        ],
+        key_info=key_info,
     )
     security.append(signature)

@@ -66,7 +66,7 @@ class _Refused(Exception):
 async def service(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX]
     try:
-        track_id = _track_id(request, await request.read(), sandbox.dian_trust)
+        track_id = _requested_track_id(request, await request.read(), sandbox.dian_trust)
     except _Refused as refused:
         sandbox.count("dian", refused.outcome)
         return refused.response
@@ -77,7 +77,9 @@ async def service(request: web.Request) -> web.Response:
     return _envelope(f"{GET_STATUS}Response", _get_status_response(track_id, record))
 
 
-def _track_id(request: web.Request, data: bytes, trust: list[x509.Certificate] | None) -> str:
+def _requested_track_id(
+    request: web.Request, data: bytes, trust: list[x509.Certificate] | None
+) -> str:
     if request.content_type != SOAP_CONTENT_TYPE:
         raise _Refused(
             "fault_request",
