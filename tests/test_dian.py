@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from aiohttp import web
+from blockbuster import BlockBuster
 from lxml import etree
 
 from facturasd.authorities import Authority, Verdict
@@ -57,9 +59,11 @@ class Local:
 
 
 @pytest.fixture
-async def local() -> AsyncIterator[Local]:
+async def local(blockbuster: BlockBuster) -> AsyncIterator[Local]:
+    """The sandbox on a real port, knowing the DIAN samples; the client and the server run in
+    the test's event loop, where blockbuster fails any blocking call of theirs."""
     sandbox = Sandbox(dian_trust=[CA.certificate])
-    load_documents(sandbox, SAMPLES / "dian")
+    await anyio.to_thread.run_sync(load_documents, sandbox, SAMPLES / "dian")
     # A held request (the timeout fault) is cut at cleanup instead of waited for.
     runner = web.AppRunner(create_app(sandbox), shutdown_timeout=0.5)
     await runner.setup()
@@ -243,7 +247,8 @@ async def test_an_expired_certificate_stops_before_any_request(
 ) -> None:
     now = utcnow()
     expired = issue(CA, not_before=now - timedelta(days=400), not_after=now - timedelta(days=2))
-    credentials = Credentials.load(*pkcs12_files(tmp_path, expired))
+    files = pkcs12_files(tmp_path, expired)
+    credentials = await anyio.to_thread.run_sync(Credentials.load, *files)
     with pytest.raises(AuthorityRefused, match="expired on"):
         await client(http, local, credentials).status(UNKNOWN)
     assert await local.stats() == {"requests": 0}
