@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -23,7 +23,6 @@ from facturasd.authorities.dian import (
     DianClient,
     evidence,
     get_status_envelope,
-    retry_after,
 )
 from facturasd.authorities.wssecurity import SOAP12, WSA, WSSE, Credentials, sign
 from facturasd.clock import Clock, utcnow
@@ -387,17 +386,3 @@ async def test_a_refused_connection_is_unavailable(
     dian = DianClient(http, f"http://{host}:{port}{PATHS['dian']}", credentials, utcnow)
     with pytest.raises(Unavailable, match="cannot reach"):
         await dian.status(UNKNOWN)
-
-
-def test_retry_after_is_seconds_or_an_http_date() -> None:
-    now = datetime(2026, 11, 29, 18, 0, tzinfo=UTC)
-
-    def asked(value: str) -> float:
-        return retry_after(httpx.Response(503, headers={"Retry-After": value}), now)
-
-    assert asked("120") == 120.0
-    assert asked("Sun, 29 Nov 2026 18:02:30 GMT") == 150.0
-    assert asked("Sun, 29 Nov 2026 17:00:00 GMT") == 0.0  # already past
-    assert asked("pronto") == 0.0
-    assert asked("-5") == 0.0
-    assert retry_after(httpx.Response(503), now) == 0.0

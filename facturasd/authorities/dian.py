@@ -17,7 +17,6 @@ certificate (wssecurity.py).
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -25,6 +24,7 @@ import httpx
 from lxml import etree
 
 from facturasd.authorities import Answer, Authority, Verdict
+from facturasd.authorities.sat import retry_after
 from facturasd.authorities.wssecurity import (
     MAX_SKEW,
     SOAP12,
@@ -61,7 +61,6 @@ _FIELDS = (
     "XmlDocumentKey",
     "XmlFileName",
 )
-_SECONDS = re.compile(r"^[0-9]{1,9}(\.[0-9]+)?$", re.ASCII)
 
 
 def evidence(document: Document) -> Answer | None:
@@ -149,13 +148,15 @@ class DianClient:
     def _answer(self, response: httpx.Response, now: datetime) -> Answer:
         status = response.status_code
         if status == 429:
-            raise Unavailable("dian", "too many requests (HTTP 429)", retry_after(response, now))
+            raise Unavailable(
+                "dian", "too many requests (HTTP 429)", retry_after(response, self._clock)
+            )
         body = _soap_body(response.content)
         fault = body.find(f"{{{SOAP12}}}Fault") if body is not None else None
         if fault is not None:
             raise self._fault(fault, response, now)
         if status >= 500 or status == 408:
-            raise Unavailable("dian", f"HTTP {status}", retry_after(response, now))
+            raise Unavailable("dian", f"HTTP {status}", retry_after(response, self._clock))
         result = (
             body.find(f"{{{WCF}}}GetStatusResponse/{{{WCF}}}GetStatusResult")
             if body is not None and status == 200
@@ -176,7 +177,7 @@ class DianClient:
         code = fault.find(f"{{{SOAP12}}}Code/{{{SOAP12}}}Value")
         if code is not None and _qname(code) == (SOAP12, "Receiver"):
             # The service failed, not the request: like a 5xx, it is no answer.
-            return Unavailable("dian", f"DIAN failed: {reason}", retry_after(response, now))
+            return Unavailable("dian", f"DIAN failed: {reason}", retry_after(response, self._clock))
         subcode = fault.find(f"{{{SOAP12}}}Code/{{{SOAP12}}}Subcode/{{{SOAP12}}}Value")
         if subcode is None or _qname(subcode)[0] not in (WSSE, WSU):
             return AuthorityRefused("dian", f"DIAN refused the request: {reason}")
@@ -243,15 +244,6 @@ def _qname(value: etree._Element) -> tuple[str | None, str]:
     """A QName written as text ("s:Sender") as (namespace, local name)."""
     prefix, _, local = (value.text or "").strip().rpartition(":")
     return value.nsmap.get(prefix or None), local
-
-
-def retry_after(response: httpx.Response, now: datetime) -> float:
-    """Seconds to wait that `Retry-After` asks for (a number or an HTTP date), else 0."""
-    value = response.headers.get("Retry-After", "").strip()
-    if _SECONDS.match(value):
-        return float(value)
-    when = _http_date(value)
-    return max(0.0, (when - now).total_seconds()) if when is not None else 0.0
 
 
 def _http_date(value: str | None) -> datetime | None:
