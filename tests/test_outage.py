@@ -137,4 +137,3 @@ async def _outage(tmp_path: Path, files: dict[str, bytes], sandbox: Sandbox) -> 
             pool.stop()
     finally:
         await runner.cleanup()
-

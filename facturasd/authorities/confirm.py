@@ -288,9 +288,7 @@ class Confirm:
         )
         level = logging.CRITICAL if severity == "critical" else logging.WARNING
         text = " ".join(f"{k}={v}" for k, v in sorted(params.items()))
-        after_commit(
-            lambda: log.log(level, "invoice %s: %s %s", invoice.describe(), code, text)
-        )
+        after_commit(lambda: log.log(level, "invoice %s: %s %s", invoice.describe(), code, text))
 
     # ── no answer ─────────────────────────────────────────────────────────────────────────
 

@@ -112,12 +112,12 @@ class DianClient:
     ) -> None:
         self._http = http
         self.url = url
-        self._credentials = credentials
+        self.credentials = credentials
         self._clock = clock
 
     async def status(self, cufe: str) -> Answer:
         now = self._clock()
-        certificate = self._credentials.certificate
+        certificate = self.credentials.certificate
         if now > certificate.not_valid_after_utc:
             raise AuthorityRefused(
                 "dian",
@@ -131,7 +131,7 @@ class DianClient:
                 f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
             )
         envelope = get_status_envelope(cufe, self.url)
-        sign(envelope, key=self._credentials.key, certificate=certificate, now=now)
+        sign(envelope, key=self.credentials.key, certificate=certificate, now=now)
         try:
             response = await self._http.post(
                 self.url,
@@ -191,7 +191,7 @@ class DianClient:
                 f"{theirs:%Y-%m-%d %H:%M:%S} UTC, this one {now.astimezone(UTC):%H:%M:%S} UTC): "
                 "set the time right (NTP) so DIAN accepts the signature",
             )
-        subject = self._credentials.certificate.subject.rfc4514_string()
+        subject = self.credentials.certificate.subject.rfc4514_string()
         return AuthorityRefused(
             "dian",
             f"DIAN rejected the certificate ({subject}) or the request's signature: "

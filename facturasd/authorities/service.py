@@ -81,6 +81,13 @@ async def open_authorities(
                 return Route(Authority.DIAN, embedded=found)
             key = invoice.company if invoice.company in signing else None
             client = dian_clients.get(key)
+            if client is not None and client.credentials.not_after <= clock():
+                return Route(
+                    Authority.DIAN,
+                    waits=f"the DIAN certificate expired on "
+                    f"{client.credentials.not_after:%Y-%m-%d}: DIAN is not asked until it is "
+                    "renewed",
+                )
             if client is None:
                 problem = signing[key].problem if key in signing else None
                 return Route(
