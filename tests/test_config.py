@@ -403,16 +403,14 @@ def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> Non
     result = run_cli("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
     warned = [line for line in result.stderr.splitlines() if "no effect in this version" in line]
-    assert [line.split(":")[:2] for line in warned] == [
-        ["warning", " retry.schedule"],
-        ["warning", " notify.email.enabled"],
-    ]
+    # [retry] works now: only the notifications' key is named.
+    assert [line.split(":")[:2] for line in warned] == [["warning", " notify.email.enabled"]]
     seeded = run_cli(
-        "check-config", "--config", str(config), "--json", env=free_bind(DIAN_MAX_RETRIES="5")
+        "check-config", "--config", str(config), "--json", env=free_bind(REDIS_URL="redis://c")
     )
     assert seeded.returncode == 0, seeded.stderr
     assert any(
-        w.startswith("retry.max_retries (from DIAN_MAX_RETRIES): no effect in this version")
+        w.startswith("cache.url (from REDIS_URL): no effect in this version")
         for w in json.loads(seeded.stdout)["warnings"]
     )
     quiet = tmp_path / "quiet.toml"
@@ -426,16 +424,17 @@ def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> Non
 def test_the_daemon_logs_each_key_with_no_effect_at_start(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, "[notify.webhook]\nenabled = true\n", port=port)
-    daemon = DaemonProcess(config, daemon_env(DIAN_MAX_RETRIES="5"), log_dir=tmp_path)
+    daemon = DaemonProcess(config, daemon_env(REDIS_URL="redis://cache"), log_dir=tmp_path)
     try:
         wait_healthy(port, daemon)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
     logged = [line for line in daemon.stderr().splitlines() if "no effect" in line]
-    assert len(logged) == 2
-    assert "retry.max_retries (from DIAN_MAX_RETRIES): no effect in this version" in logged[0]
-    assert "notify.webhook.enabled: no effect in this version" in logged[1]
+    assert len(logged) == 3
+    assert "cache.backend (from REDIS_URL): no effect in this version" in logged[0]
+    assert "cache.url (from REDIS_URL): no effect in this version" in logged[1]
+    assert "notify.webhook.enabled: no effect in this version" in logged[2]
 
 
 @pytest.mark.slow

@@ -309,6 +309,8 @@ def test_shipped_config_is_ready_healthy_and_stops_on_sigterm(tmp_path: Path) ->
             "disk:free",
             "inbox:unreadable",
             "folders:writable",
+            "authorities:sat",
+            "authorities:dian",
         }
         listener.wait_for("WATCHDOG=1")
         started = time.monotonic()
