@@ -354,6 +354,8 @@ INERT: frozenset[str] = frozenset(
     {
         # the HTTP API's actions
         "http.token_file",
+        # booking in Alegra reads it: the gate is `lifecycle.booking_starts_at`
+        "authorities.book_when",
         # the Alegra cache
         "cache.backend",
         "cache.url",
