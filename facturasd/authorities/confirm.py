@@ -242,17 +242,7 @@ class Confirm:
         reason: str,
         latency: float,
     ) -> None:
-        compliance.record_attempt(
-            conn,
-            invoice.id,
-            at=self._now(),
-            authority=route.authority,
-            endpoint=route.endpoint,
-            source="online",
-            outcome=Outcome.REFUSED,
-            detail=reason,
-            latency=latency,
-        )
+        self._asked(conn, invoice, route, Outcome.REFUSED, reason, latency)
         said = f"{route.authority.upper()} refused the request: {reason}"
         done = compliance.count_attempts(conn, invoice.id, Outcome.REFUSED)
         if done <= self.schedules.max_retries:
@@ -263,6 +253,28 @@ class Confirm:
                 conn, invoice, to=C.FAILED, reason=f"{said}; {done} times: given up"
             )
             self._alert(conn, invoice, "critical", "REFUSED", said=said, times=done)
+
+    def _asked(
+        self,
+        conn: sqlite3.Connection,
+        invoice: Invoice,
+        route: Route,
+        outcome: str,
+        detail: str,
+        latency: float | None,
+    ) -> None:
+        """An online attempt that brought no answer for the invoice (refused, or none)."""
+        compliance.record_attempt(
+            conn,
+            invoice.id,
+            at=self._now(),
+            authority=route.authority,
+            endpoint=route.endpoint,
+            source="online",
+            outcome=outcome,
+            detail=detail,
+            latency=latency,
+        )
 
     def _again(self, conn: sqlite3.Connection, invoice: Invoice, step: float, reason: str) -> None:
         """RETRY, with the job due after `step` seconds (and a little jitter)."""
@@ -311,17 +323,7 @@ class Confirm:
 
         def record(conn: sqlite3.Connection) -> None:
             if attempt:
-                compliance.record_attempt(
-                    conn,
-                    invoice.id,
-                    at=self._now(),
-                    authority=route.authority,
-                    endpoint=route.endpoint,
-                    source="online",
-                    outcome=Outcome.UNAVAILABLE,
-                    detail=reason,
-                    latency=latency,
-                )
+                self._asked(conn, invoice, route, Outcome.UNAVAILABLE, reason, latency)
             if invoice.compliance is not C.FALLBACK:
                 self.lifecycle.comply(conn, invoice, to=C.FALLBACK, reason=reason)
 

@@ -120,19 +120,7 @@ class Lifecycle:
             **columns,
         )
         if changed and to is not invoice.state:
-            self.start(conn, invoice.id, to)
-            after_commit(
-                lambda: log.info(
-                    "invoice #%d %s: %s → %s by %s: %s",
-                    invoice.id,
-                    invoice.original_name,
-                    invoice.state,
-                    to,
-                    actor,
-                    reason,
-                    extra={"invoice_id": invoice.id},
-                )
-            )
+            self._entered(conn, invoice, invoice.state, to, actor, reason)
         return changed
 
     def comply(
@@ -163,20 +151,32 @@ class Lifecycle:
             expect_compliance=invoice.compliance,
         )
         if changed and to is not invoice.compliance:
-            self.start(conn, invoice.id, to)
-            after_commit(
-                lambda: log.info(
-                    "invoice #%d %s: compliance %s → %s by %s: %s",
-                    invoice.id,
-                    invoice.original_name,
-                    invoice.compliance,
-                    to,
-                    actor,
-                    reason,
-                    extra={"invoice_id": invoice.id},
-                )
-            )
+            self._entered(conn, invoice, f"compliance {invoice.compliance}", to, actor, reason)
         return changed
+
+    def _entered(
+        self,
+        conn: sqlite3.Connection,
+        invoice: ledger.Invoice,
+        was: str,
+        to: InvoiceState | ComplianceStatus,
+        actor: str,
+        reason: str,
+    ) -> None:
+        """What entering `to` starts, queued; one INFO line once it is committed."""
+        self.start(conn, invoice.id, to)
+        after_commit(
+            lambda: log.info(
+                "invoice #%d %s: %s → %s by %s: %s",
+                invoice.id,
+                invoice.original_name,
+                was,
+                to,
+                actor,
+                reason,
+                extra={"invoice_id": invoice.id},
+            )
+        )
 
     def later(
         self,
