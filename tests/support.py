@@ -48,6 +48,11 @@ def write_config(tmp_path: Path, extra: str = "", *, port: int | None = None) ->
     return path
 
 
+def port_of(config: Path) -> int:
+    """The HTTP port a configuration from `write_config` binds."""
+    return int(config.read_text().split("127.0.0.1:")[1].split('"')[0])
+
+
 def daemon_env(**extra: str) -> dict[str, str]:
     """The environment for a daemon subprocess, without the caller's overrides."""
     env = {

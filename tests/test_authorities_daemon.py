@@ -21,6 +21,7 @@ from tests.support import (
     SandboxProcess,
     daemon_env,
     drop,
+    port_of,
     query,
     run_facturasd,
     wait_healthy,
@@ -32,10 +33,6 @@ SAMPLES = REPO.parent / "shared" / "samples"
 CFDI40 = SAMPLES / "cfdi" / "cfdi-expresiones__cfdi40-real.xml"
 # Short enough for a test: FALLBACK invoices are asked again this often.
 FAST = '[inbox]\nstable_seconds = "300ms"\nrescan_interval = "1s"\n[retry]\ninterval = "2s"\n'
-
-
-def port_of(config: Path) -> int:
-    return int(config.read_text().split("127.0.0.1:")[1].split('"')[0])
 
 
 def new_copy(source: Path) -> tuple[bytes, str, dict[str, str]]:

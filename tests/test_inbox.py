@@ -31,6 +31,7 @@ from tests.support import (
     drop,
     get_health,
     invoice,
+    port_of,
     query,
     run_facturasd,
     wait_healthy,
@@ -132,10 +133,8 @@ class Office:
 
     def __init__(self, tmp_path: Path, extra: str = "", wrapper: Sequence[str] = ()) -> None:
         self.root = tmp_path
-        self.port = 0
         self.config = write_config(tmp_path, FAST + extra)
-        text = self.config.read_text()
-        self.port = int(text.split("127.0.0.1:")[1].split('"')[0])
+        self.port = port_of(self.config)
         self.data = tmp_path / "data"
         self.inbox = self.data / "inbox"
         self.db = tmp_path / "state" / "facturasd.db"

@@ -23,6 +23,7 @@ from tests.support import (
     daemon_env,
     drop,
     invoice,
+    port_of,
     query,
     wait_healthy,
     wait_until,
@@ -64,7 +65,7 @@ async def test_a_worker_process_that_dies_costs_only_its_call() -> None:
 @pytest.mark.slow
 def test_ctrl_c_while_files_are_parsed_stops_it_as_sigterm_does(tmp_path: Path) -> None:
     config = write_config(tmp_path, FAST)
-    port = int(config.read_text().split("127.0.0.1:")[1].split('"')[0])
+    port = port_of(config)
     data, db = tmp_path / "data", tmp_path / "state" / DATABASE_FILE
     names = [f"factura-{n:03d}.xml" for n in range(COUNT)]
 
