@@ -3,6 +3,7 @@ certificates, a circuit per authority, the confirm stage, and their /health chec
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,6 +28,8 @@ from facturasd.pipeline.lifecycle import Lifecycle
 from facturasd.store.compliance import Outcome
 from facturasd.store.db import Database
 from facturasd.store.ledger import Invoice
+
+log = logging.getLogger(__name__)
 
 # A certificate this close to its end is a warning in /health.
 EXPIRY_WARNING = timedelta(days=30)
@@ -63,6 +66,9 @@ async def open_authorities(
             httpx.AsyncClient(timeout=settings.dian.timeout)
         )
         signing = await anyio.to_thread.run_sync(partial(_load_certificates, config, clock()))
+        for found in signing.values():
+            if found.problem:
+                log.warning("%s", found.problem)
         sat_client = sat.SatClient(sat_http, settings.sat.url)
         dian_clients = {
             company: dian.DianClient(dian_http, settings.dian.url, found.credentials, clock=clock)
