@@ -48,6 +48,10 @@ BOGOTA = "2026-11-29T10:00:00-05:00"
 ASKED_AGAIN = "asked again: asked from the command line"
 COUNT_ES = "facturas en cola para consultar: {n} (las consulta el daemon en marcha, o al arrancar)"
 
+# Each test takes and checks files (a parse worker process) and runs the commands as a person
+# does: slow tier.
+pytestmark = pytest.mark.slow
+
 
 @dataclass(frozen=True)
 class Said:

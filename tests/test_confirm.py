@@ -33,7 +33,8 @@ from tests import wsse
 from tests.documents import CUSTOMER_NIT, ISSUER_RFC, RECEIVER_RFC, TFD, Item, cfdi40
 from tests.support import REPO, cufe, invoice, take, write_config
 
-pytestmark = pytest.mark.anyio
+# Each test parses its files in a worker process and runs the authorities' pool: slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 C = ComplianceStatus
 HOUR = 3600.0

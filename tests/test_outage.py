@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import anyio
+import pytest
 from aiohttp import web
 
 from facturasd.config import load_config
@@ -43,6 +44,7 @@ def cfdis() -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_two_hours_down_burn_no_retry_and_recovery_starts_within_an_interval(
     tmp_path: Path,
 ) -> None:
