@@ -192,6 +192,7 @@ class Result:
     scale: float
     validated_at: list[float]  # each VALIDATED answer, simulated seconds from the start
     unanswered: dict[int, int]  # invoices by how many of their calls got no answer
+    pause: float  # retry.schedule's first step: how long a 503 parks an invoice
     outage: Outage | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -261,7 +262,7 @@ async def _drive(
         assert row is not None
         return int(row["n"])
 
-    def unanswered() -> int:
+    def faults() -> int:
         return int(sandbox.stats()["sat"]["by_outcome"].get("fault", 0))
 
     async def sweep() -> None:
@@ -285,10 +286,10 @@ async def _drive(
                     sandbox.faults["sat"] = Fault(
                         status=503, rate=1.0, latency_ms=normal.latency_ms
                     )
-                    outage.started, outage.requests = now, unanswered()
+                    outage.started, outage.requests = now, faults()
                 elif outage.ended is None and now - (outage.started or now) >= outage.length:
                     sandbox.faults["sat"] = normal
-                    outage.ended, outage.requests = now, unanswered() - outage.requests
+                    outage.ended, outage.requests = now, faults() - outage.requests
             await anyio.sleep(POLL)
         wall, simulated = time.monotonic() - started, clock().timestamp() - since
         pool.stop()
@@ -335,6 +336,7 @@ async def _drive(
         scale=clock.scale,
         validated_at=[row["at"] - since for row in valid],
         unanswered={row["n"]: row["invoices"] for row in unanswered},
+        pause=services.config.retry.schedule[0],
         outage=outage,
     )
 
@@ -345,8 +347,12 @@ async def _drive(
 def _report(name: str, result: Result, floor: float, concurrency: int) -> bool:
     """Prints one scenario's numbers; whether its checks held."""
     print(f"\n{name}")
+    label = "floor"
+    if result.outage is not None:  # the outage's length in real time is no one's to save
+        floor, label = floor + result.outage.length / result.scale, "floor + outage"
     print(
-        f"  wall time: {result.wall:8.1f} s   floor {floor:.1f} s   ratio {result.wall / floor:.3f}"
+        f"  wall time: {result.wall:8.1f} s   {label} {floor:.1f} s   "
+        f"ratio {result.wall / floor:.3f}"
     )
     if result.scale != 1:
         print(f"  simulated time: {result.simulated:8.0f} s ({result.simulated / 60:.1f} min)")
@@ -357,12 +363,14 @@ def _report(name: str, result: Result, floor: float, concurrency: int) -> bool:
     print(f"  circuit opened: {result.circuit_opened} time(s)")
     if result.unanswered:
         shown = ", ".join(f"{n}×: {invoices}" for n, invoices in result.unanswered.items())
-        goal = floor * 1.15 * result.scale
-        within = sum(1 for at in result.validated_at if at <= goal)
         print(f"  invoices by calls without an answer: {shown}")
+    if result.unanswered and result.outage is None:
+        within = sum(1 for at in result.validated_at if at <= floor * 1.15)
         print(
-            f"  VALIDATED within 1.15 × the floor: {within} of {len(result.validated_at)}; "
-            f"the last after {result.validated_at[-1] / result.scale:.1f} s"
+            f"  VALIDATED within 1.15 × the floor: {within} of {len(result.validated_at)}, "
+            f"the last after {result.validated_at[-1]:.1f} s: a 503 while the circuit is closed "
+            f"parks the invoice for retry.schedule's first step ({result.pause:.0f} s), each "
+            f"time; the sweep (every {INTERVAL:.0f} s) asks them all again"
         )
     if (outage := result.outage) is not None:
         assert outage.started is not None and outage.ended is not None
