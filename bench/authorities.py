@@ -184,6 +184,7 @@ class Result:
     simulated: float
     statuses: dict[str, int]
     ever: list[str]  # every compliance status an invoice took
+    parked: int  # invoices that were in FALLBACK at some point
     jobs: list[tuple[str, str, int, int]]  # (queue, state, attempts, count) of confirm jobs
     outcomes: dict[str, int]  # the attempts recorded, by outcome
     requests: dict[str, int]  # SAT's, by outcome
@@ -308,6 +309,10 @@ async def _drive(
     ever = await db.fetchall(
         "SELECT DISTINCT compliance FROM invoice_events WHERE compliance IS NOT NULL"
     )
+    parked = await db.fetchone(
+        "SELECT COUNT(DISTINCT invoice_id) AS n FROM invoice_events WHERE compliance = ?",
+        (C.FALLBACK,),
+    )
     jobs = await db.fetchall(
         "SELECT queue, state, attempts, COUNT(*) AS n FROM jobs WHERE kind = 'confirm' "
         "GROUP BY queue, state, attempts"
@@ -328,6 +333,7 @@ async def _drive(
         simulated=simulated,
         statuses={row["compliance"]: row["n"] for row in statuses},
         ever=[row["compliance"] for row in ever],
+        parked=parked["n"] if parked else 0,
         jobs=[(row["queue"], row["state"], row["attempts"], row["n"]) for row in jobs],
         outcomes={row["outcome"]: row["n"] for row in outcomes},
         requests=dict(sandbox.stats()["sat"]["by_outcome"]),
@@ -388,7 +394,10 @@ def _report(name: str, result: Result, floor: float, concurrency: int) -> bool:
                 f"(retry.interval {INTERVAL:.0f} s)"
             )
     problems = result.burned()
-    print(f"  statuses taken: {', '.join(sorted(result.ever))}")
+    print(
+        f"  statuses taken: {', '.join(sorted(result.ever))}; "
+        f"{result.parked} invoices were in FALLBACK for a while"
+    )
     print(f"  retries burned / not VALIDATED: {', '.join(problems) if problems else 'none'}")
     return not problems
 
