@@ -10,7 +10,8 @@ process (tests/support.take), into a ledger whose confirm jobs wait in `dian_val
 scenario starts from a copy of that ledger, with the sandbox's application (every archived
 document known and in force, `latency_ms = 150` on every SAT call) on a real port in this
 process, the `authorities` worker pool and the sweep (every `retry.interval`), and times from
-the pool's start until every checked invoice is VALIDATED.
+the pool's start until every checked invoice is VALIDATED. `--seed` draws the invoices and
+the sandbox's share of faults.
 
 1. Clean: the wall time against the floor the pool's concurrency and the queue's rate limit
    allow, max(N × latency / concurrency, N / rate). The shipped 60/m would take 33 minutes and
@@ -23,8 +24,8 @@ the pool's start until every checked invoice is VALIDATED.
    daemon's clock (queue, rate windows, circuits, schedules) runs `--scale` times faster than
    real time; the shipped `retry.interval` (5 min) and the outage (10 min) are simulated time,
    and so is the rate limit (`--rate` × scale, the same calls per real second). The latency and
-   the HTTP timeouts stay real. Printed: wall and simulated time, the calls SAT got during the
-   outage (the circuit opens after 5 unanswered calls, then one probe per interval), how long
+   the HTTP timeouts stay real. Printed: wall and simulated time, the calls SAT left without an
+   answer during the outage (the circuit opens after 5, then one probe per interval), how long
    after SAT came back the first invoice was VALIDATED (at most one interval), and the same
    checks as 2.
 """
@@ -47,7 +48,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -55,8 +56,8 @@ from aiohttp import web
 
 from facturasd.authorities import Authority
 from facturasd.config import QueueSettings, RateLimit, load_config
-from facturasd.constants import ComplianceStatus, WorkerGroup
-from facturasd.sandbox.server import create_app, load_documents
+from facturasd.constants import DATABASE_FILE, ComplianceStatus, WorkerGroup
+from facturasd.sandbox.server import base_urls, create_app, load_documents
 from facturasd.sandbox.state import Fault, Sandbox, SatRecord
 from facturasd.services import Services, build
 from tests.documents import Item, cfdi40
@@ -72,6 +73,8 @@ TEMPLATES = (
 LATENCY = 0.150
 OUTAGE = 600.0  # simulated seconds
 INTERVAL = 300.0  # retry.interval, as shipped
+# The samples are years old, and two of them are SAT's test documents.
+CHECKS = '[checks]\nmax_age = "100000d"\naccept_test_documents = true\n'
 POLL = 0.05  # how often the bench looks at the ledger, real seconds
 C = ComplianceStatus
 
@@ -125,11 +128,9 @@ def prepare(root: Path, count: int, seed: int) -> dict[str, SatRecord]:
     """The ledger under `root` with `count` checked CFDIs (the real samples that pass the
     checks, the rest from `invoices`), their confirm jobs queued; SAT's records of every
     archived document."""
-    config_file = write_config(
-        root, '[checks]\nmax_age = "100000d"\naccept_test_documents = true\n'
-    )
+    config_file = write_config(root, CHECKS)
     config = take(config_file, {p.name: p.read_bytes() for p in sorted(SAMPLES.glob("*.xml"))})
-    database = config.paths.state_dir / "facturasd.db"
+    database = config.paths.state_dir / DATABASE_FILE
     samples = _checked(database)
     take(config_file, invoices(count - samples, seed))
     sandbox = Sandbox()
@@ -195,7 +196,6 @@ class Result:
     unanswered: dict[int, int]  # invoices by how many of their calls got no answer
     pause: float  # retry.schedule's first step: how long a 503 parks an invoice
     outage: Outage | None = None
-    notes: list[str] = field(default_factory=list)
 
     def burned(self) -> list[str]:
         """What says a retry was used up, or an invoice left unconfirmed; empty if none."""
@@ -233,8 +233,7 @@ async def scenario(
     port = runner.addresses[0][1]
     write_config(
         root,
-        '[checks]\nmax_age = "100000d"\naccept_test_documents = true\n'
-        f'[authorities.sat]\nurl = "http://127.0.0.1:{port}/sat/ConsultaCFDIService.svc"\n'
+        CHECKS + f'[authorities.sat]\nurl = "{base_urls("127.0.0.1", port)["sat"]}"\n'
         f'[queues.dian_validation]\nrate_limit = "{rate}"\n'
         f'[queues.compliance_retry]\nrate_limit = "{rate}"\n',
     )
