@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 C = ComplianceStatus
 FALLBACK_DIR = "fallback"
+# A call without an answer while the circuit is closed (the authority answers the others): a
+# blip, asked again this soon. Five in a row open the circuit, which then paces the calls.
+AGAIN_SOON = 5.0
 JITTER = 0.1  # a retry is due up to this share later than its step, so a batch spreads out
 # Statuses that wait for an answer: their invoices must hold a live confirm job.
 WAITING = (C.RETRY, C.FALLBACK)
@@ -156,7 +159,7 @@ class Confirm:
                 document,
                 route,
                 reason,
-                delay=max(exc.delay, circuit.retry_in() or self.schedules.refused[0]),
+                delay=max(exc.delay, circuit.retry_in() or AGAIN_SOON),
                 latency=time.monotonic() - started,
             ) from exc
         except AuthorityRefused as exc:
