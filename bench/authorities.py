@@ -55,6 +55,7 @@ import anyio
 from aiohttp import web
 
 from facturasd.authorities import Authority
+from facturasd.authorities.confirm import AGAIN_SOON
 from facturasd.config import QueueSettings, RateLimit, load_config
 from facturasd.constants import DATABASE_FILE, ComplianceStatus, WorkerGroup
 from facturasd.sandbox.server import base_urls, create_app, load_documents
@@ -194,7 +195,6 @@ class Result:
     scale: float
     validated_at: list[float]  # each VALIDATED answer, simulated seconds from the start
     unanswered: dict[int, int]  # invoices by how many of their calls got no answer
-    pause: float  # retry.schedule's first step: how long a 503 parks an invoice
     outage: Outage | None = None
 
     def burned(self) -> list[str]:
@@ -341,7 +341,6 @@ async def _drive(
         scale=clock.scale,
         validated_at=[row["at"] - since for row in valid],
         unanswered={row["n"]: row["invoices"] for row in unanswered},
-        pause=services.config.retry.schedule[0],
         outage=outage,
     )
 
@@ -374,8 +373,7 @@ def _report(name: str, result: Result, floor: float, concurrency: int) -> bool:
         print(
             f"  VALIDATED within 1.15 × the floor: {within} of {len(result.validated_at)}, "
             f"the last after {result.validated_at[-1]:.1f} s: a 503 while the circuit is closed "
-            f"parks the invoice for retry.schedule's first step ({result.pause:.0f} s), each "
-            f"time; the sweep (every {INTERVAL:.0f} s) asks them all again"
+            f"parks the invoice for {AGAIN_SOON:.0f} s, each time"
         )
     if (outage := result.outage) is not None:
         assert outage.started is not None and outage.ended is not None

@@ -225,16 +225,11 @@ class Confirm:
         elif answer.verdict is Verdict.INVALID:
             self.lifecycle.comply(conn, invoice, to=C.FAILED, reason=said)
             self._alert(conn, invoice, "critical", f"{answer.authority.upper()}-INVALID", said=said)
-        else:
+        else:  # not known yet
             steps = self.schedules.not_found
-            done = compliance.count_attempts(conn, invoice.id, Outcome.NOT_FOUND)
-            if done <= len(steps):
-                self._again(conn, invoice, steps[done - 1], f"{said}: not known yet")
-            else:
-                self.lifecycle.comply(
-                    conn, invoice, to=C.FAILED, reason=f"{said}, {done} times: given up"
-                )
-                self._alert(conn, invoice, "warning", "NOT-FOUND", said=said, times=done)
+            self._again_or_give_up(
+                conn, invoice, Outcome.NOT_FOUND, steps, len(steps), said, "warning", "NOT-FOUND"
+            )
 
     def _refused(
         self,
@@ -247,15 +242,38 @@ class Confirm:
     ) -> None:
         self._asked(conn, invoice, route, Outcome.REFUSED, reason, latency)
         said = f"{route.authority.upper()} refused the request: {reason}"
-        done = compliance.count_attempts(conn, invoice.id, Outcome.REFUSED)
-        if done <= self.schedules.max_retries:
-            steps = self.schedules.refused
+        schedules = self.schedules
+        self._again_or_give_up(
+            conn,
+            invoice,
+            Outcome.REFUSED,
+            schedules.refused,
+            schedules.max_retries,
+            said,
+            "critical",
+            "REFUSED",
+        )
+
+    def _again_or_give_up(
+        self,
+        conn: sqlite3.Connection,
+        invoice: Invoice,
+        outcome: str,
+        steps: tuple[float, ...],
+        most: int,
+        said: str,
+        severity: str,
+        code: str,
+    ) -> None:
+        """RETRY after the step the attempts with `outcome` have reached (the last step once
+        past the end), at most `most` times; then FAILED, with an alert."""
+        done = compliance.count_attempts(conn, invoice.id, outcome)
+        if done <= most:
             self._again(conn, invoice, steps[min(done, len(steps)) - 1], said)
         else:
-            self.lifecycle.comply(
-                conn, invoice, to=C.FAILED, reason=f"{said}; {done} times: given up"
-            )
-            self._alert(conn, invoice, "critical", "REFUSED", said=said, times=done)
+            reason = f"{said}; {done} times: given up"
+            self.lifecycle.comply(conn, invoice, to=C.FAILED, reason=reason)
+            self._alert(conn, invoice, severity, code, said=said, times=done)
 
     def _asked(
         self,
