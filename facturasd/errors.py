@@ -139,6 +139,7 @@ class Unavailable(RetryLater):
     def __init__(self, upstream: str, reason: str, delay: float):
         super().__init__(f"{upstream} gave no answer: {reason}", delay)
         self.upstream = upstream
+        self.reason = reason
 
 
 class AuthorityRefused(FacturasdError):

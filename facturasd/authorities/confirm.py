@@ -143,8 +143,7 @@ class Confirm:
                 invoice,
                 document,
                 route,
-                f"{route.authority.upper()} gave no answer to the last calls: calls stopped "
-                "for now (circuit open)",
+                "none to the last calls: calls stopped for now (circuit open)",
                 delay=circuit.retry_in(),
                 attempt=False,
             )
@@ -153,12 +152,11 @@ class Confirm:
             answer = await route.ask()
         except Unavailable as exc:
             circuit.failed()
-            reason = str(exc)
             raise await self._fallback(
                 invoice,
                 document,
                 route,
-                reason,
+                exc.reason,
                 delay=max(exc.delay, circuit.retry_in() or AGAIN_SOON),
                 latency=time.monotonic() - started,
             ) from exc
@@ -337,19 +335,22 @@ class Confirm:
         attempt: bool = True,
     ) -> Unavailable:
         """FALLBACK: the backup written, the attempt recorded; the error to raise, which
-        hands the job back uncounted, due after `delay` seconds."""
+        hands the job back uncounted, due after `delay` seconds. `reason`: why there was no
+        answer ("HTTP 503", "timed out")."""
+        error = Unavailable(route.authority.upper(), reason, delay)
+        said = str(error)
         path = self.fallback_dir / f"{invoice.id}.json"
         if invoice.compliance is not C.FALLBACK or not await anyio.Path(path).exists():
-            await anyio.to_thread.run_sync(self._backup, path, invoice, document, route, reason)
+            await anyio.to_thread.run_sync(self._backup, path, invoice, document, route, said)
 
         def record(conn: sqlite3.Connection) -> None:
             if attempt:
-                self._asked(conn, invoice, route, Outcome.UNAVAILABLE, reason, latency)
+                self._asked(conn, invoice, route, Outcome.UNAVAILABLE, said, latency)
             if invoice.compliance is not C.FALLBACK:
-                self.lifecycle.comply(conn, invoice, to=C.FALLBACK, reason=reason)
+                self.lifecycle.comply(conn, invoice, to=C.FALLBACK, reason=said)
 
         await self.db.write(record)
-        return Unavailable(route.authority, reason, delay)
+        return error
 
     def _backup(
         self, path: Path, invoice: Invoice, document: Document, route: Route, reason: str
