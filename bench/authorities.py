@@ -278,7 +278,7 @@ async def _drive(
         tg.start_soon(sweep)
         normal = sandbox.faults["sat"]
         while (done := await validated()) < count:
-            if (opened := circuit.view().opened_at) is not None:
+            if (opened := circuit.opened_at) is not None:
                 openings.add(opened)
             if outage is not None:
                 now = clock().timestamp()

@@ -797,7 +797,9 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                         for a in await compliance.alerts(db, invoice_id=args.id)
                     ],
                     "inspection": _inspection(
-                        await ledger.inspection(db, args.id), lang, invoice.country
+                        await db.read(partial(ledger.inspection, invoice_id=args.id)),
+                        lang,
+                        invoice.country,
                     ),
                 }
             raise AssertionError(f"no such action: {action}")  # argparse allows no other

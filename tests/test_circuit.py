@@ -21,7 +21,7 @@ class Clock:
 
 def test_calls_stop_after_failures_in_a_row_and_one_probe_goes_after_the_cooldown() -> None:
     clock = Clock()
-    circuit = Circuit("sat", cooldown=300, threshold=3, clock=clock)
+    circuit = Circuit(cooldown=300, threshold=3, clock=clock)
     for _ in range(2):
         assert circuit.allow()
         circuit.failed()
@@ -29,7 +29,7 @@ def test_calls_stop_after_failures_in_a_row_and_one_probe_goes_after_the_cooldow
     for _ in range(3):
         assert circuit.allow()
         circuit.failed()
-    assert circuit.view().state is CircuitState.OPEN
+    assert circuit.state is CircuitState.OPEN
     assert not circuit.allow()
     assert circuit.retry_in() == 300
     clock.advance(299)
@@ -39,17 +39,17 @@ def test_calls_stop_after_failures_in_a_row_and_one_probe_goes_after_the_cooldow
     assert not circuit.allow()  # the others wait for its answer: a few seconds, not a cool-down
     assert circuit.retry_in() == 10
     circuit.failed()  # no answer: open again, for another cool-down
-    assert circuit.view().state is CircuitState.OPEN and circuit.retry_in() == 300
+    assert circuit.state is CircuitState.OPEN and circuit.retry_in() == 300
     clock.advance(300)
     assert circuit.allow()
     assert circuit.succeeded() is True  # the probe answered: calls resume
-    assert circuit.view().state is CircuitState.CLOSED
+    assert circuit.state is CircuitState.CLOSED
     assert circuit.allow() and circuit.allow()
 
 
 def test_a_probe_that_never_answers_does_not_hold_the_circuit_forever() -> None:
     clock = Clock()
-    circuit = Circuit("dian", cooldown=60, threshold=1, clock=clock)
+    circuit = Circuit(cooldown=60, threshold=1, clock=clock)
     circuit.failed()
     clock.advance(60)
     assert circuit.allow()  # the probe goes, and its job is killed before an answer

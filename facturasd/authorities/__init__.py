@@ -22,6 +22,11 @@ class Authority(StrEnum):
     SAT = "sat"
     DIAN = "dian"
 
+    @property
+    def country(self) -> str:
+        """The country whose invoices it confirms (the ledger's `country`)."""
+        return "MX" if self is Authority.SAT else "CO"
+
 
 class Verdict(StrEnum):
     """What an answer says of the invoice."""

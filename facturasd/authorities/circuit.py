@@ -5,7 +5,6 @@ and the first calls find out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 from facturasd.clock import Clock, utcnow
@@ -20,21 +19,8 @@ class CircuitState(StrEnum):
     HALF_OPEN = "half_open"
 
 
-@dataclass(frozen=True)
-class CircuitView:
-    """What /health shows of a circuit."""
-
-    state: CircuitState
-    failures: int  # in a row
-    opened_at: float | None
-    probe_at: float | None  # when the next probe may go
-
-
 class Circuit:
-    def __init__(
-        self, name: str, *, cooldown: float, threshold: int = THRESHOLD, clock: Clock = utcnow
-    ):
-        self.name = name
+    def __init__(self, *, cooldown: float, threshold: int = THRESHOLD, clock: Clock = utcnow):
         self.cooldown = cooldown
         self.threshold = threshold
         self._clock = clock
@@ -82,11 +68,11 @@ class Circuit:
         wait = max(0.0, self._probe_at - self._now())
         return min(wait, PROBE_WAIT) if self._state is CircuitState.HALF_OPEN else wait
 
-    def view(self) -> CircuitView:
-        state = self._state
-        return CircuitView(
-            state,
-            self._failures,
-            self._opened_at,
-            self._probe_at if state is not CircuitState.CLOSED else None,
-        )
+    @property
+    def state(self) -> CircuitState:
+        return self._state
+
+    @property
+    def opened_at(self) -> float | None:
+        """When it opened (a timestamp of the clock), until it closes again."""
+        return self._opened_at

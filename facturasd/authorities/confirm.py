@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 
 from facturasd.authorities import Answer, Authority, Verdict
-from facturasd.authorities.circuit import Circuit
+from facturasd.authorities.circuit import Circuit, CircuitState
 from facturasd.clock import Clock, utcnow
 from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
 from facturasd.errors import AuthorityRefused, JobFailed, Unavailable
@@ -68,7 +68,6 @@ class Schedules:
     refused: tuple[float, ...]  # retry.schedule, at most `max_retries` of them
     max_retries: int
     not_found: tuple[float, ...]  # retry.not_found_schedule
-    interval: float  # retry.interval: the sweep's period, and the circuits' cool-down
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class Confirm:
             invoice_id_var.reset(token)
 
     async def _confirm(self, invoice_id: int) -> Effect | None:
-        invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
+        invoice, found = await self.db.read(partial(_with_inspection, invoice_id=invoice_id))
         if invoice is None:
             raise JobFailed(f"invoice #{invoice_id} is not in the ledger")
         if invoice.state is not InvoiceState.CHECKED or invoice.compliance in (
@@ -130,7 +129,9 @@ class Confirm:
             C.FAILED,
         ):
             return None  # decided already, or no longer an invoice to ask about
-        document = await self._document(invoice)
+        if found is None or found.get("document") is None:
+            raise JobFailed(f"invoice #{invoice.id} has no document to ask about")
+        document = Document.model_validate(found["document"])
         route = self.route(invoice, document)
         if route.waits is not None:
             return partial(self._waits, invoice=invoice, reason=route.waits)
@@ -173,12 +174,6 @@ class Confirm:
         return partial(
             self._answered, invoice=invoice, answer=answer, latency=time.monotonic() - started
         )
-
-    async def _document(self, invoice: Invoice) -> Document:
-        found = await ledger.inspection(self.db, invoice.id)
-        if found is None or found.get("document") is None:
-            raise JobFailed(f"invoice #{invoice.id} has no document to ask about")
-        return Document.model_validate(found["document"])
 
     # ── effects: run in the commit that completes the job ────────────────────────────────
 
@@ -337,7 +332,7 @@ class Confirm:
         """FALLBACK: the backup written, the attempt recorded; the error to raise, which
         hands the job back uncounted, due after `delay` seconds. `reason`: why there was no
         answer ("HTTP 503", "timed out")."""
-        error = Unavailable(route.authority.upper(), reason, delay)
+        error = Unavailable(route.authority, reason, delay)
         said = str(error)
         path = self.fallback_dir / f"{invoice.id}.json"
         if invoice.compliance is not C.FALLBACK or not await anyio.Path(path).exists():
@@ -407,13 +402,9 @@ class Confirm:
             wait = circuit.retry_in()
             if wait > 0:
                 continue
-            limit = None if circuit.view().state == "closed" else 1
+            limit = None if circuit.state is CircuitState.CLOSED else 1
             queued += await self.db.write(partial(self._due_now, authority=authority, limit=limit))
         return queued
-
-    def _wake(self) -> None:
-        for queue in (QueueName.DIAN_VALIDATION, QueueName.COMPLIANCE_RETRY):
-            self.lifecycle.queue.wake(queue)
 
     def _requeue_lost(self, conn: sqlite3.Connection) -> int:
         marks = ", ".join("?" for _ in WAITING)
@@ -428,16 +419,19 @@ class Confirm:
         return len(rows)
 
     def _due_now(self, conn: sqlite3.Connection, *, authority: Authority, limit: int | None) -> int:
-        """The queued jobs of `authority`'s invoices in FALLBACK, due now (at most `limit`)."""
-        country = "MX" if authority is Authority.SAT else "CO"
-        now = self._now()
-        cursor = conn.execute(
-            "UPDATE jobs SET run_at = ?, updated_at = ? WHERE id IN ("
+        """The queued jobs of `authority`'s invoices in FALLBACK, due now (at most `limit`, the
+        earliest due first)."""
+        rows = conn.execute(
             "SELECT jobs.id FROM jobs JOIN invoices ON jobs.dedupe_key = 'confirm:' || invoices.id "
             "WHERE jobs.state = 'queued' AND jobs.run_at > ? AND invoices.compliance = ? "
-            "AND invoices.country = ? ORDER BY jobs.run_at LIMIT ?)",
-            (now, now, now, C.FALLBACK, country, -1 if limit is None else limit),
-        )
-        if cursor.rowcount:
-            after_commit(self._wake)
-        return cursor.rowcount
+            "AND invoices.country = ? ORDER BY jobs.run_at LIMIT ?",
+            (self._now(), C.FALLBACK, authority.country, -1 if limit is None else limit),
+        ).fetchall()
+        return self.lifecycle.queue.due_now(conn, [job_id for (job_id,) in rows])
+
+
+def _with_inspection(
+    conn: sqlite3.Connection, *, invoice_id: int
+) -> tuple[Invoice | None, dict[str, Any] | None]:
+    """The invoice and its stored inspection, in one trip to the database."""
+    return ledger.get(conn, invoice_id), ledger.inspection(conn, invoice_id)

@@ -41,7 +41,7 @@ FAILURE_WARN = 0.5
 @dataclass(frozen=True)
 class Signing:
     """A DIAN certificate as configured for one company (or for all: key None): loaded, or
-    why it cannot be used."""
+    why it cannot be loaded."""
 
     credentials: Credentials | None
     problem: str | None
@@ -65,15 +65,15 @@ async def open_authorities(
         dian_http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=settings.dian.timeout)
         )
-        signing = await anyio.to_thread.run_sync(partial(_load_certificates, config, clock()))
+        signing = await anyio.to_thread.run_sync(_load_certificates, config)
         for found in signing.values():
-            if found.problem:
-                log.warning("%s", found.problem)
+            if problem := found.problem or _expired(found.credentials, clock()):
+                log.warning("%s", problem)
         sat_client = sat.SatClient(sat_http, settings.sat.url)
         dian_clients = {
             company: dian.DianClient(dian_http, settings.dian.url, found.credentials, clock=clock)
             for company, found in signing.items()
-            if found.credentials is not None and found.problem is None
+            if found.credentials is not None
         }
 
         def route(invoice: Invoice, document: Document) -> Route:
@@ -87,13 +87,8 @@ async def open_authorities(
                 return Route(Authority.DIAN, embedded=found)
             key = invoice.company if invoice.company in signing else None
             client = dian_clients.get(key)
-            if client is not None and client.credentials.not_after <= clock():
-                return Route(
-                    Authority.DIAN,
-                    waits=f"the DIAN certificate expired on "
-                    f"{client.credentials.not_after:%Y-%m-%d}: DIAN is not asked until it is "
-                    "renewed",
-                )
+            if client is not None and (why := _expired(client.credentials, clock())):
+                return Route(Authority.DIAN, waits=why)
             if client is None:
                 problem = signing[key].problem if key in signing else None
                 return Route(
@@ -108,14 +103,12 @@ async def open_authorities(
             )
 
         circuits = {
-            authority: Circuit(authority.value, cooldown=retry.interval, clock=clock)
-            for authority in Authority
+            authority: Circuit(cooldown=retry.interval, clock=clock) for authority in Authority
         }
         schedules = Schedules(
             refused=tuple(retry.schedule),
             max_retries=retry.max_retries,
             not_found=tuple(retry.not_found_schedule),
-            interval=retry.interval,
         )
         confirm = Confirm(
             db,
@@ -129,7 +122,7 @@ async def open_authorities(
         yield Authorities(confirm, circuits, signing)
 
 
-def _load_certificates(config: Config, now: datetime) -> dict[str | None, Signing]:
+def _load_certificates(config: Config) -> dict[str | None, Signing]:
     """The DIAN certificates configured: the global one (key None) and the companies'."""
     dian_settings = config.authorities.dian
     found: dict[str | None, Signing] = {}
@@ -147,15 +140,18 @@ def _load_certificates(config: Config, now: datetime) -> dict[str | None, Signin
         except (OSError, FacturasdError, ValueError) as exc:
             found[company] = Signing(None, f"{where}: the DIAN certificate cannot be used: {exc}")
             continue
-        if credentials.not_after <= now:
-            found[company] = Signing(
-                credentials,
-                f"{where}: the DIAN certificate expired on {credentials.not_after:%Y-%m-%d}: "
-                "DIAN is not asked until it is renewed",
-            )
-        else:
-            found[company] = Signing(credentials, None)
+        found[company] = Signing(credentials, None)
     return found
+
+
+def _expired(credentials: Credentials | None, now: datetime) -> str | None:
+    """Why DIAN is not asked with `credentials` now, if it has expired."""
+    if credentials is None or credentials.not_after > now:
+        return None
+    return (
+        f"the DIAN certificate expired on {credentials.not_after:%Y-%m-%d}: DIAN is not asked "
+        "until it is renewed"
+    )
 
 
 def probe(authority: Authority, authorities: Authorities, db: Database, *, clock: Clock) -> ProbeFn:
@@ -163,7 +159,6 @@ def probe(authority: Authority, authorities: Authorities, db: Database, *, clock
     hour, the invoices waiting for a person, and (DIAN) the certificates' expiry. An authority
     that does not answer is a warning, never a failure: the daemon's own work goes on."""
     circuit = authorities.circuits[authority]
-    country = "MX" if authority is Authority.SAT else "CO"
 
     def figures(conn: sqlite3.Connection, since: float) -> tuple[int, int, float | None, int]:
         failed, total, last = conn.execute(
@@ -184,7 +179,7 @@ def probe(authority: Authority, authorities: Authorities, db: Database, *, clock
             "SELECT COUNT(*) FROM invoices WHERE state = ? AND compliance = ? AND country = ? "
             "AND NOT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = 'confirm:' || invoices.id "
             "AND state IN ('queued', 'running'))",
-            (InvoiceState.CHECKED, ComplianceStatus.PENDING, country),
+            (InvoiceState.CHECKED, ComplianceStatus.PENDING, authority.country),
         ).fetchone()
         return int(failed or 0), int(total), last, int(waiting)
 
@@ -193,13 +188,12 @@ def probe(authority: Authority, authorities: Authorities, db: Database, *, clock
         failed, total, last, waiting = await db.read(
             partial(figures, since=now.timestamp() - FAILURE_WINDOW)
         )
-        view = circuit.view()
         rate = failed / total if total else 0.0
         status: Status = "pass"
         notes: list[str] = []
-        if view.state is not CircuitState.CLOSED:
+        if circuit.state is not CircuitState.CLOSED:
             status = "warn"
-            notes.append(f"circuit {view.state.value}: no answer to the last calls")
+            notes.append(f"circuit {circuit.state.value}: no answer to the last calls")
         if total >= 3 and rate >= FAILURE_WARN:
             status = "warn"
             notes.append(f"{rate:.0%} of the calls of the last hour got no answer")
@@ -208,9 +202,9 @@ def probe(authority: Authority, authorities: Authorities, db: Database, *, clock
             notes.append(f"{waiting} invoice(s) not asked: they wait for a person")
         if authority is Authority.DIAN:
             for company, signing in authorities.signing.items():
-                if signing.problem:
+                if problem := signing.problem or _expired(signing.credentials, now):
                     status = "warn"
-                    notes.append(signing.problem)
+                    notes.append(problem)
                 elif signing.credentials and signing.credentials.not_after - now < EXPIRY_WARNING:
                     status = "warn"
                     who = f" ({company})" if company else ""
@@ -223,7 +217,7 @@ def probe(authority: Authority, authorities: Authorities, db: Database, *, clock
             "time": now_iso,
             "observedValue": round(rate, 3),
             "observedUnit": "failure rate, last hour",
-            "circuit": view.state.value,
+            "circuit": circuit.state.value,
             "lastSuccess": datetime.fromtimestamp(last, now.tzinfo).isoformat() if last else None,
             "waitingForAPerson": waiting,
         }

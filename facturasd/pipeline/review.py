@@ -67,7 +67,7 @@ class Review:
         invoice = await self._get(invoice_id)
         state = invoice.state
         if state is InvoiceState.NEEDS_REVIEW:
-            found = await ledger.inspection(self.db, invoice_id) or {}
+            found = await self.db.read(partial(ledger.inspection, invoice_id=invoice_id)) or {}
             codes = {f["code"] for f in found.get("findings", [])}
             if not codes & set(STILL_IN_REVIEW):
                 state = InvoiceState.CHECKED
@@ -114,7 +114,7 @@ class Review:
                 # It is being asked: its answer would find the status changed under it and be
                 # dropped, leaving the invoice PENDING without a job.
                 raise ReviewRefused("being_asked", id=invoice_id)
-            self.lifecycle.queue.due_now(conn, job.id)
+            self.lifecycle.queue.due_now(conn, [job.id])
             self.lifecycle.comply(
                 conn,
                 invoice,

@@ -149,32 +149,27 @@ async def _stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[SANDBOX].stats())
 
 
-def load_documents(sandbox: Sandbox, folder: Path) -> int:
+def load_documents(sandbox: Sandbox, folder: Path) -> None:
     """Every document under `folder` (XML, ZIP, AttachedDocument; recursively) known and in
-    force. Returns how many; files that hold none are skipped."""
-    known = 0
+    force; files that hold none are skipped."""
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         for inspection in read(path.read_bytes(), path.name):
             if inspection.document is not None and inspection.document.uuid:
-                known += _know(sandbox, inspection.document)
-    return known
+                _know(sandbox, inspection.document, inspection.document.uuid)
 
 
-def _know(sandbox: Sandbox, document: Document) -> int:
-    uuid = document.uuid
-    assert uuid is not None
-    if document.country == "MX":
-        total = document.totals.total
-        issuer, receiver = document.issuer.tax_id, document.receiver.tax_id
-        if total is None or issuer is None or receiver is None:
-            return 0
-        try:
-            sandbox.sat[uuid.upper()] = SatRecord(uuid.upper(), issuer, receiver, Decimal(total))
-        except InvalidOperation:
-            return 0
-    else:
+def _know(sandbox: Sandbox, document: Document, uuid: str) -> None:
+    if document.country != "MX":
         sandbox.dian[uuid.lower()] = DianRecord(uuid.lower(), document.number)
-    return 1
+        return
+    total = document.totals.total
+    issuer, receiver = document.issuer.tax_id, document.receiver.tax_id
+    if total is None or issuer is None or receiver is None:
+        return  # no expression can name it
+    try:
+        sandbox.sat[uuid.upper()] = SatRecord(uuid.upper(), issuer, receiver, Decimal(total))
+    except InvalidOperation:
+        return  # a total that is no number: SAT would not have stamped it
 
 
 def base_urls(host: str, port: int) -> dict[str, str]:

@@ -299,8 +299,9 @@ async def events(db: Database, invoice_id: int) -> list[Event]:
     ]
 
 
-async def inspection(db: Database, invoice_id: int) -> dict[str, Any] | None:
-    row = await db.fetchone("SELECT inspection FROM invoices WHERE id = ?", (invoice_id,))
+def inspection(conn: sqlite3.Connection, invoice_id: int) -> dict[str, Any] | None:
+    """What the formats layer and the checks made of the invoice's document, as stored."""
+    row = conn.execute("SELECT inspection FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
     if row is None or row["inspection"] is None:
         return None
     found: dict[str, Any] = json.loads(row["inspection"])

@@ -237,18 +237,21 @@ class Queue:
             raise StoreError(f"job with dedupe key {dedupe_key!r} vanished during enqueue")
         return Job.from_row(row)
 
-    def due_now(self, conn: sqlite3.Connection, job_id: int) -> None:
-        """A queued job due later (a retry waiting for its step, a job parked until an
-        authority answers again) due now instead, inside a transaction already open on
-        `conn`: a person asked for it."""
+    def due_now(self, conn: sqlite3.Connection, job_ids: Sequence[int]) -> int:
+        """Queued jobs due later (a retry waiting for its step, a job parked until an authority
+        answers again) due now instead, inside a transaction already open on `conn`: a person
+        asked, or the authority answers again. Returns how many; their queues are woken once
+        committed."""
         now = self._now()
+        marks = ", ".join("?" for _ in job_ids)
         rows = conn.execute(
-            "UPDATE jobs SET run_at = ?, updated_at = ? "
-            "WHERE id = ? AND state = 'queued' AND run_at > ? RETURNING queue",
-            (now, now, job_id, now),
+            f"UPDATE jobs SET run_at = ?, updated_at = ? "
+            f"WHERE id IN ({marks}) AND state = 'queued' AND run_at > ? RETURNING queue",
+            (now, now, *job_ids, now),
         ).fetchall()
-        for row in rows:
-            after_commit(partial(self.wake, row["queue"]))
+        for queue in {row["queue"] for row in rows}:
+            after_commit(partial(self.wake, queue))
+        return len(rows)
 
     # ── consuming ─────────────────────────────────────────────────────────────────────────
 
