@@ -153,6 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = command("check-config", "validate the configuration and print it, secrets masked")
     check.add_argument("--json", action="store_true", help="print JSON")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask Alegra whether it accepts the configured credentials",
+    )
     backup = command("backup", "copy the database consistently, even while the daemon runs")
     backup.add_argument(
         "dest", help="a file to create, or a folder (that exists) to put it in, named by time"
@@ -188,8 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask = command(
         "retry",
-        "ask the tax authority again now about checked invoices, through the queue of the "
-        "running daemon (or of its next start); their retries count anew",
+        "ask the tax authority again now about checked invoices (or, past it, book them in "
+        "Alegra again once what Alegra refused is fixed), through the queue of the running "
+        "daemon (or of its next start); their retries count anew",
     )
     # (IDs or one flag: a positional that may be empty cannot be in argparse's exclusive
     # groups; `main` checks it.)
@@ -327,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(config, args.log_format, args.new_ledger)
         if args.command == "check-config":
-            return _check_config(config, args.json)
+            return _check_config(config, args.json, args.online)
         if args.command == "backup":
             return _backup(config, args.dest)
         if args.command == "rebuild-ledger":
@@ -422,10 +428,16 @@ def _run(config: Config, log_format: str | None, new_ledger: bool) -> int:
     return EXIT_OK
 
 
-def _check_config(config: Config, as_json: bool) -> int:
+def _check_config(config: Config, as_json: bool, online: bool) -> int:
+    """The configuration as it will run, its problems (exit 2) and warnings; `online`: with
+    Alegra's word on its credentials."""
     report = check_folders(config)
     running, problems = _start_up(config)
     errors = report.errors + problems
+    if online and config.alegra.enabled:
+        from facturasd.alegra.service import refusals
+
+        errors += anyio.run(refusals, config)
     warnings = inert_warnings(config, os.environ) + report.warnings
     data = effective(config)
     if as_json:
@@ -728,15 +740,12 @@ def _retry(config: Config, args: argparse.Namespace) -> int:
             asked, refused = [], []
             for invoice_id in ids:
                 try:
-                    was = await review.ask_again(invoice_id, args.reason)
+                    was, what = await review.ask_again(invoice_id, args.reason)
                 except ReviewRefused as exc:
                     refused.append(exc.words(lang))
                     continue
-                asked.append(
-                    wording.review(
-                        "asked_again", lang, invoice=_cell(was.describe()), state=was.compliance
-                    )
-                )
+                state = was.state if what == "booking_again" else was.compliance
+                asked.append(wording.review(what, lang, invoice=_cell(was.describe()), state=state))
             return asked, refused
 
     asked, refused = anyio.run(work)
@@ -888,6 +897,8 @@ def _show(found: dict[str, Any], lang: Language) -> str:
         f"    {e['at']} {_changed(e, lang):<12} {e['actor']}: {e['reason']}"
         for e in found["history"]
     ]
+    if found.get("alegra_bill_id"):
+        lines.append(f"  {words['bill']}: {found['alegra_bill_id']}")
     if found["attempts"]:
         lines.append(f"  {words['attempts']}:")
         lines += [_attempt_line(a, lang) for a in found["attempts"]]

@@ -57,6 +57,8 @@ class InvoiceState(StrEnum):
     DUPLICATE = "duplicate"  # the same bytes or UUID as an earlier invoice: in duplicates/
     NEEDS_REVIEW = "needs_review"  # a person decides: unknown company, PDF alone, own sale
     CHECKED = "checked"  # passed the checks (warnings allowed): handed to the next stage
+    BOOKING = "booking"  # a bill is being posted to Alegra (its intent recorded first)
+    BOOKED = "booked"  # a supplier bill in Alegra (`alegra_bill_id`)
     LINKED = "linked"  # a PDF alone, now the printed copy of the invoice it names
     DISCARDED = "discarded"  # set aside by a person, with a reason
 

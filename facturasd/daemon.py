@@ -29,11 +29,13 @@ from typing import IO
 
 import anyio
 
+from facturasd.alegra.client import AlegraError
+from facturasd.alegra.service import Alegra
 from facturasd.authorities.confirm import Confirm
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
 from facturasd.constants import LOCK_FILE, WorkerGroup
-from facturasd.errors import AlreadyRunning
+from facturasd.errors import AlreadyRunning, Unavailable
 from facturasd.inbox.watcher import Watcher
 from facturasd.monitoring.health import (
     WEIGHTS,
@@ -57,6 +59,7 @@ DEGRADED_FOR = 300.0
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 STATUS_INTERVAL = 10.0
+UNSUBSCRIBE_WAIT = 10.0  # at stop, for Alegra to delete this run's webhook subscriptions
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,8 @@ class Daemon:
         # Invoices left in FALLBACK are asked again now: the circuits start closed.
         if asked := await services.confirm.sweep():
             log.info("%d invoice(s) waiting for a tax authority's answer: asked again", asked)
+        if services.alegra is not None and (queued := await services.alegra.booking.sweep()):
+            log.info("%d invoice(s) to book in Alegra without a job: queued", queued)
         ingested = Tally(clock=self.clock)
         watcher = Watcher(
             config.paths.inbox,
@@ -308,13 +313,19 @@ class Daemon:
             "supervisor:components", WEIGHTS["supervisor"], supervisor_probe(self.supervisor)
         )
         services.health.register("inbox:unreadable", WEIGHTS["inbox"], inbox_probe(watcher))
-        runner = await web_app.start(web_app.create_app(services.health), sock)
+        hooks = services.alegra.hooks if services.alegra is not None else None
+        runner = await web_app.start(web_app.create_app(services.health, hooks), sock)
         try:
             components = [
                 *(Component(f"workers:{pool.name}", pool.run) for pool in pools),
                 Component("inbox", watcher.run),
                 Component("watchdog", lambda: self._watchdog(pools)),
                 Component("authorities:sweep", lambda: self._sweep(services.confirm)),
+                *(
+                    [Component("alegra", partial(self._alegra, services.alegra))]
+                    if services.alegra is not None
+                    else []
+                ),
                 *self.extra_components,
             ]
             async with anyio.create_task_group() as tg:
@@ -352,6 +363,33 @@ class Daemon:
         while True:
             await anyio.sleep(self.config.retry.interval)
             await confirm.sweep()
+
+    async def _alegra(self, alegra: Alegra) -> None:
+        """Alegra's webhooks subscribed (deleted again at stop), the cache warmed up when it
+        is empty, then every `retry.interval` invoices to book without a job queued."""
+        try:
+            try:
+                if alegra.hooks.enabled:
+                    made = await alegra.hooks.subscribe()
+                    log.info("alegra: %d webhook subscription(s) made", made)
+            except (Unavailable, AlegraError) as exc:
+                log.warning("alegra: no webhooks this run (the cache relies on its TTLs): %s", exc)
+            for scope, books in alegra.books.items():
+                if await alegra.cache.count(books.directory.scope) > 0:
+                    continue
+                try:
+                    loaded = await books.directory.warm_up()
+                except (Unavailable, AlegraError) as exc:
+                    log.warning("alegra: cache warm-up of %s not done: %s", scope or "default", exc)
+                else:
+                    log.info("alegra: cache of %s warmed up: %s", scope or "default", loaded)
+            while True:
+                await anyio.sleep(self.config.retry.interval)
+                await alegra.booking.sweep()
+        finally:
+            if alegra.hooks.enabled:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(UNSUBSCRIBE_WAIT):
+                    await alegra.hooks.unsubscribe()
 
     async def _watchdog(self, pools: Sequence[WorkerPool]) -> None:
         """WATCHDOG=1 from a task on the event loop: a stuck loop stops the pings."""

@@ -2,8 +2,8 @@
 
 `build(config, clock)` opens the database and builds on it the queue, the lifecycle with its
 registered stages, the stages' handlers, one worker pool per group and the health probes of
-what it built, with the authorities' HTTP clients (one per authority: tests point their URLs
-at the sandbox servers); the next capabilities add Alegra's client and the cache here. Everything is
+what it built, with the upstreams' HTTP clients (one per authority, one for Alegra: tests point
+their URLs at the sandbox servers) and, when Alegra is configured, its cache. Everything is
 closed in the reverse order it was opened. The daemon runs what this builds; the commands run
 beside it use the same pieces (`facturasd invoices accept` advances an invoice through the
 same lifecycle as the daemon).
@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
+from facturasd.alegra import service as alegra_service
+from facturasd.alegra.cache import AlegraCache
 from facturasd.authorities import Authority
 from facturasd.authorities.confirm import Confirm
 from facturasd.authorities.service import open_authorities
@@ -29,7 +31,7 @@ from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerG
 from facturasd.inbox.archive import Folders
 from facturasd.monitoring import health
 from facturasd.pipeline.ingest import Ingest
-from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage
+from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage, booking
 from facturasd.pipeline.process import Process, Settings
 from facturasd.processpool import ProcessPool
 from facturasd.store.db import Database
@@ -49,6 +51,7 @@ class Services:
     ingest: Ingest
     process: Process
     confirm: Confirm
+    alegra: alegra_service.Alegra | None  # None: Alegra not configured, nothing is booked
     pools: dict[WorkerGroup, WorkerPool]
     health: health.Health
 
@@ -61,10 +64,13 @@ async def build(
     stages: Iterable[Stage] = STAGES,
     handlers: Mapping[str, Handler] | None = None,
     upgrade: bool = True,
+    cache: AlegraCache | None = None,
 ) -> AsyncIterator[Services]:
     """The services of `config`: `stages` are the registered stages (the built-in ones unless
-    told), `handlers` add to the built-in handlers (a test's stage, say); every stage must have
-    a handler. Only the daemon (upgrade=True) creates or migrates the database."""
+    told; booking's are added when Alegra is configured), `handlers` add to the built-in
+    handlers (a test's stage, say); every stage must have a handler. Only the daemon
+    (upgrade=True) creates or migrates the database. `cache`: Alegra's cache, when the caller
+    opened it (a test's), else the one `[cache]` configures."""
     state_dir = config.paths.state_dir
     zone = await anyio.to_thread.run_sync(ZoneInfo, config.daemon.timezone)
     db = await Database.open(
@@ -78,7 +84,8 @@ async def build(
         queue = Queue(
             db, config.queues, clock=clock, handoff=workers.concurrency(WorkerGroup.LOCAL)
         )
-        lifecycle = Lifecycle(queue, stages, clock=clock)
+        booking_stages = booking(config.authorities.book_when) if config.alegra.enabled else None
+        lifecycle = Lifecycle(queue, [*stages, *(booking_stages or ())], clock=clock)
         folders = Folders.from_paths(config.paths)
         ingest = Ingest(
             db,
@@ -108,8 +115,17 @@ async def build(
             **BUILTIN_HANDLERS,
             PROCESS.kind: process,
             CONFIRM.kind: authorities.confirm,
-            **(handlers or {}),
         }
+        alegra = None
+        if booking_stages is not None:
+            alegra = await stack.enter_async_context(
+                alegra_service.open_alegra(
+                    config, db, lifecycle, booking_stages, clock=clock, cache=cache
+                )
+            )
+            book, attach = booking_stages
+            every |= {book.kind: alegra.booking, attach.kind: alegra.booking.attach}
+        every |= handlers or {}
         if missing := [s.kind for s in lifecycle.stages if s.kind not in every]:
             raise ValueError(f"stages without a handler: {', '.join(missing)}")
         pools = {
@@ -149,6 +165,11 @@ async def build(
                 weights["authorities"] / len(Authority),
                 authority_probe(authority, authorities, db, clock=clock),
             )
+        if alegra is not None:
+            checker.register("alegra:booking", weights["alegra"], alegra_service.probe(alegra))
+            checker.register(
+                "cache:alegra", weights["cache"], alegra_service.cache_probe(alegra.cache)
+            )
         yield Services(
             config,
             clock,
@@ -160,6 +181,7 @@ async def build(
             ingest,
             process,
             authorities.confirm,
+            alegra,
             pools,
             checker,
         )

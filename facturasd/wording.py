@@ -71,6 +71,8 @@ STATES: dict[Language, dict[str, str]] = {
         "duplicate": "repetida",
         "needs_review": "en revisión",
         "checked": "revisada",
+        "booking": "contabilizándose",
+        "booked": "contabilizada",
         "linked": "enlazada",
         "discarded": "descartada",
         "PENDING": "pendiente",
@@ -90,6 +92,8 @@ STATES: dict[Language, dict[str, str]] = {
         "duplicate": "duplicate",
         "needs_review": "needs review",
         "checked": "checked",
+        "booking": "booking",
+        "booked": "booked",
         "linked": "linked",
         "discarded": "discarded",
         "PENDING": "pending",
@@ -174,6 +178,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "attempts": "consultas a la autoridad (el detalle en sus palabras; si no respondió, en "
         "inglés)",
         "alerts": "alertas (sus datos se registran en inglés)",
+        "bill": "factura de proveedor en Alegra",
     },
     "en": {
         "file": "file",
@@ -192,6 +197,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "authority": "DIAN/SAT",
         "attempts": "asked of the tax authority (the detail in its words)",
         "alerts": "alerts",
+        "bill": "supplier bill in Alegra",
     },
 }
 
@@ -225,6 +231,9 @@ REVIEW: dict[Language, dict[str, str]] = {
         "factura revisada",
         "being_asked": "la factura #{id} se está consultando ahora mismo; intente de nuevo en un "
         "momento",
+        "booking_again": "{invoice}: en cola para contabilizar en Alegra (estaba {state})",
+        "being_booked": "la factura #{id} se está contabilizando ahora mismo; intente de nuevo "
+        "en un momento",
     },
     "en": {
         "queued_again": "queued again: {ids}",
@@ -246,6 +255,8 @@ REVIEW: dict[Language, dict[str, str]] = {
         "not_checked": "invoice #{id} is {state}; only a checked invoice is asked of the tax "
         "authority",
         "being_asked": "invoice #{id} is being asked right now; try again in a moment",
+        "booking_again": "{invoice}: queued to be booked in Alegra (was {state})",
+        "being_booked": "invoice #{id} is being booked right now; try again in a moment",
     },
 }
 

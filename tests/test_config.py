@@ -355,16 +355,16 @@ def test_inert_keys_are_keys_of_the_schema() -> None:
         (
             "[retry]\nmax_retries = 1\n",
             {"DIAN_MAX_RETRIES": "5", "FACTURASD_ALERTS__COOLDOWN": "1h", "REDIS_URL": "redis://c"},
-            [
-                "cache.backend (from REDIS_URL): no effect in this version",
-                "cache.url (from REDIS_URL): no effect in this version",
-                "alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version",
-            ],
+            # (the cache works: REDIS_URL gives no warning)
+            ["alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version"],
         ),
         (
             "",
-            {"FACTURASD_CACHE__TTL": '{contacts = "1h"}'},
-            ["cache.ttl.contacts (from FACTURASD_CACHE__TTL): no effect in this version"],
+            {"FACTURASD_SCHEDULE__DAILY_REPORT": "0 7 * * *"},
+            [
+                "schedule.daily_report (from FACTURASD_SCHEDULE__DAILY_REPORT): "
+                "no effect in this version"
+            ],
         ),
     ],
 )
@@ -406,11 +406,15 @@ def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> Non
     # [retry] works now: only the notifications' key is named.
     assert [line.split(":")[:2] for line in warned] == [["warning", " notify.email.enabled"]]
     seeded = run_cli(
-        "check-config", "--config", str(config), "--json", env=free_bind(REDIS_URL="redis://c")
+        "check-config",
+        "--config",
+        str(config),
+        "--json",
+        env=free_bind(FACTURASD_ALERTS__COOLDOWN="1h"),
     )
     assert seeded.returncode == 0, seeded.stderr
     assert any(
-        w.startswith("cache.url (from REDIS_URL): no effect in this version")
+        w.startswith("alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version")
         for w in json.loads(seeded.stdout)["warnings"]
     )
     quiet = tmp_path / "quiet.toml"
@@ -424,17 +428,19 @@ def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> Non
 def test_the_daemon_logs_each_key_with_no_effect_at_start(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, "[notify.webhook]\nenabled = true\n", port=port)
-    daemon = DaemonProcess(config, daemon_env(REDIS_URL="redis://cache"), log_dir=tmp_path)
+    daemon = DaemonProcess(config, daemon_env(FACTURASD_ALERTS__COOLDOWN="1h"), log_dir=tmp_path)
     try:
         wait_healthy(port, daemon)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
     logged = [line for line in daemon.stderr().splitlines() if "no effect" in line]
-    assert len(logged) == 3
-    assert "cache.backend (from REDIS_URL): no effect in this version" in logged[0]
-    assert "cache.url (from REDIS_URL): no effect in this version" in logged[1]
-    assert "notify.webhook.enabled: no effect in this version" in logged[2]
+    assert len(logged) == 2
+    assert (
+        "alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version"
+        in (logged[0])
+    )
+    assert "notify.webhook.enabled: no effect in this version" in logged[1]
 
 
 @pytest.mark.slow

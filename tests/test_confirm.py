@@ -7,31 +7,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
-from aiohttp.test_utils import TestServer
 
-from facturasd.config import load_config
-from facturasd.constants import ComplianceStatus, InvoiceState, QueueName, WorkerGroup
+from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
 from facturasd.formats.reader import read
 from facturasd.pipeline.lifecycle import STAGES, Stage
-from facturasd.sandbox.server import PATHS, create_app, load_documents
+from facturasd.sandbox.server import PATHS, load_documents
 from facturasd.sandbox.state import DianRecord, Fault, Sandbox, SatRecord
-from facturasd.services import Services, build
-from facturasd.store import compliance, ledger
+from facturasd.store import compliance
 from facturasd.store.queue import Job
-from facturasd.workers import Handler
 from tests import wsse
 from tests.documents import CUSTOMER_NIT, ISSUER_RFC, RECEIVER_RFC, TFD, Item, cfdi40
-from tests.support import REPO, cufe, invoice, take, write_config
+from tests.office import Office, office
+from tests.support import REPO, cufe, invoice
 
 # Each test parses its files in a worker process and runs the authorities' pool: slow tier.
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -45,136 +38,6 @@ COMPANY = (
     "[[companies]]\nslug = 'rg-glass'\nname = 'RG GLASS S.A.S.'\ncountry = 'CO'\n"
     f"tax_id = '{CUSTOMER_NIT}'\ncity = '11001'\n"
 )
-# The queues' rate limits are the benchmark's business: here they would only slow the test.
-UNLIMITED = (
-    '[queues.dian_validation]\nrate_limit = ""\n[queues.compliance_retry]\nrate_limit = ""\n'
-)
-
-
-class Clock:
-    """The services' clock: it moves when the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclass
-class Office:
-    """The daemon's services on a ledger of checked invoices, the authorities' pool running,
-    the sandbox answering on a real port; invoices named by their file."""
-
-    services: Services
-    sandbox: Sandbox
-    clock: Clock
-    state_dir: Path
-    ids: dict[str, int]
-
-    async def settle(self) -> None:
-        """Until no confirm job is due or running on the injected clock."""
-        pool = self.services.pools[WorkerGroup.AUTHORITIES]
-        for _ in range(1000):
-            (row,) = await self.services.db.fetchall(
-                "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'confirm' AND "
-                "(state = 'running' OR (state = 'queued' AND run_at <= ?))",
-                (self.clock().timestamp(),),
-            )
-            if row["n"] == 0 and pool.busy == 0:
-                return
-            self.services.queue.wake()
-            await anyio.sleep(0.01)
-        raise AssertionError("the authorities' pool never went idle")
-
-    async def until(self, when: float) -> None:
-        """The clock moves to `when` (a timestamp); what comes due then is done."""
-        self.clock.now = datetime.fromtimestamp(when, UTC)
-        await self.settle()
-
-    async def invoice(self, name: str) -> ledger.Invoice:
-        found = await self.services.db.read(lambda conn: ledger.get(conn, self.ids[name]))
-        assert found is not None
-        return found
-
-    async def status(self, name: str) -> ComplianceStatus:
-        return (await self.invoice(name)).compliance
-
-    async def job(self, name: str) -> sqlite3.Row | None:
-        """The invoice's confirm job still to run, if any."""
-        rows = await self.services.db.fetchall(
-            "SELECT queue, state, attempts, run_at FROM jobs WHERE dedupe_key = ? "
-            "AND state IN ('queued', 'running')",
-            (f"confirm:{self.ids[name]}",),
-        )
-        assert len(rows) <= 1, rows
-        return rows[0] if rows else None
-
-    async def attempts(self, name: str) -> list[compliance.Attempt]:
-        return await compliance.attempts(self.services.db, self.ids[name])
-
-    async def alerts(self, name: str) -> list[tuple[str, str]]:
-        """(severity, code) of the invoice's alerts."""
-        found = await compliance.alerts(self.services.db, invoice_id=self.ids[name])
-        return [(alert.severity, alert.code) for alert in found]
-
-    async def history(self, name: str) -> list[str]:
-        """The reasons in the invoice's history, oldest first."""
-        return [event.reason for event in await ledger.events(self.services.db, self.ids[name])]
-
-    async def health(self) -> dict[str, Any]:
-        return await self.services.health.report()
-
-    def requests(self, service: str) -> int:
-        return int(self.sandbox.stats()[service]["requests"])
-
-
-@asynccontextmanager
-async def office(
-    tmp_path: Path,
-    files: Mapping[str, bytes],
-    sandbox: Sandbox,
-    config: str = "",
-    *,
-    paths: Mapping[str, str] = PATHS,
-    stages: Iterable[Stage] = STAGES,
-    handlers: Mapping[str, Handler] | None = None,
-) -> AsyncIterator[Office]:
-    """`files` taken and checked into a new ledger under `tmp_path` (configured with
-    `config`), then the services built on the test's clock and the authorities' pool started,
-    SAT and DIAN asked at `paths` of the sandbox: every confirm job due now has run when this
-    yields."""
-    server = TestServer(create_app(sandbox), host="127.0.0.1")
-    await server.start_server()
-    try:
-        base = str(server.make_url("")).rstrip("/")
-        config_file = write_config(tmp_path, UNLIMITED + config)
-        await anyio.to_thread.run_sync(take, config_file, files)
-        settings = load_config(
-            config_file,
-            {
-                "FACTURASD_AUTHORITIES__SAT__URL": base + paths["sat"],
-                "FACTURASD_AUTHORITIES__DIAN__URL": base + paths["dian"],
-            },
-        )
-        clock = Clock()
-        async with (
-            build(settings, clock=clock, stages=stages, handlers=handlers) as services,
-            anyio.create_task_group() as tg,
-        ):
-            rows = await services.db.fetchall("SELECT id, original_name FROM invoices")
-            ids = {row["original_name"]: row["id"] for row in rows}
-            assert set(ids) == set(files)
-            pool = services.pools[WorkerGroup.AUTHORITIES]
-            tg.start_soon(pool.run)
-            found = Office(services, sandbox, clock, settings.paths.state_dir, ids)
-            await found.settle()
-            try:
-                yield found
-            finally:
-                pool.stop()
-    finally:
-        await server.close()
 
 
 def cfdi(n: int) -> bytes:

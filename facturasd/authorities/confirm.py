@@ -38,11 +38,11 @@ import anyio
 from facturasd.authorities import Answer, Authority, Verdict
 from facturasd.authorities.circuit import Circuit, CircuitState
 from facturasd.clock import Clock, utcnow
-from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
+from facturasd.constants import ComplianceStatus, QueueName
 from facturasd.errors import AuthorityRefused, JobFailed, Unavailable
 from facturasd.formats.model import Document
 from facturasd.logs import invoice_id_var
-from facturasd.pipeline.lifecycle import CONFIRM, Lifecycle
+from facturasd.pipeline.lifecycle import ASKED, CONFIRM, Lifecycle
 from facturasd.store import compliance, ledger
 from facturasd.store.compliance import Outcome
 from facturasd.store.db import Database, after_commit
@@ -124,7 +124,7 @@ class Confirm:
         invoice, found = await self.db.read(partial(_with_inspection, invoice_id=invoice_id))
         if invoice is None:
             raise JobFailed(f"invoice #{invoice_id} is not in the ledger")
-        if invoice.state is not InvoiceState.CHECKED or invoice.compliance in (
+        if invoice.state not in ASKED or invoice.compliance in (
             C.VALIDATED,
             C.FAILED,
         ):
@@ -407,12 +407,13 @@ class Confirm:
         return queued
 
     def _requeue_lost(self, conn: sqlite3.Connection) -> int:
+        states = ", ".join("?" for _ in ASKED)
         marks = ", ".join("?" for _ in WAITING)
         rows = conn.execute(
-            f"SELECT id FROM invoices WHERE state = ? AND compliance IN ({marks}) "
+            f"SELECT id FROM invoices WHERE state IN ({states}) AND compliance IN ({marks}) "
             "AND NOT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = 'confirm:' || invoices.id "
             "AND state IN ('queued', 'running'))",
-            (InvoiceState.CHECKED, *WAITING),
+            (*ASKED, *WAITING),
         ).fetchall()
         for (invoice_id,) in rows:
             self.lifecycle.later(conn, CONFIRM, invoice_id, at=self._clock())

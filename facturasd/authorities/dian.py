@@ -24,7 +24,6 @@ import httpx
 from lxml import etree
 
 from facturasd.authorities import Answer, Authority, Verdict
-from facturasd.authorities.sat import retry_after
 from facturasd.authorities.wssecurity import (
     MAX_SKEW,
     SOAP12,
@@ -38,6 +37,7 @@ from facturasd.clock import Clock
 from facturasd.errors import AuthorityRefused, FormatError, Unavailable
 from facturasd.formats.model import Document
 from facturasd.formats.safexml import parse
+from facturasd.upstream import retry_after
 
 WCF = "http://wcf.dian.colombia"
 GET_STATUS = f"{WCF}/IWcfDianCustomerServices/GetStatus"

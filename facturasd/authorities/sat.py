@@ -8,9 +8,6 @@ are in the reference (mexico-sat.md); the sandbox's sat.py answers the same way.
 
 from __future__ import annotations
 
-from datetime import UTC
-from email.utils import parsedate_to_datetime
-
 import httpx
 from lxml import etree
 
@@ -19,6 +16,7 @@ from facturasd.clock import Clock, utcnow
 from facturasd.errors import AuthorityRefused, FormatError, Unavailable
 from facturasd.formats import safexml
 from facturasd.formats.model import Document
+from facturasd.upstream import retry_after
 
 PRODUCTION_URL = "https://consultaqr.facturaelectronica.sat.gob.mx/ConsultaCFDIService.svc"
 SOAP_ACTION = "http://tempuri.org/IConsultaCFDIService/Consulta"
@@ -108,24 +106,6 @@ class SatClient:
             raise Unavailable("sat", f"HTTP {code}", retry_after(response, self._clock))
         fields = _fields(response.content)
         return _answer(fields, printed, self.url)
-
-
-def retry_after(response: httpx.Response, clock: Clock = utcnow) -> float:
-    """The seconds `Retry-After` asks to wait (a number, or an HTTP date), else 0."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return 0.0
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return 0.0
-    if when.tzinfo is None:  # an HTTP date is GMT; a zone-less one is read so
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - clock()).total_seconds())
 
 
 def _fields(content: bytes) -> dict[str, str]:

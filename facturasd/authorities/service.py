@@ -20,11 +20,11 @@ from facturasd.authorities.confirm import FALLBACK_DIR, Confirm, Route, Schedule
 from facturasd.authorities.wssecurity import Credentials
 from facturasd.clock import Clock
 from facturasd.config import Config
-from facturasd.constants import ComplianceStatus, InvoiceState
+from facturasd.constants import ComplianceStatus
 from facturasd.errors import FacturasdError
 from facturasd.formats.model import Document
 from facturasd.monitoring.health import Item, ProbeFn, Status
-from facturasd.pipeline.lifecycle import Lifecycle
+from facturasd.pipeline.lifecycle import ASKED, Lifecycle
 from facturasd.store.compliance import Outcome
 from facturasd.store.db import Database
 from facturasd.store.ledger import Invoice
@@ -175,11 +175,12 @@ def probe(authority: Authority, authorities: Authorities, db: Database, *, clock
                 since,
             ),
         ).fetchone()
+        states = ", ".join("?" for _ in ASKED)
         (waiting,) = conn.execute(
-            "SELECT COUNT(*) FROM invoices WHERE state = ? AND compliance = ? AND country = ? "
-            "AND NOT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = 'confirm:' || invoices.id "
-            "AND state IN ('queued', 'running'))",
-            (InvoiceState.CHECKED, ComplianceStatus.PENDING, authority.country),
+            f"SELECT COUNT(*) FROM invoices WHERE state IN ({states}) AND compliance = ? "
+            "AND country = ? AND NOT EXISTS (SELECT 1 FROM jobs "
+            "WHERE dedupe_key = 'confirm:' || invoices.id AND state IN ('queued', 'running'))",
+            (*ASKED, ComplianceStatus.PENDING, authority.country),
         ).fetchone()
         return int(failed or 0), int(total), last, int(waiting)
 

@@ -24,6 +24,7 @@ from facturasd.config.types import (
     Duration,
     OptionalRateLimit,
     RateLimit,
+    RequiredRateLimit,
     SecretFile,
     TimeZoneName,
     Url,
@@ -108,16 +109,18 @@ class QueueSettings(_Section):
     max_attempts: int = Field(5, ge=1)
 
 
-# Only stages that call an upstream are throttled (SPEC §2): Alegra allows 150 requests a
-# minute per user and a booking costs up to three (contact, bill, attachment), so 45 bills a
-# minute stay under it; the authorities' public services get 60 a minute. Local stages run as
-# fast as the disk allows: a 1,000-invoice backlog clears in about 25 minutes, bound by Alegra.
+# Only stages that call an upstream are throttled (SPEC §2): the authorities' public services
+# get 60 a minute. Booking is not throttled by its queue: Alegra's client keeps each Alegra
+# user's requests under `alegra.rate_limit` (150 a minute), whatever they are for, so a
+# booking that needs no look-up (two requests: bill, attachment) is not held to the pace of
+# one that does. Local stages run as fast as the disk allows: a 1,000-invoice backlog clears
+# in about 14 minutes, bound by Alegra.
 _DEFAULT_QUEUES: dict[QueueName, QueueSettings] = {
     QueueName.INVOICE_PROCESSING: QueueSettings(),
     QueueName.TAX_VALIDATION: QueueSettings(),
     QueueName.DIAN_VALIDATION: QueueSettings(rate_limit=RateLimit(60, 60.0)),
     QueueName.COMPLIANCE_RETRY: QueueSettings(rate_limit=RateLimit(30, 60.0)),
-    QueueName.ALEGRA_SYNC: QueueSettings(rate_limit=RateLimit(45, 60.0)),
+    QueueName.ALEGRA_SYNC: QueueSettings(),
     QueueName.REPORT_GENERATION: QueueSettings(),
     QueueName.NOTIFICATIONS: QueueSettings(),
 }
@@ -186,17 +189,56 @@ class Cache(_Section):
     ttl: CacheTtl = CacheTtl()
 
 
-class Alegra(_Section):
-    base_url: Url = "https://api.alegra.com/api/v1"
+class AccountRule(_Section):
+    """An expense account chosen by supplier (its tax id) or by a keyword of a line's
+    description (case and accents ignored). `account`: an Alegra category id or name."""
+
+    account: str = Field(min_length=1)
+    supplier: str = ""
+    keyword: str = ""
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> AccountRule:
+        if bool(self.supplier) == bool(self.keyword):
+            raise PydanticCustomError(
+                "account_rule", "give either supplier or keyword (one of them)", {}
+            )
+        return self
+
+
+class AlegraUser(_Section):
+    """Who books a company's bills in Alegra, and on which accounts (`[alegra]` when the
+    company has no section of its own)."""
+
     email: str = ""
     token_file: SecretFile = None
+    # The expense account of a line no rule picks: a category id or name ("" = the first
+    # expense account of Alegra's chart).
+    default_account: str = ""
+    account_rules: list[AccountRule] = Field(default_factory=list)
+
+
+class Alegra(AlegraUser):
+    base_url: Url = "https://api.alegra.com/api/v1"
     mode: Literal["bills", "import"] = "bills"
+    lines: Literal["categories", "items"] = "categories"
     timeout: Duration = 30.0
+    # Alegra's limit per user; the client keeps every call under it.
+    rate_limit: RequiredRateLimit = RateLimit(150, 60.0)
+    # The address at which Alegra's cloud reaches this daemon's /hooks/alegra (a reverse
+    # proxy in front of http.bind): "" = no webhooks, the cache relies on its TTLs.
+    webhooks_url: WebhookUrl = ""
+    # Per company (`[alegra.companies.<slug>]`): its own Alegra user and accounts.
+    companies: dict[str, AlegraUser] = Field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
         """Alegra is off until both the user's e-mail and a token file are configured."""
         return bool(self.email) and self.token_file is not None
+
+    def user(self, company: str | None) -> AlegraUser:
+        """The Alegra user and accounts of `company`'s bills."""
+        return self.companies.get(company or "", self)
 
 
 class Sat(_Section):
@@ -338,12 +380,16 @@ class Config(_Section):
                     {"key": key, "dupes": ", ".join(dupes)},
                 )
         slugs = {c.slug for c in self.companies}
-        if unknown := sorted(set(self.authorities.dian.companies) - slugs):
-            raise PydanticCustomError(
-                "unknown_company",
-                "authorities.dian.companies: {unknown} is not a company of [[companies]]",
-                {"unknown": ", ".join(unknown)},
-            )
+        for where, named in (
+            ("authorities.dian.companies", self.authorities.dian.companies),
+            ("alegra.companies", self.alegra.companies),
+        ):
+            if unknown := sorted(set(named) - slugs):
+                raise PydanticCustomError(
+                    "unknown_company",
+                    "{where}: {unknown} is not a company of [[companies]]",
+                    {"where": where, "unknown": ", ".join(unknown)},
+                )
         return self
 
 
@@ -354,20 +400,6 @@ INERT: frozenset[str] = frozenset(
     {
         # the HTTP API's actions
         "http.token_file",
-        # booking in Alegra reads it: the gate is `lifecycle.booking_starts_at`
-        "authorities.book_when",
-        # the Alegra cache
-        "cache.backend",
-        "cache.url",
-        "cache.ttl.contacts",
-        "cache.ttl.items",
-        "cache.ttl.accounts",
-        # booking in Alegra
-        "alegra.base_url",
-        "alegra.email",
-        "alegra.token_file",
-        "alegra.mode",
-        "alegra.timeout",
         # the scheduler
         "schedule.contacts_sync",
         "schedule.items_sync",

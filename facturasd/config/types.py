@@ -86,6 +86,18 @@ OptionalRateLimit = Annotated[
 ]
 
 
+def _parse_required_rate_limit(value: object) -> RateLimit:
+    found = _parse_rate_limit(value)
+    if found is None:
+        raise PydanticCustomError("rate_limit", 'is not a rate like "150/m" (per s, m, h or d)')
+    return found
+
+
+RequiredRateLimit = Annotated[
+    RateLimit, BeforeValidator(_parse_required_rate_limit), PlainSerializer(str, return_type=str)
+]
+
+
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     """Relative paths are taken from the configuration file's folder."""
     base = (info.context or {}).get("base_dir")

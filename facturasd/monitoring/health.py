@@ -43,6 +43,8 @@ WEIGHTS = {
     "inbox": 0.10,
     "folders": 0.10,
     "authorities": 0.10,
+    "alegra": 0.10,
+    "cache": 0.05,
 }
 REUSE_FOR = 1.0
 # Work is failing when, of its attempts in the tally's window, at least this many failed and

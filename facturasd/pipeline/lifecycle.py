@@ -5,7 +5,7 @@ checks the change against `TRANSITIONS`, writes the state and its event, and que
 the stage that the new state starts, all inside the caller's transaction, so a state and its
 next job commit together or not at all. Stages are registered, not wired: a `Stage` names the
 job kind, its queue and the state that starts it; whoever runs workers maps kinds to handlers.
-The next capabilities (authorities, booking) add their stages and states here.
+Each capability (authorities, booking) adds its stages and states here.
 """
 
 from __future__ import annotations
@@ -40,7 +40,14 @@ TRANSITIONS: Mapping[InvoiceState, frozenset[InvoiceState]] = {
     S.DUPLICATE: frozenset({S.RECEIVED, S.DISCARDED}),
     # Assigned or accepted by a person; a PDF alone linked to its XML when that arrives.
     S.NEEDS_REVIEW: frozenset({S.CHECKED, S.LINKED, S.DISCARDED, S.RECEIVED}),
-    S.CHECKED: frozenset({S.DISCARDED, S.RECEIVED}),
+    # Booked in Alegra (the intent recorded before the bill is posted), or not bookable as it
+    # is (a tax rate Alegra lacks, a credit note): a person decides.
+    S.CHECKED: frozenset({S.BOOKING, S.NEEDS_REVIEW, S.DISCARDED, S.RECEIVED}),
+    # The bill posted (or found, after a crash); or refused by Alegra for its content, or not
+    # found with certainty after a crash (it may exist): a person decides.
+    S.BOOKING: frozenset({S.BOOKED, S.NEEDS_REVIEW}),
+    # A bill in Alegra is the end: undoing it is done in Alegra, by a person.
+    S.BOOKED: frozenset(),
     S.LINKED: frozenset({S.DISCARDED, S.RECEIVED}),
     S.DISCARDED: frozenset({S.RECEIVED}),
 }
@@ -74,12 +81,21 @@ PROCESS = Stage("process", QueueName.INVOICE_PROCESSING, InvoiceState.RECEIVED)
 # accepted or assigned by a person).
 CONFIRM = Stage("confirm", QueueName.DIAN_VALIDATION, InvoiceState.CHECKED)
 STAGES: tuple[Stage, ...] = (PROCESS, CONFIRM)
+BOOK, ATTACH = "book", "attach"  # booking's job kinds (registered by `booking`)
+# The states of an invoice the tax authority is asked about: checked, and on into booking
+# (with `book_when = "checked"` the bill may be posted before the authority answers).
+ASKED = (InvoiceState.CHECKED, InvoiceState.BOOKING, InvoiceState.BOOKED)
 
 
-def booking_starts_at(book_when: str) -> InvoiceState | ComplianceStatus:
-    """Where the booking stage starts (`authorities.book_when`): once the authority confirmed
-    the invoice ("validated"), or as soon as it is checked ("checked")."""
-    return ComplianceStatus.VALIDATED if book_when == "validated" else InvoiceState.CHECKED
+def booking(book_when: str) -> tuple[Stage, Stage]:
+    """Booking in Alegra, registered when Alegra is configured: the bill, started once the
+    authority confirmed the invoice ("validated") or as soon as it is checked ("checked",
+    `authorities.book_when`); then its files attached to it."""
+    starts = ComplianceStatus.VALIDATED if book_when == "validated" else InvoiceState.CHECKED
+    return (
+        Stage(BOOK, QueueName.ALEGRA_SYNC, starts),
+        Stage(ATTACH, QueueName.ALEGRA_SYNC, InvoiceState.BOOKED),
+    )
 
 
 class Lifecycle:

@@ -179,7 +179,7 @@ class Rebuild:
                 reason=received,
             )
             why = f"the same bytes as invoice #{earlier.id}" if earlier else "read again"
-            rebuilt = f"rebuilt from {file.folder}/{file.name} (the ledger was lost): {why}"
+            rebuilt = f"{ledger.REBUILT}{file.folder}/{file.name} (the ledger was lost): {why}"
             ledger.event(conn, invoice.id, now, state, ledger.SYSTEM, rebuilt)
             if earlier is None:
                 self.lifecycle.start(conn, invoice.id, state)

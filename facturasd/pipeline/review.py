@@ -19,8 +19,8 @@ from facturasd.clock import Clock, utcnow
 from facturasd.config import Company
 from facturasd.constants import ComplianceStatus, InvoiceState, JobState
 from facturasd.errors import ReviewRefused
-from facturasd.pipeline.lifecycle import CONFIRM, Lifecycle
-from facturasd.store import compliance, ledger
+from facturasd.pipeline.lifecycle import ASKED, BOOK, CONFIRM, Lifecycle, Stage
+from facturasd.store import bookings, compliance, ledger
 from facturasd.store.db import Database
 
 # Findings that keep an invoice in review whoever it is assigned to.
@@ -97,24 +97,34 @@ class Review:
         )
         return sorted(invoice.id for invoice in found)
 
-    async def ask_again(self, invoice_id: int, reason: str) -> ledger.Invoice:
-        """Ask the tax authority again now (`facturasd retry`): the compliance status back to
-        PENDING, the attempts so far no longer counted against its retries, and its confirm
-        job due now (a job parked until a retry's step, or until the authority answers again,
-        is brought forward). Returns the invoice as it was."""
+    async def ask_again(self, invoice_id: int, reason: str) -> tuple[ledger.Invoice, str]:
+        """`facturasd retry`: the stage the invoice is stuck at, again now. Returns the
+        invoice as it was, and "booking_again" or "asked_again".
 
-        def record(conn: sqlite3.Connection) -> ledger.Invoice:
+        Booking, when Alegra is configured and the invoice is past the authority (VALIDATED),
+        or was sent to a person by the booking (Alegra refused its bill): back to checked,
+        its book job due now. Otherwise the tax authority: the compliance status back to
+        PENDING, the attempts so far no longer counted against its retries, and its confirm
+        job due now (a job parked until a retry's step, or until the authority answers
+        again, is brought forward)."""
+        book = next((s for s in self.lifecycle.stages if s.kind == BOOK), None)
+
+        def record(conn: sqlite3.Connection) -> tuple[ledger.Invoice, str]:
             invoice = ledger.get(conn, invoice_id)
             if invoice is None:
                 raise ReviewRefused("no_invoice", id=invoice_id)
-            if invoice.state is not InvoiceState.CHECKED:
+            if book is not None and (
+                (invoice.state is InvoiceState.NEEDS_REVIEW and bookings.get(conn, invoice_id))
+                or (
+                    invoice.state is InvoiceState.CHECKED
+                    and invoice.compliance is ComplianceStatus.VALIDATED
+                )
+            ):
+                self._book_again(conn, invoice, book, reason)
+                return invoice, "booking_again"
+            if invoice.state not in ASKED:
                 raise ReviewRefused("not_checked", id=invoice_id, state=invoice.state)
-            job = self.lifecycle.later(conn, CONFIRM, invoice_id, at=self._clock())
-            if job.state is JobState.RUNNING:
-                # It is being asked: its answer would find the status changed under it and be
-                # dropped, leaving the invoice PENDING without a job.
-                raise ReviewRefused("being_asked", id=invoice_id)
-            self.lifecycle.queue.due_now(conn, [job.id])
+            self._now_due(conn, CONFIRM, invoice_id, "being_asked")
             self.lifecycle.comply(
                 conn,
                 invoice,
@@ -123,9 +133,39 @@ class Review:
                 actor=self.actor,
             )
             compliance.restart_count(conn, invoice_id)
-            return invoice
+            return invoice, "asked_again"
 
         return await self.db.write(record)
+
+    def _book_again(
+        self, conn: sqlite3.Connection, invoice: ledger.Invoice, book: Stage, reason: str
+    ) -> None:
+        if invoice.state is InvoiceState.NEEDS_REVIEW:
+            self.lifecycle.advance(
+                conn,
+                invoice,
+                to=InvoiceState.CHECKED,
+                reason=f"to be booked again: {reason}",
+                actor=self.actor,
+            )
+        else:
+            ledger.event(
+                conn,
+                invoice.id,
+                self._clock().timestamp(),
+                None,
+                self.actor,
+                f"to be booked again: {reason}",
+            )
+        self._now_due(conn, book, invoice.id, "being_booked")
+
+    def _now_due(self, conn: sqlite3.Connection, stage: Stage, invoice_id: int, busy: str) -> None:
+        """`stage`'s job for the invoice, due now; refused while it runs (its outcome would
+        find the invoice changed under it and be dropped, leaving it without a job)."""
+        job = self.lifecycle.later(conn, stage, invoice_id, at=self._clock())
+        if job.state is JobState.RUNNING:
+            raise ReviewRefused(busy, id=invoice_id)
+        self.lifecycle.queue.due_now(conn, [job.id])
 
     async def _set(
         self, invoice: ledger.Invoice, reason: str, state: InvoiceState, **columns: Any

@@ -38,12 +38,14 @@ COUNTED = tuple(
 )
 # The path of a row whose file left the inbox some other way before it could be archived.
 NO_FILE = ""
+# How the history of an invoice rebuilt from the archive begins (`rebuild-ledger`).
+REBUILT = "rebuilt from "
 
 _SUMMARY = (
     "id, sha256, original_name, inbox_path, member, path, archived, company, state, "
     "compliance, format, uuid, country, kind, number, issuer_tax_id, issuer_name, "
-    "receiver_tax_id, issued_at, currency, total, verdict, score, related_to, received_at, "
-    "updated_at"
+    "receiver_tax_id, issued_at, currency, total, verdict, score, related_to, alegra_bill_id, "
+    "received_at, updated_at"
 )
 
 
@@ -73,6 +75,7 @@ class Invoice:
     verdict: str | None
     score: float | None
     related_to: int | None
+    alegra_bill_id: str | None
     received_at: float
     updated_at: float
 
@@ -297,6 +300,25 @@ async def events(db: Database, invoice_id: int) -> list[Event]:
         Event(row["at"], row["state"], row["actor"], row["reason"], row["compliance"])
         for row in rows
     ]
+
+
+def rebuilt(conn: sqlite3.Connection, invoice_id: int) -> bool:
+    """Whether the invoice's history says the ledger was rebuilt (what it did before is
+    unknown: a bill may exist)."""
+    row = conn.execute(
+        "SELECT 1 FROM invoice_events WHERE invoice_id = ? AND substr(reason, 1, ?) = ? LIMIT 1",
+        (invoice_id, len(REBUILT), REBUILT),
+    ).fetchone()
+    return row is not None
+
+
+def printed_copies(conn: sqlite3.Connection, invoice_id: int) -> list[Invoice]:
+    """The PDFs alone linked to the invoice as its printed copy."""
+    rows = conn.execute(
+        f"SELECT {_SUMMARY} FROM invoices WHERE related_to = ? AND state = ? ORDER BY id",
+        (invoice_id, InvoiceState.LINKED),
+    ).fetchall()
+    return [Invoice.from_row(row) for row in rows]
 
 
 def inspection(conn: sqlite3.Connection, invoice_id: int) -> dict[str, Any] | None:

@@ -178,4 +178,21 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE invoices ADD COLUMN attempts_from INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX invoices_compliance ON invoices(compliance);
     """,
+    # 4: booking in Alegra. The bill an invoice became, and the booking's own record: the intent
+    # written before a bill is posted (so a crash between the POST and its commit is looked up,
+    # never posted again), and how the last try ended.
+    """
+    ALTER TABLE invoices ADD COLUMN alegra_bill_id TEXT;
+
+    CREATE TABLE bookings (
+        invoice_id INTEGER PRIMARY KEY REFERENCES invoices(id),
+        account    TEXT NOT NULL,
+        intent_at  REAL,
+        booked_at  REAL,
+        attached   INTEGER NOT NULL DEFAULT 0,
+        outcome    TEXT,
+        detail     TEXT
+    );
+    CREATE INDEX bookings_booked ON bookings(account, booked_at);
+    """,
 )

@@ -8,6 +8,7 @@ import socket
 
 from aiohttp import web
 
+from facturasd.alegra.service import HOOK_PATH, Hooks
 from facturasd.config import Http
 from facturasd.errors import CannotListen
 from facturasd.monitoring.health import Health
@@ -25,10 +26,13 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def create_app(checker: Health) -> web.Application:
+def create_app(checker: Health, hooks: Hooks | None = None) -> web.Application:
+    """`hooks`: Alegra's webhooks, answered when Alegra is configured."""
     app = web.Application()
     app[HEALTH] = checker
     app.router.add_get("/health", health)
+    if hooks is not None:
+        app.router.add_post(HOOK_PATH, hooks.handle)
     return app
 
 

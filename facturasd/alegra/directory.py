@@ -1,0 +1,166 @@
+"""What booking looks up in one Alegra account, through the cache: the supplier's contact, the
+chart (taxes, retentions, expense accounts) and items; the warm-up that fills the cache ahead
+of the day's bookings; and what a change in Alegra (our own write, or a webhook) forgets.
+
+Keys in the cache (scope = the company, or "default"): `contacts:<identification>` → the
+contact {id, name, identification}, with `contacts:id:<id>` → the identification, so an edit
+known only by the contact's id forgets it; `items:<name>` and `items:id:<id>` likewise;
+`taxes:all`, `retentions:all`, `accounts:all` the whole lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from typing import Any
+
+from facturasd.alegra.bill import Chart
+from facturasd.alegra.cache import AlegraCache
+from facturasd.alegra.client import AlegraClient
+from facturasd.formats.model import Document
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+# A webhook's subject names Alegra's object ("client" is any contact), then the cache's kind.
+OBJECTS = {"client": "contacts", "contact": "contacts", "item": "items"}
+
+
+def identification(text: str) -> str:
+    """A tax id as compared with Alegra's: letters and digits, upper case; a Colombian NIT
+    without the check digit Alegra may keep after a dash ("900.123.456-7"). (An RFC has
+    letters before its dashes.)"""
+    if re.fullmatch(r"[0-9.\s]+-[0-9]", text.strip()):
+        text = text.rsplit("-", 1)[0]
+    return "".join(ch for ch in text.upper() if ch.isalnum() or ch in "&Ñ")
+
+
+def item_key(name: str) -> str:
+    """An item's name as looked up: no accents, lower case, single spaces."""
+    plain = unicodedata.normalize("NFKD", name)
+    plain = "".join(ch for ch in plain if not unicodedata.combining(ch))
+    return " ".join(plain.lower().split())
+
+
+class Directory:
+    def __init__(self, client: AlegraClient, cache: AlegraCache, scope: str):
+        self.client = client
+        self.cache = cache
+        self.scope = scope
+
+    async def provider(self, document: Document) -> str:
+        """The Alegra contact id of the document's issuer: from the cache, else looked up by
+        identification (an exact match among the results), else created."""
+        issuer = document.issuer
+        key = identification(issuer.tax_id or "")
+        if not key:
+            raise ValueError("the document names no issuer tax id")
+        cached = await self.cache.get(self.scope, "contacts", key)
+        if cached is not None:
+            return str(cached["id"])
+        found = await self.client.get("/contacts", identification=key, type="provider")
+        matches = [
+            contact
+            for contact in found or []
+            if identification(str(contact.get("identification") or "")) == key
+        ]
+        if matches:
+            contact = matches[0]
+        else:
+            contact = await self.client.post(
+                "/contacts",
+                {"name": issuer.name or key, "identification": key, "type": ["provider"]},
+            )
+            log.info(
+                "alegra: provider %s (%s) created as contact %s", issuer.name, key, contact["id"]
+            )
+        await self._remember_contact(contact, key)
+        return str(contact["id"])
+
+    async def _remember_contact(self, contact: dict[str, Any], key: str) -> None:
+        entry = {"id": str(contact["id"]), "name": contact.get("name"), "identification": key}
+        await self.cache.set(self.scope, "contacts", key, entry)
+        await self.cache.set(self.scope, "contacts", f"id:{entry['id']}", key)
+
+    async def chart(self) -> Chart:
+        """The account's taxes, retentions and chart of accounts."""
+        return Chart(
+            taxes=await self._list("taxes", "/taxes"),
+            retentions=await self._list("retentions", "/retentions"),
+            categories=await self._list("accounts", "/categories"),
+        )
+
+    async def _list(self, kind: str, path: str) -> list[dict[str, Any]]:
+        cached = await self.cache.get(self.scope, kind, ALL)
+        if cached is not None:
+            return list(cached)
+        found = await self.client.get(path)
+        if not isinstance(found, list):
+            found = []
+        await self.cache.set(self.scope, kind, ALL, found)
+        return found
+
+    async def items(self, names: list[str]) -> dict[str, str]:
+        """The item id of each name (`bill.item_names`), created when Alegra has none."""
+        ids: dict[str, str] = {}
+        for name in dict.fromkeys(names):
+            key = item_key(name)
+            cached = await self.cache.get(self.scope, "items", key)
+            if cached is not None:
+                ids[name] = str(cached["id"])
+                continue
+            found = await self.client.get("/items", query=name)
+            item = next((i for i in found or [] if item_key(str(i.get("name") or "")) == key), None)
+            if item is None:
+                item = await self.client.post("/items", {"name": name, "price": 0})
+            await self._remember_item(item, key)
+            ids[name] = str(item["id"])
+        return ids
+
+    async def _remember_item(self, item: dict[str, Any], key: str) -> None:
+        await self.cache.set(self.scope, "items", key, {"id": str(item["id"]), "name": key})
+        await self.cache.set(self.scope, "items", f"id:{item['id']}", key)
+
+    async def warm_up(self) -> dict[str, int]:
+        """Providers, items, taxes, retentions and accounts into the cache (every page), so
+        the day's bookings spend Alegra's requests on bills. Returns how many of each."""
+        loaded = {"contacts": 0, "items": 0}
+        async for page in self.client.pages("/contacts", type="provider"):
+            for contact in page:
+                key = identification(str(contact.get("identification") or ""))
+                if key:
+                    await self._remember_contact(contact, key)
+                    loaded["contacts"] += 1
+        async for page in self.client.pages("/items"):
+            for item in page:
+                if name := item_key(str(item.get("name") or "")):
+                    await self._remember_item(item, name)
+                    loaded["items"] += 1
+        for kind, path in (
+            ("taxes", "/taxes"),
+            ("retentions", "/retentions"),
+            ("accounts", "/categories"),
+        ):
+            await self.cache.invalidate(self.scope, kind, ALL)
+            loaded[kind] = len(await self._list(kind, path))
+        return loaded
+
+    async def forget(self, subject: str, obj: dict[str, Any]) -> int:
+        """What Alegra says changed (`edit-client`, `delete-item`, …, with the object): its
+        entries forgotten, by id and by what it is looked up by. Returns how many."""
+        kind = OBJECTS.get(subject.rsplit("-", 1)[-1])
+        if kind is None or obj.get("id") is None:
+            return 0
+        keys = {f"id:{obj['id']}"}
+        by_id = await self.cache.get(self.scope, kind, f"id:{obj['id']}")
+        if isinstance(by_id, str):
+            keys.add(by_id)
+        if kind == "contacts" and obj.get("identification"):
+            keys.add(identification(str(obj["identification"])))
+        if kind == "items" and obj.get("name"):
+            keys.add(item_key(str(obj["name"])))
+        forgotten = 0
+        for key in keys:
+            forgotten += await self.cache.invalidate(self.scope, kind, key)
+        return forgotten
