@@ -46,8 +46,7 @@ TAXES = [
     {"id": "6", "name": "IVA", "percentage": "8.00", "type": "IVA", "status": "active"},
 ]
 RETENTION_RATES = [
-    *(("ReteFuente", rate, "FUENTE") for rate in ("0.1", "1", "2", "2.5", "3.5", "4", "6", "10")),
-    ("ReteFuente", "11", "FUENTE"),
+    *(("ReteFuente", r, "FUENTE") for r in ("0.1", "1", "2", "2.5", "3.5", "4", "6", "10", "11")),
     ("ReteIVA", "15", "IVA"),
     *(("ReteICA", rate, "ICA") for rate in ("0.414", "0.69", "0.966", "1.104", "1.38")),
     ("ISR", "1.25", "ISR"),
@@ -103,24 +102,22 @@ def retention_id(type_: str, rate: str) -> str:
 
 # ── reading and checking, as the daemon does before booking ───────────────────────────────
 
-# A Colombian buyer that withholds, as in tests/test_checks.py: the samples' receiver and
-# the generated invoices' customer.
+# A Colombian buyer in Bogotá that withholds, as in tests/test_checks.py: the receiver of the
+# Colombian samples and the customer of the generated invoices.
 BUYER = {
     "slug": "rg-glass",
     "name": "RG GLASS S.A.S.",
     "country": "CO",
-    "tax_id": "901956924",
+    "tax_id": CUSTOMER_NIT,
     "city": "11001",
     "withholding_agent": True,
 }
-SAMPLE_CONTEXT = Context(
-    now=datetime(2026, 11, 28, tzinfo=UTC),
-    max_age=timedelta(days=20 * 365),
-    companies=[Company.model_validate(BUYER)],
-)
 CONTEXT = Context(
-    now=datetime(2026, 11, 3, 15, 0, tzinfo=UTC),
-    companies=[Company.model_validate({**BUYER, "tax_id": CUSTOMER_NIT})],
+    now=datetime(2026, 11, 3, 15, 0, tzinfo=UTC), companies=[Company.model_validate(BUYER)]
+)
+# The samples are years old: judged as if received now, without the age warning.
+SAMPLE_CONTEXT = replace(
+    CONTEXT, now=datetime(2026, 11, 28, tzinfo=UTC), max_age=timedelta(days=20 * 365)
 )
 
 
@@ -344,11 +341,9 @@ def test_colombian_withholdings_due_become_retentions_with_their_amounts() -> No
         Item("Varilla corrugada", "10", "150000.00", "19"),
         Item("Alambre", "5", "20000", "19"),
     ]
-    gran = Context(
-        now=CONTEXT.now,
-        companies=[
-            Company.model_validate({**BUYER, "tax_id": CUSTOMER_NIT, "tax_level_codes": ["O-13"]})
-        ],
+    # A gran contribuyente (O-13) also withholds ReteIVA.
+    gran = replace(
+        CONTEXT, companies=[Company.model_validate({**BUYER, "tax_level_codes": ["O-13"]})]
     )
     document, inspection = checked(co_invoice(items), gran)
     due = inspection.withholdings_due
@@ -402,11 +397,10 @@ def test_mexican_lines_with_iva_16_8_0_exento_discounts_and_withholdings() -> No
 
 
 def test_foreign_currency_is_kept_with_the_document_s_rate() -> None:
-    buyer = Context(now=CONTEXT.now, companies=CONTEXT.companies)
     usd = co_invoice(
         [Item("Licencia", "1", "5000.00", "19")], currency="USD", exchange_rate="4000.00"
     )
-    document, inspection = checked(usd, buyer)
+    document, inspection = checked(usd)
     body = bill(document, inspection.withholdings_due, CHART, NO_RULES, provider="7")
     assert body["currency"] == {"code": "USD", "exchangeRate": "4000.00"}
     assert_adds_up(document, body)

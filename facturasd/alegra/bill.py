@@ -44,7 +44,8 @@ RETENTION_TYPES = {
     "CO": {"05": "IVA", "06": "FUENTE", "07": "ICA"},
     "MX": {"001": "ISR", "002": "IVA"},
 }
-# Alegra keeps observations short; a description longer than this is cut.
+# A bill line's observations are a note (the document itself is attached to the bill): a
+# description longer than this is cut.
 OBSERVATIONS_LENGTH = 500
 ITEM_NAME_LENGTH = 150
 RETRY = "then `facturasd retry`"
@@ -72,6 +73,9 @@ class AccountRule:
 
 @dataclass(frozen=True)
 class Accounts:
+    """A company's expense accounts: its rules, first match wins, else `default` (an id or a
+    name), else the chart's first expense account."""
+
     default: str | None
     rules: tuple[AccountRule, ...] = ()
 
@@ -243,7 +247,7 @@ def _charged(source: _Source) -> Iterator[Tax]:
     for tax in source.taxes:
         if tax.factor == "Exento":
             continue
-        if tax.rate is None and not number(tax.amount or "0"):
+        if tax.rate is None and number(tax.amount or "0") == 0:
             continue
         yield tax
 
