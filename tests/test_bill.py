@@ -396,6 +396,23 @@ def test_mexican_lines_with_iva_16_8_0_exento_discounts_and_withholdings() -> No
     assert marker(document) == UUID
 
 
+def test_a_support_document_is_booked_and_long_descriptions_are_cut() -> None:
+    long = "Servicio de transporte de carga " * 40
+    data = co_invoice([Item(long.strip(), "1", "80000.00", "0")]).replace(
+        b"<cbc:InvoiceTypeCode>01</cbc:InvoiceTypeCode>",
+        b"<cbc:InvoiceTypeCode>05</cbc:InvoiceTypeCode>",
+    )
+    document, body = booked(data)
+    assert document.kind == "support_document"
+    assert body["observations"].startswith("Documento soporte FE1001 · CUFE ")
+    [line] = lines_of(body)
+    assert len(line["observations"]) == 500 and line["observations"].endswith(
+        "Servicio de transpo…"
+    )
+    [name] = item_names(document)
+    assert len(name) == 150 and name.startswith("Servicio de transporte") and name[-1] == "…"
+
+
 def test_foreign_currency_is_kept_with_the_document_s_rate() -> None:
     usd = co_invoice(
         [Item("Licencia", "1", "5000.00", "19")], currency="USD", exchange_rate="4000.00"
