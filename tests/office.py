@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ from aiohttp.test_utils import TestServer
 from facturasd.alegra.cache import AlegraCache
 
 from facturasd.config import load_config
-from facturasd.constants import ComplianceStatus, WorkerGroup
+from facturasd.constants import ComplianceStatus, QueueName, WorkerGroup
+from facturasd.formats.reader import read
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.sandbox.server import PATHS, create_app
-from facturasd.sandbox.state import Sandbox
+from facturasd.sandbox.state import Sandbox, SatRecord
 from facturasd.services import Services, build
 from facturasd.store import compliance, ledger
 from facturasd.workers import Handler
+from tests.documents import Item, cfdi40
 from tests.support import take, write_config
 
 # The queues' rate limits are the benchmark's business: here they would only slow the test.
@@ -89,6 +92,22 @@ class Office:
     async def until(self, when: float) -> None:
         """The clock moves to `when` (a timestamp); what comes due then is done."""
         self.clock.now = datetime.fromtimestamp(when, UTC)
+        await self.settle()
+
+    async def take(self, files: Mapping[str, bytes]) -> None:
+        """More files taken and checked, as the daemon's watcher and local pool would; then
+        what they start upstream is done."""
+        services = self.services
+        inbox = services.config.paths.inbox
+        for name, data in files.items():
+            await anyio.Path(inbox / name).write_bytes(data)
+            await services.ingest(inbox / name)
+        queues = [QueueName.INVOICE_PROCESSING.value]
+        lease = services.config.workers.lease
+        while (job := await services.queue.claim(queues, lease)) is not None:
+            await services.queue.complete(job, await services.process(job))
+        rows = await services.db.fetchall("SELECT id, original_name FROM invoices")
+        self.ids.update({row["original_name"]: row["id"] for row in rows})
         await self.settle()
 
     async def invoice(self, name: str) -> ledger.Invoice:
@@ -185,3 +204,24 @@ async def office(
                     pool.stop()
     finally:
         await server.close()
+
+
+def cfdi(n: int) -> bytes:
+    """A stamped CFDI 4.0 of its own (UUID, total)."""
+    return cfdi40(
+        [Item(f"Producto {n}", "1", f"{100 + n}.00", "16")],
+        override={"uuid": f"0B7C4A1E-2F3D-4C5B-8A9E-{n:012X}"},
+    )
+
+
+def known_to_sat(sandbox: Sandbox, data: bytes, **record: str) -> SatRecord:
+    """SAT knows the CFDI `data` (by the parts of its expression), with `record`'s status."""
+    (inspection,) = read(data, "cfdi.xml")
+    doc = inspection.document
+    assert doc and doc.uuid and doc.issuer.tax_id and doc.receiver.tax_id and doc.totals.total
+    uuid = doc.uuid.upper()
+    found = SatRecord(
+        uuid, doc.issuer.tax_id, doc.receiver.tax_id, Decimal(doc.totals.total), **record
+    )
+    sandbox.sat[uuid] = found
+    return found

@@ -8,22 +8,20 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
-from facturasd.formats.reader import read
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.sandbox.server import PATHS, load_documents
-from facturasd.sandbox.state import DianRecord, Fault, Sandbox, SatRecord
+from facturasd.sandbox.state import DianRecord, Fault, Sandbox
 from facturasd.store import compliance
 from facturasd.store.queue import Job
 from tests import wsse
-from tests.documents import CUSTOMER_NIT, ISSUER_RFC, RECEIVER_RFC, TFD, Item, cfdi40
-from tests.office import Office, office
+from tests.documents import CUSTOMER_NIT, ISSUER_RFC, RECEIVER_RFC, TFD
+from tests.office import Office, cfdi, known_to_sat, office
 from tests.support import REPO, cufe, invoice
 
 # Each test parses its files in a worker process and runs the authorities' pool: slow tier.
@@ -38,27 +36,6 @@ COMPANY = (
     "[[companies]]\nslug = 'rg-glass'\nname = 'RG GLASS S.A.S.'\ncountry = 'CO'\n"
     f"tax_id = '{CUSTOMER_NIT}'\ncity = '11001'\n"
 )
-
-
-def cfdi(n: int) -> bytes:
-    """A stamped CFDI 4.0 of its own (UUID, total)."""
-    return cfdi40(
-        [Item(f"Producto {n}", "1", f"{100 + n}.00", "16")],
-        override={"uuid": f"0B7C4A1E-2F3D-4C5B-8A9E-{n:012X}"},
-    )
-
-
-def known_to_sat(sandbox: Sandbox, data: bytes, **record: str) -> SatRecord:
-    """SAT knows the CFDI `data` (by the parts of its expression), with `record`'s status."""
-    (inspection,) = read(data, "cfdi.xml")
-    doc = inspection.document
-    assert doc and doc.uuid and doc.issuer.tax_id and doc.receiver.tax_id and doc.totals.total
-    uuid = doc.uuid.upper()
-    found = SatRecord(
-        uuid, doc.issuer.tax_id, doc.receiver.tax_id, Decimal(doc.totals.total), **record
-    )
-    sandbox.sat[uuid] = found
-    return found
 
 
 def due_after(job: sqlite3.Row | None, now: datetime, step: float) -> None:

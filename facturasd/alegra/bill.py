@@ -156,6 +156,13 @@ def bill(
     return body
 
 
+def check(document: Document) -> None:
+    """Unbookable for what no look-up in Alegra can make bookable (a credit note, a document
+    without a UUID): checked before Alegra is asked anything."""
+    _bookable_kind(document)
+    marker(document)
+
+
 def item_names(document: Document) -> list[str]:
     """Items mode: the Alegra item name of each bill line `bill` makes, in order."""
     return [

@@ -206,7 +206,7 @@ class Booking:
         self, books: Books, document: Document, due: list[WithholdingDue]
     ) -> dict[str, Any]:
         """The POST /bills body; Unbookable when it cannot be faithful to the document."""
-        bill.check_kind(document)
+        bill.check(document)
         provider = await books.directory.provider(document)
         chart = await books.directory.chart()
         items: Mapping[str, str] = {}
