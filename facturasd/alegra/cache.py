@@ -271,7 +271,8 @@ class AlegraCache:
         return value
 
     async def set(self, scope: str, kind: str, key: str, value: Any) -> None:
-        """Keeps a JSON-able value for the kind's TTL; a backend failure only counts."""
+        """Keeps a JSON-able value (not None: it would read as a miss) for the kind's TTL; a
+        backend failure only counts."""
         ttl = self._ttls[_checked(kind)]
         if ttl <= 0:
             return  # a TTL of 0 in the settings turns caching of that kind off
