@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 from hypothesis import settings
+
+from tests.redis_server import RedisServer, installed
 
 # CI machines are noisy: no per-example deadline there.
 settings.register_profile("ci", deadline=None)
@@ -24,3 +27,17 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fails the test if a component makes a blocking call on the event loop."""
     with blockbuster_ctx("facturasd") as bb:
         yield bb
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own; CI installs it, so there its absence fails."""
+    if not installed():
+        message = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
