@@ -32,7 +32,7 @@ def checked(
 STANDING = Invoice(
     *(7, "0" * 64, "first.xml", "first.xml", None, "/archive/first.xml", True, "acme"),
     *(S.CHECKED, "PENDING", "dian-invoice", UUID, "CO", "invoice", "FV1", None, None, None),
-    *(None, "COP", "100.00", "ok", 1.0, None, 0.0, 0.0),
+    *(None, "COP", "100.00", "ok", 1.0, None, None, 0.0, 0.0),
 )
 
 

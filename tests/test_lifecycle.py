@@ -23,7 +23,7 @@ from facturasd.pipeline.lifecycle import (
     TRANSITIONS,
     Lifecycle,
     Stage,
-    booking_starts_at,
+    booking,
 )
 from facturasd.pipeline.review import Review
 from facturasd.services import build
@@ -151,7 +151,7 @@ async def test_book_when_decides_whether_booking_waits_for_the_authority(
     tmp_path: Path, book_when: str
 ) -> None:
     db = await Database.open(tmp_path / "ledger.db")
-    book = Stage("book-test", QueueName.ALEGRA_SYNC, booking_starts_at(book_when))
+    book, _ = booking(book_when)
     try:
         lifecycle = Lifecycle(Queue(db), [*STAGES, book])
         invoice = await db.write(lambda conn: _row(conn, InvoiceState.RECEIVED))
@@ -164,13 +164,13 @@ async def test_book_when_decides_whether_booking_waits_for_the_authority(
         )
         queued = [row["kind"] for row in await kinds()]
         # Checked: the authority is asked; booking starts now only if it need not wait.
-        assert queued == (["confirm", "book-test"] if book_when == "checked" else ["confirm"])
+        assert queued == (["confirm", "book"] if book_when == "checked" else ["confirm"])
         checked = await db.read(lambda conn: ledger.get(conn, invoice.id))
         assert checked is not None
         await db.write(
             lambda c: lifecycle.comply(c, checked, to=ComplianceStatus.VALIDATED, reason="00")
         )
-        assert [row["kind"] for row in await kinds()] == ["confirm", "book-test"]
+        assert [row["kind"] for row in await kinds()] == ["confirm", "book"]
     finally:
         await db.close()
 

@@ -337,6 +337,11 @@ class AlegraCache:
                 self._counters[kind].invalidations += 1
         return len(deleted)
 
+    @property
+    def unreachable(self) -> bool:
+        """Its backend failed the last call: look-ups go to Alegra meanwhile."""
+        return self._unreachable
+
     async def _call(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         """Runs one backend operation within the timeout; raises _Bypassed instead of failing."""
         now = time.monotonic()
