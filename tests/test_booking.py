@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from facturasd.alegra.cache import open_cache
 
+from facturasd.alegra.cache import open_cache
 from facturasd.config.sections import Cache
 from facturasd.constants import ComplianceStatus, InvoiceState
 from facturasd.formats.model import WithholdingDue

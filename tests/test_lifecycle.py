@@ -229,7 +229,7 @@ async def test_an_invoice_a_person_accepts_gets_the_same_next_job_as_one_checked
                         lambda conn: services.lifecycle.advance(
                             conn,
                             ledger.get(conn, checked),  # type: ignore[arg-type]
-                            to=InvoiceState.NEEDS_REVIEW,
+                            to=InvoiceState.BOOKED,  # (a bill is booked through `booking`)
                             reason="not allowed",
                         )
                     )
