@@ -158,7 +158,7 @@ class Booking:
         due: list[WithholdingDue],
         record: Record | None,
         rebuilt: bool,
-    ) -> Effect:
+    ) -> Effect | None:
         if books.mode == "import" and document.country == "CO":
             path, body = "/bills/import-by-cufe", {"cufe": document.uuid}
         else:
@@ -171,7 +171,10 @@ class Booking:
             looked = await self._look_up(books, invoice, document, record)
             if looked is not None:
                 return looked
-        invoice = await self._intend(books, invoice)
+        intended = await self._intend(books, invoice)
+        if intended is None:
+            return None  # discarded or reprocessed meanwhile: not booked
+        invoice = intended
         try:
             posted = await books.client.post(path, body)
         except AccountBlocked:
@@ -216,22 +219,25 @@ class Booking:
             document, due, chart, books.accounts, provider=provider, lines=books.lines, items=items
         )
 
-    async def _intend(self, books: Books, invoice: Invoice) -> Invoice:
-        """The intent, committed before the POST; the invoice as it is after it."""
+    async def _intend(self, books: Books, invoice: Invoice) -> Invoice | None:
+        """The intent, committed before the POST; the invoice as it is after it, or None if
+        a person moved it meanwhile (nothing is posted)."""
 
-        def write(conn: sqlite3.Connection) -> None:
-            bookings.record(
-                conn, invoice.id, account=books.user.email, outcome=Outcome.POSTING, at=self._now()
-            )
+        def write(conn: sqlite3.Connection) -> bool:
             if invoice.state is S.CHECKED and not self.lifecycle.advance(
                 conn,
                 invoice,
                 to=S.BOOKING,
                 reason=f"posting its bill to Alegra ({books.user.email})",
             ):
-                raise JobFailed(f"invoice #{invoice.id} changed while it was being booked")
+                return False
+            bookings.record(
+                conn, invoice.id, account=books.user.email, outcome=Outcome.POSTING, at=self._now()
+            )
+            return True
 
-        await self.db.write(write)
+        if not await self.db.write(write):
+            return None
         return dataclasses.replace(invoice, state=S.BOOKING)
 
     async def _look_up(
@@ -321,7 +327,9 @@ class Booking:
 
     # ── calls to Alegra ───────────────────────────────────────────────────────────────────
 
-    async def _calling(self, books: Books, work: Callable[[], Awaitable[Effect]]) -> Effect:
+    async def _calling(
+        self, books: Books, work: Callable[[], Awaitable[Effect | None]]
+    ) -> Effect | None:
         """`work`'s effect, once Alegra answered. While the user's booking is paused or its
         circuit open, the job waits uncounted (after the cool-down one goes through as the
         probe); no answer waits likewise; an answer about the account pauses it."""

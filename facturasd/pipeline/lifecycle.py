@@ -149,8 +149,10 @@ class Lifecycle:
         actor: str = ledger.SYSTEM,
     ) -> bool:
         """Move `invoice`'s compliance status (as the caller read it) to `to` and queue what
-        `to` starts, like `advance`; only if it is still `checked` with the status it was read
-        with. Staying in a status records the event (another attempt, another reason)."""
+        `to` starts, like `advance`; only if it still has the status it was read with. Its
+        state may have moved on meanwhile (booked, with `book_when = "checked"`): the
+        authority's word is recorded all the same. Staying in a status records the event
+        (another attempt, another reason)."""
         if to not in COMPLIANCE[invoice.compliance] and to is not invoice.compliance:
             raise IllegalTransition(
                 f"invoice #{invoice.id}: compliance {invoice.compliance} → {to} "
@@ -163,7 +165,6 @@ class Lifecycle:
             actor=actor,
             reason=reason,
             compliance=to,
-            expect=invoice.state,
             expect_compliance=invoice.compliance,
         )
         if changed and to is not invoice.compliance:
