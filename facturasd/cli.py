@@ -272,7 +272,9 @@ def _parser() -> argparse.ArgumentParser:
     discard.add_argument("--reason", required=True)
     for action in (assign, accept, discard):
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
-    sandbox_help = "local SAT and DIAN servers that speak their protocols, to try facturasd offline"
+    sandbox_help = (
+        "local SAT, DIAN and Alegra servers that speak their protocols, to try facturasd offline"
+    )
     sandbox = commands.add_parser("sandbox", help=sandbox_help, description=sandbox_help)
     sandbox.add_argument("--bind", default="127.0.0.1:8099", help="address (default: %(default)s)")
     sandbox.add_argument(
@@ -283,6 +285,22 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="CERT",
         help="PEM certificate(s) DIAN requests must be signed with (default: any)",
+    )
+    sandbox.add_argument(
+        "--alegra-user", metavar="EMAIL", help="Alegra's user (default: sandbox@facturasd.local)"
+    )
+    sandbox.add_argument("--alegra-token", metavar="TOKEN", help="its token (default: sandbox)")
+    sandbox.add_argument(
+        "--alegra-rate",
+        type=int,
+        metavar="N",
+        help="Alegra requests a user may make a minute (default: 150)",
+    )
+    sandbox.add_argument(
+        "--alegra-state",
+        type=Path,
+        metavar="FILE",
+        help="Alegra's account read from FILE at start (when it exists), written there at stop",
     )
     for sub in (listing, show, assign, accept, discard):
         # Also after the action; given before it, it is not overwritten here.
@@ -406,7 +424,13 @@ def _sandbox(args: argparse.Namespace) -> int:
     from facturasd.sandbox.run import Refused, serve
 
     try:
-        anyio.run(serve, args.bind, args.documents, args.dian_trust)
+        # The Alegra options left out keep serve's defaults.
+        alegra = {
+            key: value
+            for key in ("alegra_user", "alegra_token", "alegra_rate", "alegra_state")
+            if (value := getattr(args, key)) is not None
+        }
+        anyio.run(partial(serve, args.bind, args.documents, args.dian_trust, **alegra))
     except Refused as exc:
         print(f"facturasd sandbox: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,23 +10,40 @@ from aiohttp import web
 from cryptography import x509
 
 from facturasd.config.sections import split_bind
+from facturasd.sandbox import alegra
 from facturasd.sandbox.server import base_urls, create_app, load_documents
-from facturasd.sandbox.state import Sandbox
+from facturasd.sandbox.state import ALEGRA_RATE, ALEGRA_TOKEN, ALEGRA_USER, Alegra, Sandbox
 
 
 class Refused(Exception):
     """The sandbox cannot start as asked; the message, one line, says why."""
 
 
-async def serve(bind: str, documents: Path | None, dian_trust: Path | None) -> None:
-    """Serves until SIGINT or SIGTERM; prints each service's URL once it listens."""
+async def serve(
+    bind: str,
+    documents: Path | None,
+    dian_trust: Path | None,
+    *,
+    alegra_user: str = ALEGRA_USER,
+    alegra_token: str = ALEGRA_TOKEN,
+    alegra_rate: int = ALEGRA_RATE,
+    alegra_state: Path | None = None,
+) -> None:
+    """Serves until SIGINT or SIGTERM; prints each service's URL once it listens. The Alegra
+    account starts from `alegra_state` when that file exists, and is written back there when
+    the sandbox stops."""
     host, port = split_bind(bind)
     if not host or not port.isdigit() or int(port) > 65535:
         raise Refused(f'--bind {bind}: not an address like "127.0.0.1:8099" or "[::1]:8099"')
+    if alegra_rate < 1:
+        raise Refused(f"--alegra-rate {alegra_rate}: at least 1 request a minute")
     # Signals are caught from the start, as the daemon does: one that comes while the
     # documents load, or right after the URLs are printed, stops the sandbox cleanly.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        sandbox = Sandbox()
+        sandbox = Sandbox(alegra=Alegra(user=alegra_user, token=alegra_token, rate=alegra_rate))
+        alegra.seed(sandbox.alegra)
+        if alegra_state is not None:
+            await anyio.to_thread.run_sync(_restore, sandbox.alegra, alegra_state)
         if documents is not None:
             await anyio.to_thread.run_sync(_load, sandbox, documents)
         if dian_trust is not None:
@@ -41,13 +58,19 @@ async def serve(bind: str, documents: Path | None, dian_trust: Path | None) -> N
                 raise Refused(f"--bind {bind}: {exc.strerror or exc}") from None
             # With port 0 the system chose one: the URLs say which.
             listening = runner.addresses[0][1]
-            known = {"sat": len(sandbox.sat), "dian": len(sandbox.dian)}
+            known = {
+                "sat": len(sandbox.sat),
+                "dian": len(sandbox.dian),
+                "alegra": len(sandbox.alegra.documents),
+            }
             for name, url in base_urls(host, listening).items():
                 print(f"{name}: {url} ({known[name]} documents known)", flush=True)
             async for _ in signals:
                 break
         finally:
             await runner.cleanup()
+        if alegra_state is not None:
+            await anyio.to_thread.run_sync(_save, sandbox.alegra, alegra_state)
 
 
 def _load(sandbox: Sandbox, documents: Path) -> None:
@@ -57,6 +80,24 @@ def _load(sandbox: Sandbox, documents: Path) -> None:
         load_documents(sandbox, documents)
     except OSError as exc:
         raise Refused(f"--documents {documents}: {exc}") from None
+
+
+def _restore(account: Alegra, path: Path) -> None:
+    if not path.exists():
+        return  # the first run: the file is written at stop
+    try:
+        alegra.restore(account, path)
+    except OSError as exc:
+        raise Refused(f"--alegra-state {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise Refused(f"--alegra-state {path}: {exc}") from None
+
+
+def _save(account: Alegra, path: Path) -> None:
+    try:
+        alegra.save(account, path)
+    except OSError as exc:
+        raise Refused(f"--alegra-state {path}: not written: {exc.strerror or exc}") from None
 
 
 def _certificates(path: Path) -> list[x509.Certificate]:

@@ -3,8 +3,12 @@ that set what the services answer, and the faults that make them fail.
 
     POST   /sat/ConsultaCFDIService.svc        SAT (sat.consulta)
     POST   /dian/WcfDianCustomerServices.svc   DIAN (dian.service)
+    *      /alegra/api/v1/...                  Alegra's API v1 (alegra.create_app)
     POST   /_admin/sat/{uuid}     {"estado", "efos", "cancelable", "re", "rr", "tt"}
     POST   /_admin/dian/{cufe}    {"status_code", "is_valid", "errors"}
+    POST   /_admin/alegra/account             {"block": 900 | 907 | null}
+    POST   /_admin/alegra/{type}/{id}[?shape=data]   the fields to set (webhooks fired)
+    DELETE /_admin/alegra/{type}/{id}[?shape=data]   removes it (webhooks fired)
     POST   /_admin/faults         {"service", "status", "rate", "latency_ms", "timeout",
                                    "retry_after"}
     DELETE /_admin/faults
@@ -26,13 +30,17 @@ from aiohttp import web
 
 from facturasd.formats.model import Document
 from facturasd.formats.reader import read
-from facturasd.sandbox import dian, sat
+from facturasd.sandbox import alegra, dian, sat
 from facturasd.sandbox.state import SANDBOX, DianRecord, Fault, Sandbox, SatRecord
 
 log = logging.getLogger(__name__)
 
 # Where each service answers; the first part of the path names it.
-PATHS = {"sat": "/sat/ConsultaCFDIService.svc", "dian": "/dian/WcfDianCustomerServices.svc"}
+PATHS = {
+    "sat": "/sat/ConsultaCFDIService.svc",
+    "dian": "/dian/WcfDianCustomerServices.svc",
+    "alegra": alegra.PREFIX,
+}
 # A request a `timeout` fault holds: longer than any client waits.
 HELD = 3600.0
 
@@ -44,8 +52,13 @@ def create_app(sandbox: Sandbox) -> web.Application:
     app[SANDBOX] = sandbox
     app.router.add_post(PATHS["sat"], sat.consulta)
     app.router.add_post(PATHS["dian"], dian.service)
+    app.add_subapp(PATHS["alegra"], alegra.create_app())
+    app.cleanup_ctx.append(alegra.webhooks_client)
     app.router.add_post("/_admin/sat/{uuid}", _set_sat)
     app.router.add_post("/_admin/dian/{cufe}", _set_dian)
+    app.router.add_post("/_admin/alegra/account", _set_alegra_account)
+    app.router.add_post("/_admin/alegra/{type}/{id}", _edit_alegra)
+    app.router.add_delete("/_admin/alegra/{type}/{id}", _remove_alegra)
     app.router.add_post("/_admin/faults", _set_fault)
     app.router.add_delete("/_admin/faults", _clear_faults)
     app.router.add_get("/_admin/stats", _stats)
@@ -131,6 +144,45 @@ async def _set_dian(request: web.Request) -> web.Response:
     return web.json_response(vars(record))
 
 
+async def _set_alegra_account(request: web.Request) -> web.Response:
+    account = request.app[SANDBOX].alegra
+    try:
+        alegra.set_block(account, (await _body(request)).get("block"))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return web.json_response({"block": account.block})
+
+
+async def _edit_alegra(request: web.Request) -> web.Response:
+    kind, id_ = request.match_info["type"], request.match_info["id"]
+    fields = await _body(request)
+    try:
+        answer = await alegra.edit(request.app, kind, id_, fields, _shape(request))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return web.json_response(answer)
+
+
+async def _remove_alegra(request: web.Request) -> web.Response:
+    kind, id_ = request.match_info["type"], request.match_info["id"]
+    try:
+        answer = await alegra.remove(request.app, kind, id_, _shape(request))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    except KeyError:
+        raise web.HTTPNotFound(text=f"no {kind} with id {id_}") from None
+    return web.json_response(answer)
+
+
+def _shape(request: web.Request) -> str:
+    """The key an admin edit's webhook payload carries the object under: `message` (the
+    default) or `data` (`?shape=data`), the two shapes seen of Alegra's."""
+    shape = request.query.get("shape", "message")
+    if shape not in ("message", "data"):
+        raise web.HTTPBadRequest(text=f"shape must be message or data, not {shape!r}")
+    return shape
+
+
 async def _set_fault(request: web.Request) -> web.Response:
     try:
         service, fault = Fault.of(await _body(request))
@@ -151,7 +203,8 @@ async def _stats(request: web.Request) -> web.Response:
 
 def load_documents(sandbox: Sandbox, folder: Path) -> None:
     """Every document under `folder` (XML, ZIP, AttachedDocument; recursively) known and in
-    force; files that hold none are skipped."""
+    force, and each Colombian invoice importable by its CUFE in Alegra; files that hold none
+    are skipped."""
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         for inspection in read(path.read_bytes(), path.name):
             if inspection.document is not None and inspection.document.uuid:
@@ -161,6 +214,8 @@ def load_documents(sandbox: Sandbox, folder: Path) -> None:
 def _know(sandbox: Sandbox, document: Document, uuid: str) -> None:
     if document.country != "MX":
         sandbox.dian[uuid.lower()] = DianRecord(uuid.lower(), document.number)
+        if document.kind in alegra.IMPORTABLE_KINDS:
+            sandbox.alegra.documents[uuid.lower()] = document
         return
     total = document.totals.total
     issuer, receiver = document.issuer.tax_id, document.receiver.tax_id

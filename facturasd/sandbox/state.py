@@ -10,7 +10,14 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
-SERVICES = ("sat", "dian")
+from facturasd.formats.model import Document
+
+SERVICES = ("sat", "dian", "alegra")
+# The local Alegra account's credentials unless `facturasd sandbox` is told others: public,
+# like everything in the sandbox.
+ALEGRA_USER = "sandbox@facturasd.local"
+ALEGRA_TOKEN = "sandbox"  # noqa: S105
+ALEGRA_RATE = 150  # requests a minute, as Alegra's plans allow
 
 
 @dataclass
@@ -72,9 +79,49 @@ class Fault:
 
 
 @dataclass
+class Window:
+    """One user's rate-limit window: when it started (time.monotonic) and what it served."""
+
+    start: float
+    served: int = 0
+
+
+@dataclass
+class Alegra:
+    """The local Alegra account: its collections as the API shows them (JSON values; money as
+    numbers already rounded), the ids issued, the block set by the admin, and what it counted.
+    alegra.py seeds it, serves it and writes it to the snapshot."""
+
+    user: str = ALEGRA_USER
+    token: str = ALEGRA_TOKEN
+    rate: int = ALEGRA_RATE
+    # collection ("contacts", "bills", "subscriptions" …) -> id -> object
+    records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # collection -> the last id issued (ids grow per collection, even past deleted ones)
+    last_ids: dict[str, int] = field(default_factory=dict)
+    block: int | None = None  # 900 (plan limit), 907 (read-only plan) or None
+    # The Colombian documents `POST /bills/import-by-cufe` knows, by CUFE (lower case).
+    documents: dict[str, Document] = field(default_factory=dict)
+    windows: dict[str, Window] = field(default_factory=dict)
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+    limited: int = 0
+    peak_per_window: int = 0
+    webhooks: Counter[str] = field(default_factory=Counter)  # "delivered", "failed"
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "by_endpoint": dict(self.by_endpoint),
+            "limited": self.limited,
+            "peak_per_window": self.peak_per_window,
+            "webhooks": {key: self.webhooks[key] for key in ("delivered", "failed")},
+        }
+
+
+@dataclass
 class Sandbox:
     sat: dict[str, SatRecord] = field(default_factory=dict)
     dian: dict[str, DianRecord] = field(default_factory=dict)
+    alegra: Alegra = field(default_factory=Alegra)
     faults: dict[str, Fault] = field(default_factory=dict)
     # The certificates a DIAN request's token must be one of; None: any certificate.
     dian_trust: list[x509.Certificate] | None = None
@@ -87,10 +134,12 @@ class Sandbox:
         self._counts[service][outcome] += 1
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        return {
+        found = {
             service: {"requests": sum(counts.values()), "by_outcome": dict(counts)}
             for service, counts in self._counts.items()
         }
+        found["alegra"].update(self.alegra.stats())
+        return found
 
 
 # The application's Sandbox. Here rather than in server.py: the service handlers read it, and
