@@ -4,6 +4,7 @@ dropped into an inbox, a ledger filled in this process."""
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ import httpx
 from facturasd import logs
 from facturasd.config import Config, QueueSettings, load_config
 from facturasd.constants import QueueName
+from facturasd.sandbox.state import ALEGRA_TOKEN, ALEGRA_USER
 from tests.documents import Item, co_invoice
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,7 +132,7 @@ class SandboxProcess:
 
     LISTENING = re.compile(r"^(\w+): (http://\S+) \((\d+) documents known\)$")
 
-    def __init__(self, *args: str, services: int = 2):
+    def __init__(self, *args: str, services: int = 3):
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "facturasd", "sandbox", "--bind", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
@@ -149,6 +151,10 @@ class SandboxProcess:
             assert found, line
             self.urls[found[1]] = found[2]
             self.known[found[1]] = int(found[3])
+        # Alegra's credentials, as the arguments set them or the sandbox's defaults.
+        given = dict(itertools.pairwise(args))
+        self.alegra_user = given.get("--alegra-user", ALEGRA_USER)
+        self.alegra_token = given.get("--alegra-token", ALEGRA_TOKEN)
         base = httpx.URL(self.urls["sat"])
         self.admin = httpx.Client(base_url=f"{base.scheme}://{base.host}:{base.port}", timeout=10)
 
@@ -157,6 +163,17 @@ class SandboxProcess:
         return {
             "FACTURASD_AUTHORITIES__SAT__URL": self.urls["sat"],
             "FACTURASD_AUTHORITIES__DIAN__URL": self.urls["dian"],
+        }
+
+    def alegra_env(self, folder: Path) -> dict[str, str]:
+        """The variables that point a daemon at the Alegra server as this sandbox's user, its
+        token written to an `alegra-token` file in `folder`."""
+        token = folder / "alegra-token"
+        token.write_text(self.alegra_token, encoding="utf-8")
+        return {
+            "FACTURASD_ALEGRA__BASE_URL": self.urls["alegra"],
+            "FACTURASD_ALEGRA__EMAIL": self.alegra_user,
+            "FACTURASD_ALEGRA__TOKEN_FILE": str(token),
         }
 
     def post(self, path: str, body: dict[str, object]) -> dict[str, object]:

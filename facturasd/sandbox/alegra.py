@@ -916,8 +916,10 @@ _TAXES = (
     ("IVA 8% (México, frontera)", "8.00", "IVA"),
 )
 _RETENTIONS = (
-    *((f"ReteFuente {p}%", p, "FUENTE") for p in ("0.10", "1.00", "2.00", "2.50", "3.50")),
-    *((f"ReteFuente {p}%", p, "FUENTE") for p in ("4.00", "6.00", "10.00", "11.00")),
+    *(
+        (f"ReteFuente {float(p):g}%", p, "FUENTE")
+        for p in ("0.10", "1.00", "2.00", "2.50", "3.50", "4.00", "6.00", "10.00", "11.00")
+    ),
     ("ReteIVA 15%", "15.00", "IVA"),
     *((f"ReteICA {p}%", p, "ICA") for p in ("0.414", "0.69", "0.966", "1.104", "1.38")),
     ("ISR 1.25%", "1.25", "ISR"),
