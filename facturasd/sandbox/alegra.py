@@ -61,7 +61,7 @@ import httpx
 from aiohttp import BodyPartReader, web
 
 from facturasd.clock import utcnow
-from facturasd.formats.model import Document, Party
+from facturasd.formats.model import Document, Party, number
 from facturasd.sandbox.state import SANDBOX, Alegra, Window
 
 PREFIX = "/alegra/api/v1"
@@ -79,20 +79,17 @@ IMPORTABLE_KINDS = ("invoice",)
 TAX_TYPES = {"01": "IVA", "04": "ICO"}
 RETENTION_TYPES = {"05": "IVA", "06": "FUENTE", "07": "ICA"}
 
-BAD_BODY, UNKNOWN_CATEGORY, UNKNOWN_ITEM, UNKNOWN_TAX, UNKNOWN_RETENTION = (
-    12001,
-    12010,
-    12011,
-    12012,
-    12013,
-)
-BAD_DATE, BAD_AMOUNT, CURRENCY_DISABLED, UNKNOWN_CUFE, NO_RATE = (
-    12014,
-    12015,
-    12016,
-    12017,
-    12018,
-)
+# The sandbox's own codes (see the table above).
+BAD_BODY = 12001
+UNKNOWN_CATEGORY = 12010
+UNKNOWN_ITEM = 12011
+UNKNOWN_TAX = 12012
+UNKNOWN_RETENTION = 12013
+BAD_DATE = 12014
+BAD_AMOUNT = 12015
+CURRENCY_DISABLED = 12016
+UNKNOWN_CUFE = 12017
+NO_RATE = 12018
 CENT = Decimal("0.01")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
@@ -159,9 +156,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.match_info.http_exception is not None:
         sandbox.count("alegra", "error")
         status = request.match_info.http_exception.status
-        return AlegraError(
-            status, 404 if status == 404 else status, "Recurso no encontrado"
-        ).response()
+        message = "Recurso no encontrado" if status == 404 else "Método no permitido"
+        return AlegraError(status, status, message).response()
     endpoint = f"{request.method} {_template(request)}"
     account.by_endpoint[endpoint] += 1
     user = _user(request, account)
@@ -592,12 +588,12 @@ def _line(account: Alegra, kind: str, line: Any) -> tuple[dict[str, Any], Decima
                 UNKNOWN_CATEGORY,
                 f"La cuenta contable {id_} no existe o no es una cuenta de gastos sin subcuentas",
             )
-        name = leaves[id_]["name"]
+        name = leaves[id_].get("name")
     else:
         item = account.records.get("items", {}).get(id_)
         if item is None:
             raise AlegraError(400, UNKNOWN_ITEM, f"El ítem {id_} no existe")
-        name = item["name"]
+        name = item.get("name")
     price = _number(line.get("price"), f"El precio de la línea {id_}")
     if price < 0:
         raise AlegraError(400, BAD_AMOUNT, f"El precio {price} de la línea {id_} es negativo")
@@ -610,7 +606,7 @@ def _line(account: Alegra, kind: str, line: Any) -> tuple[dict[str, Any], Decima
     taxes = []
     for sent in line.get("tax") or []:
         found = _tax(account, sent)
-        amount = (base * Decimal(found["percentage"]) / 100).quantize(CENT, ROUND_HALF_UP)
+        amount = (base * _percentage(found) / 100).quantize(CENT, ROUND_HALF_UP)
         taxes.append({**{k: found[k] for k in ("id", "name", "percentage")}, "amount": amount})
     tax = sum((t["amount"] for t in taxes), Decimal(0))
     entry = {
@@ -646,9 +642,14 @@ def _retention(account: Alegra, sent: Any, subtotal: Decimal) -> tuple[dict[str,
                 400, BAD_AMOUNT, f"El valor {amount} de la retención {id_} es negativo"
             )
     else:
-        amount = subtotal * Decimal(found["percentage"]) / 100
+        amount = subtotal * _percentage(found) / 100
     shown = {k: found[k] for k in ("id", "name", "percentage")}
     return shown, amount.quantize(CENT, ROUND_HALF_UP)
+
+
+def _percentage(rate: dict[str, Any]) -> Decimal:
+    """A tax's or retention's rate (`edit` keeps it a number)."""
+    return Decimal(str(rate["percentage"]))
 
 
 def _currency(sent: Any) -> dict[str, Any]:
@@ -687,10 +688,12 @@ def _imported(account: Alegra, document: Document) -> dict[str, Any]:
     """The POST /bills body for a Colombian document, as Alegra reads it from the DIAN."""
     category = next(iter(_expense_leaves(account)))["id"]
     lines = []
-    for number, line in enumerate(document.lines, 1):
-        quantity = Decimal(line.quantity or "1")
-        amount = Decimal(line.amount or "0")
-        price = Decimal(line.unit_price) if line.unit_price is not None else amount
+    for n, line in enumerate(document.lines, 1):
+        amount = number(line.amount)
+        if amount is None:
+            raise AlegraError(400, BAD_AMOUNT, f"La línea {n} del documento no tiene valor")
+        quantity = number(line.quantity) or Decimal(1)
+        price = number(line.unit_price) or amount
         if price * quantity != amount:  # a discount or a charge on the line
             price, quantity = amount, Decimal(1)
         taxes = [
@@ -703,7 +706,7 @@ def _imported(account: Alegra, document: Document) -> dict[str, Any]:
                 "price": str(price),
                 "quantity": str(quantity),
                 "tax": taxes,
-                "observations": line.description or f"Línea {number}",
+                "observations": line.description or f"Línea {n}",
             }
         )
     retentions = [
@@ -734,10 +737,11 @@ def _rate(
     name: str | None,
 ) -> str:
     """The id of the account's tax or retention of `code`'s type at `rate`."""
-    wanted = types.get(code)
+    wanted, percentage = types.get(code), number(rate)
+    if percentage is None:
+        raise AlegraError(400, NO_RATE, f"{name or code} del documento no tiene tarifa")
     for found in account.records.get(collection, {}).values():
-        same_type = found.get("type") == wanted and rate is not None
-        if same_type and Decimal(found["percentage"]) == Decimal(str(rate)):
+        if found.get("type") == wanted and _percentage(found) == percentage:
             return str(found["id"])
     raise AlegraError(
         400, NO_RATE, f"La cuenta no tiene {name or code} al {rate}% (código DIAN {code})"
@@ -749,8 +753,9 @@ def _provider(account: Alegra, issuer: Party) -> str:
     wanted = normalized(issuer.tax_id or "")
     for contact in account.records.get("contacts", {}).values():
         if wanted and normalized(contact.get("identification") or "") == wanted:
-            if "provider" not in contact["type"]:
-                contact["type"].append("provider")
+            types = contact.get("type") or []
+            if "provider" not in types:
+                contact["type"] = [*types, "provider"]
             return str(contact["id"])
     contact = {
         "id": _new_id(account, "contacts"),
@@ -817,7 +822,10 @@ async def edit(
     _admin_target(kind, id_)
     account = sandbox_app[SANDBOX].alegra
     existing = account.records.get(kind, {}).get(id_)
-    obj = _store(account, kind, {**(existing or {}), **fields, "id": id_})
+    merged = {**(existing or {}), **fields, "id": id_}
+    if kind in ("taxes", "retentions") and number(str(merged.get("percentage"))) is None:
+        raise ValueError(f"a percentage is a number, not {merged.get('percentage')!r}")
+    obj = _store(account, kind, merged)
     delivered, failed = await _notify(sandbox_app, "edit" if existing else "new", kind, obj, shape)
     return {"object": obj, "delivered": delivered, "failed": failed}
 
