@@ -14,6 +14,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from aiohttp import web
@@ -302,6 +303,22 @@ async def test_the_limiter_says_what_is_left_and_refuses_past_the_rate() -> None
         assert (stats["limited"], stats["peak_per_window"]) == (1, 5)
         assert stats["by_outcome"] == {"ok": 5, "limited": 1}
         assert stats["by_endpoint"] == {"GET /taxes": 5, "POST /contacts": 1}
+
+
+@pytest.mark.anyio
+async def test_a_burst_is_served_no_further_than_the_rate() -> None:
+    async with serving(rate=5) as local:
+        statuses: list[int] = []
+
+        async def ask() -> None:
+            statuses.append((await local.api.get("/contacts")).status_code)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(ask)
+        assert sorted(statuses) == [200] * 5 + [429] * 15
+        stats = (await local.admin.get("/_admin/stats")).json()["alegra"]
+        assert (stats["peak_per_window"], stats["limited"]) == (5, 15)
 
 
 @asynccontextmanager

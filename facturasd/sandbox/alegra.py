@@ -49,7 +49,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -146,7 +146,7 @@ async def webhooks_client(app: web.Application) -> AsyncIterator[None]:
 
 # --- The guard: auth, limiter, blocks, errors, counts ---------------------------------------
 
-Handler = Callable[[web.Request], Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -168,11 +168,12 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if headers is None:
         account.limited += 1
         sandbox.count("alegra", "limited")
-        response = AlegraError(
+        limited = AlegraError(
             429, 429, "Has superado el límite de peticiones por minuto; intenta más tarde"
         ).response()
-        response.headers.update(_limit_headers(account, user))
-        return response
+        limited.headers.update(_limit_headers(account, user))
+        return limited
+    response: web.StreamResponse
     try:
         _check_block(account, endpoint)
         response = await handler(request)
@@ -280,10 +281,6 @@ def _required(body: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
-def _ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
-
-
 def _money(amount: Decimal) -> float:
     return float(amount.quantize(CENT, ROUND_HALF_UP))
 
@@ -328,8 +325,8 @@ def _page(request: web.Request, objects: Iterable[dict[str, Any]]) -> web.Respon
     ordered = sorted(objects, key=key, reverse=direction == "DESC")
     data = ordered[start : start + limit]
     if query.get("metadata", "").lower() == "true":
-        return _ok({"metadata": {"total": len(ordered)}, "data": data})
-    return _ok(data)
+        return web.json_response({"metadata": {"total": len(ordered)}, "data": data})
+    return web.json_response(data)
 
 
 def _bound(text: str, name: str, low: int, high: int | None) -> int:
@@ -348,7 +345,7 @@ def _listed(collection: str) -> Handler:
 
 def _one(collection: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        return _ok(_found(_account(request), collection, request.match_info["id"]))
+        return web.json_response(_found(_account(request), collection, request.match_info["id"]))
 
     return handler
 
@@ -409,21 +406,21 @@ async def _new_contact(request: web.Request) -> web.Response:
         "email": None,
     }
     contact.update(_contact_fields(body))
-    return _ok(_store(account, "contacts", contact), 201)
+    return web.json_response(_store(account, "contacts", contact), status=201)
 
 
 async def _edit_contact(request: web.Request) -> web.Response:
     account, body = _account(request), await _json(request)
     contact = _found(account, "contacts", request.match_info["id"])
     contact.update(_contact_fields(body))
-    return _ok(contact)
+    return web.json_response(contact)
 
 
 async def _delete_contact(request: web.Request) -> web.Response:
     account = _account(request)
     contact = _found(account, "contacts", request.match_info["id"])
     del account.records["contacts"][contact["id"]]
-    return _ok({"code": 200, "message": "El contacto fue eliminado correctamente"})
+    return web.json_response({"code": 200, "message": "El contacto fue eliminado correctamente"})
 
 
 async def _items(request: web.Request) -> web.Response:
@@ -459,7 +456,7 @@ async def _new_item(request: web.Request) -> web.Response:
         "status": "active",
         "type": str(body.get("type") or "service"),
     }
-    return _ok(_store(account, "items", item), 201)
+    return web.json_response(_store(account, "items", item), status=201)
 
 
 # --- The chart of accounts ----------------------------------------------------------------
@@ -474,13 +471,13 @@ def _children(account: Alegra, parent: str | None) -> list[dict[str, Any]]:
 
 
 async def _categories(request: web.Request) -> web.Response:
-    return _ok(_children(_account(request), None))
+    return web.json_response(_children(_account(request), None))
 
 
 async def _category(request: web.Request) -> web.Response:
     account = _account(request)
     category = _found(account, "categories", request.match_info["id"])
-    return _ok({**category, "children": _children(account, category["id"])})
+    return web.json_response({**category, "children": _children(account, category["id"])})
 
 
 def _expense_leaves(account: Alegra, parent: str | None = None) -> Iterable[dict[str, Any]]:
@@ -503,8 +500,8 @@ async def _bills(request: web.Request) -> web.Response:
 
 
 async def _new_bill(request: web.Request) -> web.Response:
-    account = _account(request)
-    return _ok(_store(account, "bills", _bill(account, await _json(request))), 201)
+    account, body = _account(request), await _json(request)
+    return web.json_response(_store(account, "bills", _bill(account, body)), status=201)
 
 
 def _bill(account: Alegra, body: dict[str, Any], cufe: str | None = None) -> dict[str, Any]:
@@ -681,7 +678,7 @@ async def _import_by_cufe(request: web.Request) -> web.Response:
     body = _imported(account, document)
     # Looked up (or created) once every tax and withholding of the document has a rate here.
     body["provider"] = {"id": _provider(account, document.issuer)}
-    return _ok(_store(account, "bills", _bill(account, body, cufe)), 201)
+    return web.json_response(_store(account, "bills", _bill(account, body, cufe)), status=201)
 
 
 def _imported(account: Alegra, document: Document) -> dict[str, Any]:
@@ -791,7 +788,7 @@ async def _attach(request: web.Request) -> web.Response:
         "sha256": hashlib.sha256(data).hexdigest(),
     }
     bill.setdefault("attachments", []).append(attachment)
-    return _ok(attachment, 201)
+    return web.json_response(attachment, status=201)
 
 
 # --- Webhooks -----------------------------------------------------------------------------
@@ -803,14 +800,16 @@ async def _subscribe(request: web.Request) -> web.Response:
     if not url.startswith(("http://", "https://")):
         raise AlegraError(400, BAD_BODY, f"url debe ser una dirección http(s), no {url!r}")
     subscription = {"id": _new_id(account, "subscriptions"), "event": event, "url": url}
-    return _ok({"subscription": _store(account, "subscriptions", subscription)}, 201)
+    return web.json_response(
+        {"subscription": _store(account, "subscriptions", subscription)}, status=201
+    )
 
 
 async def _unsubscribe(request: web.Request) -> web.Response:
     account = _account(request)
     subscription = _found(account, "subscriptions", request.match_info["id"])
     del account.records["subscriptions"][subscription["id"]]
-    return _ok({})
+    return web.json_response({})
 
 
 async def edit(
