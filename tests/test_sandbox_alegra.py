@@ -21,7 +21,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from facturasd.formats.reader import read
-from facturasd.sandbox import alegra
 from facturasd.sandbox.server import create_app, load_documents
 from facturasd.sandbox.state import ALEGRA_TOKEN, ALEGRA_USER, Alegra, Sandbox
 from tests.support import REPO, SandboxProcess
@@ -58,9 +57,8 @@ class Local:
 
 @asynccontextmanager
 async def serving(rate: int = 150, documents: Path | None = None) -> AsyncIterator[Local]:
-    """The sandbox on a real port with a seeded Alegra account allowing `rate` a minute."""
+    """The sandbox on a real port, its Alegra account as seeded, allowing `rate` a minute."""
     sandbox = Sandbox(alegra=Alegra(rate=rate))
-    alegra.seed(sandbox.alegra)
     if documents is not None:
         load_documents(sandbox, documents)
     server = TestServer(create_app(sandbox), host="127.0.0.1")

@@ -41,7 +41,6 @@ async def serve(
     # documents load, or right after the URLs are printed, stops the sandbox cleanly.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         sandbox = Sandbox(alegra=Alegra(user=alegra_user, token=alegra_token, rate=alegra_rate))
-        alegra.seed(sandbox.alegra)
         if alegra_state is not None:
             await anyio.to_thread.run_sync(_restore, sandbox.alegra, alegra_state)
         if documents is not None:

@@ -90,7 +90,8 @@ class Window:
 class Alegra:
     """The local Alegra account: its collections as the API shows them (JSON values; money as
     numbers already rounded), the ids issued, the block set by the admin, and what it counted.
-    alegra.py seeds it, serves it and writes it to the snapshot."""
+    Made seeded (alegra.seed) unless given its records; alegra.py serves it and writes it to
+    the snapshot."""
 
     user: str = ALEGRA_USER
     token: str = ALEGRA_TOKEN
@@ -107,6 +108,13 @@ class Alegra:
     limited: int = 0
     peak_per_window: int = 0
     webhooks: Counter[str] = field(default_factory=Counter)  # "delivered", "failed"
+
+    def __post_init__(self) -> None:
+        if not self.records:
+            # (imported here: alegra.py imports this module)
+            from facturasd.sandbox.alegra import seed
+
+            seed(self)
 
     def stats(self) -> dict[str, Any]:
         return {
