@@ -304,6 +304,30 @@ async def test_the_limiter_says_what_is_left_and_refuses_past_the_rate() -> None
 
 
 @pytest.mark.anyio
+async def test_a_window_starts_with_the_first_request_after_the_last_one_ended() -> None:
+    now = [1000.0]
+    async with serving(rate=2) as local:
+        local.sandbox.alegra.clock = lambda: now[0]
+        await local.ok("GET", "/items")
+        now[0] += 40
+        response = await local.api.get("/items")
+        assert response.headers["X-Rate-Limit-Reset"] == "20"
+        now[0] += 19.5
+        assert (await local.api.get("/items")).status_code == 429
+        # 60 s after the window opened, and again long after: a whole new window each time.
+        for later in (0.5, 3600):
+            now[0] += later
+            response = await local.api.get("/items")
+            assert response.status_code == 200
+            assert (
+                response.headers["X-Rate-Limit-Remaining"],
+                response.headers["X-Rate-Limit-Reset"],
+            ) == ("1", "60")
+        stats = (await local.admin.get("/_admin/stats")).json()["alegra"]
+        assert (stats["peak_per_window"], stats["limited"]) == (2, 1)
+
+
+@pytest.mark.anyio
 async def test_a_burst_is_served_no_further_than_the_rate() -> None:
     async with serving(rate=5) as local:
         statuses: list[int] = []

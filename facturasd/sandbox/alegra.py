@@ -48,7 +48,6 @@ import math
 import os
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -208,7 +207,7 @@ def _user(request: web.Request, account: Alegra) -> str | None:
 def _admit(account: Alegra, user: str) -> dict[str, str] | None:
     """Counts one request in the user's window and returns the headers it is answered with;
     None when the window is full (the request is not counted)."""
-    now = time.monotonic()
+    now = account.clock()
     window = account.windows.get(user)
     if window is None or now >= window.start + WINDOW:
         window = account.windows[user] = Window(start=now)
@@ -221,7 +220,7 @@ def _admit(account: Alegra, user: str) -> dict[str, str] | None:
 
 def _limit_headers(account: Alegra, user: str) -> dict[str, str]:
     window = account.windows[user]
-    reset = max(1, math.ceil(window.start + WINDOW - time.monotonic()))
+    reset = max(1, math.ceil(window.start + WINDOW - account.clock()))
     return {
         "X-Rate-Limit-Limit": str(account.rate),
         "X-Rate-Limit-Remaining": str(max(0, account.rate - window.served)),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -80,7 +82,7 @@ class Fault:
 
 @dataclass
 class Window:
-    """One user's rate-limit window: when it started (time.monotonic) and what it served."""
+    """One user's rate-limit window: when it started (Alegra.clock) and what it served."""
 
     start: float
     served: int = 0
@@ -104,6 +106,8 @@ class Alegra:
     # The Colombian documents `POST /bills/import-by-cufe` knows, by CUFE (lower case).
     documents: dict[str, Document] = field(default_factory=dict)
     windows: dict[str, Window] = field(default_factory=dict)
+    # What the windows are timed by: a test on an injected clock passes its own.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     by_endpoint: Counter[str] = field(default_factory=Counter)
     limited: int = 0
     peak_per_window: int = 0
