@@ -2,8 +2,8 @@
 per-user limiter and its `X-Rate-Limit-*` headers, lists with `start`/`limit`/`metadata`,
 contacts, items, the chart of accounts, taxes, retentions, supplier bills (posted, or imported
 by the CUFE of a document loaded with `--documents`), their attachments, and webhook
-subscriptions, which the admin edits (server.py) fire. The account starts from `seed`, or from
-a snapshot (`restore`, `save`).
+subscriptions, which the admin edits (server.py) fire. The account starts as state.Alegra
+seeds it, or from a snapshot (`restore`, `save`).
 
 Every refusal is JSON `{"code": N, "message": "<Spanish>"}`:
 
@@ -880,87 +880,7 @@ async def _notify(
     return delivered, len(answered) - delivered
 
 
-# --- Seed and snapshot --------------------------------------------------------------------
-
-# (id, name, type, parent): PUC codes as ids, so an account can be named by its code.
-_CHART = (
-    ("1", "Activo", "asset", None),
-    ("11", "Disponible", "asset", "1"),
-    ("1105", "Caja", "asset", "11"),
-    ("1110", "Bancos", "asset", "11"),
-    ("2", "Pasivo", "liability", None),
-    ("22", "Proveedores", "liability", "2"),
-    ("2205", "Proveedores nacionales", "liability", "22"),
-    ("23", "Cuentas por pagar", "liability", "2"),
-    ("2365", "Retención en la fuente", "liability", "23"),
-    ("2367", "Impuesto a las ventas retenido", "liability", "23"),
-    ("2368", "Impuesto de industria y comercio retenido", "liability", "23"),
-    ("24", "Impuestos, gravámenes y tasas", "liability", "2"),
-    ("2408", "Impuesto sobre las ventas por pagar", "liability", "24"),
-    ("3", "Patrimonio", "equity", None),
-    ("3105", "Capital suscrito y pagado", "equity", "3"),
-    ("4", "Ingresos", "income", None),
-    ("41", "Operacionales", "income", "4"),
-    ("4135", "Comercio al por mayor y al por menor", "income", "41"),
-    ("5", "Gastos", "expense", None),
-    ("51", "Operacionales de administración", "expense", "5"),
-    ("5105", "Compras y gastos generales", "expense", "51"),
-    ("5135", "Servicios", "expense", "51"),
-    ("5140", "Gastos legales", "expense", "51"),
-    ("5145", "Mantenimiento y reparaciones", "expense", "51"),
-    ("5195", "Diversos", "expense", "51"),
-    ("6", "Costos de venta", "expense", None),
-    ("61", "Costo de ventas", "expense", "6"),
-    ("6135", "Compras de mercancías", "expense", "61"),
-)
-_TAXES = (
-    ("IVA 19%", "19.00", "IVA"),
-    ("IVA 5%", "5.00", "IVA"),
-    ("IVA 0%", "0.00", "IVA"),
-    ("INC 8%", "8.00", "ICO"),
-    ("IVA 16% (México)", "16.00", "IVA"),
-    ("IVA 8% (México, frontera)", "8.00", "IVA"),
-)
-_RETENTIONS = (
-    *(
-        (f"ReteFuente {float(p):g}%", p, "FUENTE")
-        for p in ("0.10", "1.00", "2.00", "2.50", "3.50", "4.00", "6.00", "10.00", "11.00")
-    ),
-    ("ReteIVA 15%", "15.00", "IVA"),
-    *((f"ReteICA {p}%", p, "ICA") for p in ("0.414", "0.69", "0.966", "1.104", "1.38")),
-    ("ISR 1.25%", "1.25", "ISR"),
-    ("ISR 10%", "10.00", "ISR"),
-    ("IVA retenido 4%", "4.00", "IVA"),
-    ("IVA retenido 10.6667%", "10.6667", "IVA"),
-)
-
-
-def seed(account: Alegra) -> None:
-    """The account as a new Colombian-Mexican company has it: a chart of accounts, the usual
-    taxes and retentions, two items; no contacts, no bills."""
-    account.records.clear()
-    account.last_ids.clear()
-    for id_, name, type_, parent in _CHART:
-        category = {"id": id_, "idParent": parent, "name": name, "type": type_, "readOnly": False}
-        _store(account, "categories", category)
-    for name, percentage, type_ in _TAXES:
-        tax = {"name": name, "percentage": percentage, "type": type_, "status": "active"}
-        _store(account, "taxes", {"id": _new_id(account, "taxes"), **tax})
-    for name, percentage, type_ in _RETENTIONS:
-        retention = {"name": name, "percentage": percentage, "type": type_, "status": "active"}
-        _store(account, "retentions", {"id": _new_id(account, "retentions"), **retention})
-    for name, type_ in (("Servicio", "service"), ("Producto", "product")):
-        item = {
-            "id": _new_id(account, "items"),
-            "name": name,
-            "description": "",
-            "reference": None,
-            "price": [{"idPriceList": "1", "price": 0}],
-            "tax": [],
-            "status": "active",
-            "type": type_,
-        }
-        _store(account, "items", item)
+# --- Snapshot --------------------------------------------------------------------
 
 
 def save(account: Alegra, path: Path) -> None:

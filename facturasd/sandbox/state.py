@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -88,11 +88,69 @@ class Window:
     served: int = 0
 
 
+# (id, name, type, parent): PUC codes as ids, so an account can be named by its code.
+_CHART = (
+    ("1", "Activo", "asset", None),
+    ("11", "Disponible", "asset", "1"),
+    ("1105", "Caja", "asset", "11"),
+    ("1110", "Bancos", "asset", "11"),
+    ("2", "Pasivo", "liability", None),
+    ("22", "Proveedores", "liability", "2"),
+    ("2205", "Proveedores nacionales", "liability", "22"),
+    ("23", "Cuentas por pagar", "liability", "2"),
+    ("2365", "Retención en la fuente", "liability", "23"),
+    ("2367", "Impuesto a las ventas retenido", "liability", "23"),
+    ("2368", "Impuesto de industria y comercio retenido", "liability", "23"),
+    ("24", "Impuestos, gravámenes y tasas", "liability", "2"),
+    ("2408", "Impuesto sobre las ventas por pagar", "liability", "24"),
+    ("3", "Patrimonio", "equity", None),
+    ("3105", "Capital suscrito y pagado", "equity", "3"),
+    ("4", "Ingresos", "income", None),
+    ("41", "Operacionales", "income", "4"),
+    ("4135", "Comercio al por mayor y al por menor", "income", "41"),
+    ("5", "Gastos", "expense", None),
+    ("51", "Operacionales de administración", "expense", "5"),
+    ("5105", "Compras y gastos generales", "expense", "51"),
+    ("5135", "Servicios", "expense", "51"),
+    ("5140", "Gastos legales", "expense", "51"),
+    ("5145", "Mantenimiento y reparaciones", "expense", "51"),
+    ("5195", "Diversos", "expense", "51"),
+    ("6", "Costos de venta", "expense", None),
+    ("61", "Costo de ventas", "expense", "6"),
+    ("6135", "Compras de mercancías", "expense", "61"),
+)
+_TAXES = (
+    ("IVA 19%", "19.00", "IVA"),
+    ("IVA 5%", "5.00", "IVA"),
+    ("IVA 0%", "0.00", "IVA"),
+    ("INC 8%", "8.00", "ICO"),
+    ("IVA 16% (México)", "16.00", "IVA"),
+    ("IVA 8% (México, frontera)", "8.00", "IVA"),
+)
+_RETENTIONS = (
+    *(
+        (f"ReteFuente {float(p):g}%", p, "FUENTE")
+        for p in ("0.10", "1.00", "2.00", "2.50", "3.50", "4.00", "6.00", "10.00", "11.00")
+    ),
+    ("ReteIVA 15%", "15.00", "IVA"),
+    *((f"ReteICA {p}%", p, "ICA") for p in ("0.414", "0.69", "0.966", "1.104", "1.38")),
+    ("ISR 1.25%", "1.25", "ISR"),
+    ("ISR 10%", "10.00", "ISR"),
+    ("IVA retenido 4%", "4.00", "IVA"),
+    ("IVA retenido 10.6667%", "10.6667", "IVA"),
+)
+
+
+def _numbered(objects: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`objects` by the ids "1", "2", … given in their order."""
+    return {str(n): {"id": str(n), **obj} for n, obj in enumerate(objects, 1)}
+
+
 @dataclass
 class Alegra:
     """The local Alegra account: its collections as the API shows them (JSON values; money as
     numbers already rounded), the ids issued, the block set by the admin, and what it counted.
-    Made seeded (alegra.seed) unless given its records; alegra.py serves it and writes it to
+    Made seeded (`seed`) unless given its records; alegra.py serves it and writes it to
     the snapshot."""
 
     user: str = ALEGRA_USER
@@ -115,10 +173,41 @@ class Alegra:
 
     def __post_init__(self) -> None:
         if not self.records:
-            # (imported here: alegra.py imports this module)
-            from facturasd.sandbox.alegra import seed
+            self.seed()
 
-            seed(self)
+    def seed(self) -> None:
+        """The account as a new Colombian-Mexican company has it: a chart of accounts, the
+        usual taxes and retentions, two items; no contacts, no bills."""
+        categories = {
+            id_: {"id": id_, "idParent": parent, "name": name, "type": type_, "readOnly": False}
+            for id_, name, type_, parent in _CHART
+        }
+        taxes, retentions = (
+            _numbered(
+                {"name": name, "percentage": rate, "type": type_, "status": "active"}
+                for name, rate, type_ in table
+            )
+            for table in (_TAXES, _RETENTIONS)
+        )
+        items = _numbered(
+            {
+                "name": name,
+                "description": "",
+                "reference": None,
+                "price": [{"idPriceList": "1", "price": 0}],
+                "tax": [],
+                "status": "active",
+                "type": type_,
+            }
+            for name, type_ in (("Servicio", "service"), ("Producto", "product"))
+        )
+        self.records = {
+            "categories": categories,
+            "taxes": taxes,
+            "retentions": retentions,
+            "items": items,
+        }
+        self.last_ids = {kind: max(map(int, found)) for kind, found in self.records.items()}
 
     def stats(self) -> dict[str, Any]:
         return {
