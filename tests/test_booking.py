@@ -45,8 +45,10 @@ NC3 = SAMPLES / "dian" / "siigo-blindacces-NC3.xml"
 COMPANIES = (
     "[[companies]]\nslug = 'rg-glass'\nname = 'RG GLASS S.A.S.'\ncountry = 'CO'\n"
     f"tax_id = '{CUSTOMER_NIT}'\ncity = '11001'\nwithholding_agent = true\n"
-    "[[companies]]\nslug = 'dim'\nname = 'DIM'\ncountry = 'MX'\ntax_id = 'DIM8701081LA'\n"
-    "[[companies]]\nslug = 'mci'\nname = 'MCI'\ncountry = 'MX'\ntax_id = 'MCI7306249Y1'\n"
+    "[[companies]]\nslug = 'dim'\nname = 'DAY INTERNATIONAL DE MEXICO SA DE CV'\n"
+    "country = 'MX'\ntax_id = 'DIM8701081LA'\n"
+    "[[companies]]\nslug = 'mci'\nname = 'MUNICIPIO DE CUAUTITLAN IZCALLI'\ncountry = 'MX'\n"
+    "tax_id = 'MCI7306249Y1'\nregime = '603'\npostal_code = '54700'\n"
 )
 CENT = Decimal("0.01")
 UUID8 = "0B7C4A1E-2F3D-4C5B-8A9E-000000000808"

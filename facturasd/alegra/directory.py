@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections import defaultdict
 from typing import Any
 
-from facturasd.alegra.bill import Chart
+import anyio
+
+from facturasd.alegra.bill import Chart, Unbookable
 from facturasd.alegra.cache import AlegraCache
 from facturasd.alegra.client import AlegraClient
 from facturasd.formats.model import Document
@@ -48,14 +51,21 @@ class Directory:
         self.client = client
         self.cache = cache
         self.scope = scope
+        # One look-up at a time per entry: two bookings of a new supplier at once make one
+        # look-up (and one contact), not two.
+        self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
 
     async def provider(self, document: Document) -> str:
         """The Alegra contact id of the document's issuer: from the cache, else looked up by
         identification (an exact match among the results), else created."""
-        issuer = document.issuer
-        key = identification(issuer.tax_id or "")
+        key = identification(document.issuer.tax_id or "")
         if not key:
-            raise ValueError("the document names no issuer tax id")
+            raise Unbookable("the document names no issuer tax id: its provider is unknown")
+        async with self._locks[f"contacts:{key}"]:
+            return await self._provider(document, key)
+
+    async def _provider(self, document: Document, key: str) -> str:
+        issuer = document.issuer
         cached = await self.cache.get(self.scope, "contacts", key)
         if cached is not None:
             return str(cached["id"])
@@ -92,14 +102,15 @@ class Directory:
         )
 
     async def _list(self, kind: str, path: str) -> list[dict[str, Any]]:
-        cached = await self.cache.get(self.scope, kind, ALL)
-        if cached is not None:
-            return list(cached)
-        found = await self.client.get(path)
-        if not isinstance(found, list):
-            found = []
-        await self.cache.set(self.scope, kind, ALL, found)
-        return found
+        async with self._locks[kind]:
+            cached = await self.cache.get(self.scope, kind, ALL)
+            if cached is not None:
+                return list(cached)
+            found = await self.client.get(path)
+            if not isinstance(found, list):
+                found = []
+            await self.cache.set(self.scope, kind, ALL, found)
+            return found
 
     async def items(self, names: list[str]) -> dict[str, str]:
         """The item id of each name (`bill.item_names`), created when Alegra has none."""

@@ -10,7 +10,7 @@ that set what the services answer, and the faults that make them fail.
     POST   /_admin/alegra/{type}/{id}[?shape=data]   the fields to set (webhooks fired)
     DELETE /_admin/alegra/{type}/{id}[?shape=data]   removes it (webhooks fired)
     POST   /_admin/faults         {"service", "status", "rate", "latency_ms", "timeout",
-                                   "retry_after"}
+                                   "retry_after", "hold_ms", "endpoint": "POST /bills"}
     DELETE /_admin/faults
     GET    /_admin/stats
 """
@@ -71,13 +71,17 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     service = request.path.strip("/").split("/", 1)[0]
     sandbox = request.app[SANDBOX]
     fault = sandbox.faults.get(service)
-    if fault is None:
+    if fault is None or not fault.applies(request.method, request.path):
         return await handler(request)
     if fault.latency_ms:
         await anyio.sleep(fault.latency_ms / 1000)
     if random.random() >= fault.rate:  # noqa: S311 (a share of requests, not a secret)
         return await handler(request)
     sandbox.count(service, "fault")
+    if fault.hold_ms:
+        response = await handler(request)
+        await anyio.sleep(fault.hold_ms / 1000)
+        return response
     if fault.timeout:
         await anyio.sleep(HELD)
     headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}

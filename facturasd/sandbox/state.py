@@ -49,14 +49,26 @@ class DianRecord:
 
 @dataclass(frozen=True)
 class Fault:
-    """What `POST /_admin/faults` sets for one service: a share of its requests answered with
-    `status` (and `Retry-After`), or never answered (`timeout`), after `latency_ms`."""
+    """What `POST /_admin/faults` sets for one service: a share of its requests (of one
+    `endpoint`, "POST /bills", if given) answered with `status` (and `Retry-After`), or never
+    answered (`timeout`), or answered only `hold_ms` after the service acted (a client that
+    gives up meanwhile never learns what happened), after `latency_ms`."""
 
     status: int | None = None
     rate: float = 1.0
     latency_ms: int = 0
     timeout: bool = False
     retry_after: float | None = None
+    hold_ms: int = 0
+    endpoint: str | None = None
+
+    def applies(self, method: str, path: str) -> bool:
+        """Whether a request is one the fault is for: any, or one of its endpoint (the
+        method, and the end of the path)."""
+        if self.endpoint is None:
+            return True
+        wanted_method, _, wanted_path = self.endpoint.partition(" ")
+        return method == wanted_method.upper() and path.rstrip("/").endswith(wanted_path)
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> tuple[str, Fault]:
@@ -71,12 +83,19 @@ class Fault:
         if status is not None and not 100 <= int(status) <= 599:
             raise ValueError(f"status must be an HTTP status, not {status!r}")
         retry_after = body.get("retry_after")
+        endpoint = body.get("endpoint")
+        if endpoint is not None and not (
+            isinstance(endpoint, str) and " /" in endpoint and endpoint.split(" ")[0].isalpha()
+        ):
+            raise ValueError(f'endpoint must be like "POST /bills", not {endpoint!r}')
         return service, cls(
             status=int(status) if status is not None else None,
             rate=rate,
             latency_ms=max(0, int(body.get("latency_ms", 0))),
             timeout=bool(body.get("timeout", False)),
             retry_after=float(retry_after) if retry_after is not None else None,
+            hold_ms=max(0, int(body.get("hold_ms", 0))),
+            endpoint=endpoint,
         )
 
 
