@@ -23,6 +23,7 @@ import anyio
 from facturasd import __version__, wording
 from facturasd.config import (
     Config,
+    RateLimit,
     check_folders,
     effective,
     find_config_file,
@@ -292,9 +293,9 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--alegra-token", metavar="TOKEN", help="its token (default: sandbox)")
     sandbox.add_argument(
         "--alegra-rate",
-        type=int,
-        metavar="N",
-        help="Alegra requests a user may make a minute (default: 150)",
+        type=_rate,
+        metavar="RATE",
+        help='Alegra requests a user may make, as "150/m" (the default) or "50/s"',
     )
     sandbox.add_argument(
         "--alegra-state",
@@ -329,6 +330,14 @@ def _statuses(text: str) -> list[ComplianceStatus]:
                 f"{word.strip()!r} is not a compliance status: {known}"
             ) from None
     return found
+
+
+def _rate(text: str) -> RateLimit:
+    """A rate as the configuration writes them ("150/m")."""
+    try:
+        return RateLimit.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:

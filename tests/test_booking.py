@@ -224,21 +224,23 @@ async def test_alegra_down_half_an_hour_delays_the_bookings_and_loses_none(
 
 
 async def test_a_429_storm_completes_without_a_request_over_the_limit(tmp_path: Path) -> None:
-    """Half of Alegra's answers are 429 and the account allows 40 requests a minute: every
-    invoice is booked, and the server never saw the limit passed."""
+    """A third of Alegra's answers are 429 and the account allows 5 requests a second (a
+    minute's 150, scaled down to keep the test short): every invoice is booked, and the
+    server never saw its limit passed."""
     files, sandbox = cfdis(12)
-    sandbox.alegra.rate = 40
-    sandbox.faults["alegra"] = Fault(status=429, rate=0.5, retry_after=0.2)
-    async with office(tmp_path, {}, sandbox, '[alegra]\nrate_limit = "40/m"\n', alegra=True) as o:
+    sandbox.alegra.rate, sandbox.alegra.window = 5, 1.0
+    sandbox.faults["alegra"] = Fault(status=429, rate=0.3, retry_after=0.2)
+    async with office(tmp_path, {}, sandbox, '[alegra]\nrate_limit = "5/s"\n', alegra=True) as o:
         await o.take(files)
-        for _ in range(20):
+        for _ in range(60):
             if {(await o.invoice(n)).state for n in files} == {S.BOOKED}:
                 break
             await o.until((o.clock() + timedelta(seconds=30)).timestamp())
         assert {(await o.invoice(n)).state for n in files} == {S.BOOKED}
         figures = await stats(o)
+        assert figures["by_outcome"]["fault"] > 0
         assert figures["limited"] == 0
-        assert figures["peak_per_window"] <= 40
+        assert figures["peak_per_window"] <= 5
         assert len(await all_bills(o)) == len(files)
 
 
@@ -282,10 +284,9 @@ async def test_a_rate_alegra_lacks_waits_for_a_person_and_retry_books_it(tmp_pat
         assert "IVA" in (await o.history("ocho.xml"))[-1]
         assert "8" in (await o.history("ocho.xml"))[-1]
         assert await all_bills(o) == []
-        # A person adds the tax in Alegra (the cache learns it when its TTL runs out, or
-        # at once here), then asks to book again.
+        # A person adds the tax in Alegra, then asks to book again: Alegra's taxes are read
+        # afresh (the refusal made the cache forget them).
         await o.alegra("POST", "/_admin/alegra/taxes/80", json={**eight, "id": "80"})
-        await o.services.alegra.cache.invalidate_pattern("taxes")  # type: ignore[union-attr]
         review = Review(o.services.db, o.services.lifecycle, (), "ana", clock=o.clock)
         was, what = await review.ask_again(o.ids["ocho.xml"], "IVA 8 % added in Alegra")
         assert what == "booking_again" and was.state is S.NEEDS_REVIEW
@@ -361,9 +362,11 @@ async def test_a_payment_complement_is_not_booked(tmp_path: Path) -> None:
     data = (SAMPLES / "cfdi" / name).read_bytes()
     sandbox = Sandbox()
     load_documents(sandbox, SAMPLES)
-    async with office(tmp_path, {name: data}, sandbox, alegra=True) as o:
+    # (SAT's test certificate signed it, and it is old: accepted as a test document)
+    config = "[checks]\naccept_test_documents = true\n"
+    async with office(tmp_path, {name: data}, sandbox, config, alegra=True) as o:
         invoice = await o.invoice(name)
-        assert invoice.state is S.CHECKED
+        assert invoice.state is S.CHECKED, await o.history(name)
         assert invoice.compliance is ComplianceStatus.VALIDATED
         assert "not booked: a payment complement" in (await o.history(name))[-1]
         assert await all_bills(o) == []

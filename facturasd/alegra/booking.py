@@ -159,14 +159,19 @@ class Booking:
         record: Record | None,
         rebuilt: bool,
     ) -> Effect | None:
-        if books.mode == "import" and document.country == "CO":
-            path, body = "/bills/import-by-cufe", {"cufe": document.uuid}
-        else:
-            try:
-                body = await self._draw(books, document, due)
-            except bill.Unbookable as exc:
-                return partial(self._review, invoice=invoice, why=str(exc))
-            path = "/bills"
+        user = books.user.email
+        try:
+            if books.mode == "import" and document.country == "CO":
+                bill.check(document)
+                path, body = "/bills/import-by-cufe", {"cufe": document.uuid}
+            else:
+                path, body = "/bills", await self._draw(books, document, due)
+        except bill.Unbookable as exc:
+            # What a person fixes in Alegra (a tax, an account) is read afresh next time.
+            await books.directory.forget_chart()
+            # (an open intent stays open: a bill may exist from before)
+            kept = None if record is not None and record.open else Outcome.REFUSED
+            return partial(self._review, invoice=invoice, why=str(exc), outcome=kept, user=user)
         if (record is not None and record.open) or (record is None and rebuilt):
             looked = await self._look_up(books, invoice, document, record)
             if looked is not None:
@@ -184,13 +189,16 @@ class Booking:
                 why = f"Alegra refused the bill: {exc.message}" + (
                     f" (code {exc.code})" if exc.code is not None else ""
                 )
-                return partial(self._review, invoice=invoice, why=why, outcome=Outcome.REFUSED)
+                await books.directory.forget_chart()
+                return partial(
+                    self._review, invoice=invoice, why=why, outcome=Outcome.REFUSED, user=user
+                )
             if exc.code in MAYBE_CODES:
                 await self.db.write(
                     partial(
                         bookings.record,
                         invoice_id=invoice.id,
-                        account=books.user.email,
+                        account=user,
                         outcome=Outcome.MAYBE,
                         at=self._now(),
                         detail=str(exc),
@@ -202,6 +210,7 @@ class Booking:
                 invoice=invoice,
                 why=f"{exc}, and no such bill was found: check it in Alegra",
                 outcome=Outcome.UNDECIDED,
+                user=user,
             )
         return partial(self._booked, invoice=invoice, bill_id=str(posted["id"]), how="booked")
 
@@ -209,7 +218,7 @@ class Booking:
         self, books: Books, document: Document, due: list[WithholdingDue]
     ) -> dict[str, Any]:
         """The POST /bills body; Unbookable when it cannot be faithful to the document."""
-        bill.check(document)
+        bill.check(document)  # before any look-up
         provider = await books.directory.provider(document)
         chart = await books.directory.chart()
         items: Mapping[str, str] = {}
@@ -285,14 +294,18 @@ class Booking:
             f"newest {LOOKUP_PAGES * PAGE} bills do not tell. Look in Alegra for a bill whose "
             f"observations carry {marker}; if there is none, `facturasd retry` looks again"
         )
-        return partial(self._review, invoice=invoice, why=why, outcome=Outcome.UNDECIDED)
+        return partial(
+            self._review, invoice=invoice, why=why, outcome=Outcome.UNDECIDED, user=books.user.email
+        )
 
     def _not_there(self, invoice: Invoice, record: Record | None) -> Effect | None:
         """Not in Alegra: post it, unless Alegra said a bill may exist (3051)."""
         if record is None or record.outcome is not Outcome.MAYBE:
             return None
         why = f"{record.detail}, and no such bill was found: check it in Alegra"
-        return partial(self._review, invoice=invoice, why=why, outcome=Outcome.UNDECIDED)
+        return partial(
+            self._review, invoice=invoice, why=why, outcome=Outcome.UNDECIDED, user=record.account
+        )
 
     # ── attach ────────────────────────────────────────────────────────────────────────────
 
@@ -454,17 +467,14 @@ class Booking:
         *,
         invoice: Invoice,
         why: str,
-        outcome: Outcome | None = None,
+        outcome: Outcome | None,
+        user: str,
     ) -> None:
+        """To a person, with why; `outcome` recorded in the booking (None: its record, an
+        open intent, stays as it is)."""
         if outcome is not None:
-            found = bookings.get(conn, invoice.id)
             bookings.record(
-                conn,
-                invoice.id,
-                account=found.account if found else "",
-                outcome=outcome,
-                at=self._now(),
-                detail=why,
+                conn, invoice.id, account=user, outcome=outcome, at=self._now(), detail=why
             )
         self.lifecycle.advance(conn, invoice, to=S.NEEDS_REVIEW, reason=f"not booked: {why}")
 

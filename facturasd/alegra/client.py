@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 UPSTREAM = "alegra"
 PAGE = 30  # Alegra's largest safe page
 TRIES = 3  # per call, for what is worth another try
-BACKOFF = (1.0, 4.0)  # seconds before the 2nd and 3rd try (with jitter)
+BACKOFF = (0.5, 2.0)  # seconds before the 2nd and 3rd try (with jitter)
+PERIOD = 60.0  # Alegra's rate-limit window, when a 429 does not say how long to wait
 LONGEST_WAIT = 90.0  # a Retry-After beyond this is handed to the queue rather than waited
 # Codes about the account, not the request: booking pauses for the user until a probe passes.
 ACCOUNT_CODES = frozenset({900, 907})
@@ -185,51 +186,50 @@ class AlegraClient:
         """Alegra's answer as JSON. AlegraError when it refuses; Unavailable when it gives no
         answer after the tries this request is worth."""
         url = f"{self.base_url}/{path.lstrip('/')}"
-        reason, delay = "", 0.0
+        reason, delay, pause = "", 0.0, 0.0
         for attempt in range(TRIES):
-            if attempt:
-                wait = delay or BACKOFF[attempt - 1] * (1 + 0.25 * random.random())  # noqa: S311
-                await self._sleep(wait)
+            if pause:
+                await self._sleep(pause)
             await self._limiter.acquire()
+            # Before the next try: a short backoff (with jitter), or what Alegra asked for.
+            backoff = BACKOFF[min(attempt, len(BACKOFF) - 1)] * (1 + 0.25 * random.random())  # noqa: S311
             try:
                 response = await self._http.request(
                     method, url, params=params, json=json, files=files, auth=self.account.auth
                 )
-            except httpx.ConnectError as exc:
-                self._limiter.release(None)
-                reason, delay = f"cannot connect ({exc.__class__.__name__})", 0.0
-                continue  # never reached Alegra: safe to send again
-            except httpx.TimeoutException:
-                self._limiter.release(None)
-                reason, delay = "timed out", 0.0
-                if idempotent:
-                    continue
-                break
             except httpx.HTTPError as exc:
                 self._limiter.release(None)
-                reason, delay = f"the connection failed ({exc.__class__.__name__})", 0.0
-                if idempotent:
-                    continue
-                break
+                if isinstance(exc, httpx.TimeoutException):
+                    reason = "timed out"
+                elif isinstance(exc, httpx.ConnectError):
+                    reason = f"cannot connect ({exc.__class__.__name__})"
+                else:
+                    reason = f"the connection failed ({exc.__class__.__name__})"
+                # A refused connection never reached Alegra: safe to send again, whatever it is.
+                if not (idempotent or isinstance(exc, httpx.ConnectError)):
+                    break
+                pause = backoff
+                continue
             self._limiter.release(response.headers)
             status = response.status_code
-            if status == 429:
+            if status == 429:  # not served: the limiter holds the next try as Alegra asks
                 wait = (
                     retry_after(response)
                     or _number(response.headers.get("X-Rate-Limit-Reset"))
-                    or 60.0
+                    or PERIOD
                 )
                 self._limiter.close_for(wait)
-                reason, delay = "too many requests (HTTP 429)", 0.0
+                reason, pause = "too many requests (HTTP 429)", 0.0
                 if wait > LONGEST_WAIT:
                     delay = wait
                     break
-                continue  # the limiter holds the next try until the window ends
+                continue
             if status >= 500:
                 reason, delay = f"HTTP {status}", retry_after(response)
-                if idempotent and delay <= LONGEST_WAIT:
-                    continue
-                break
+                if not idempotent or delay > LONGEST_WAIT:
+                    break
+                pause = max(delay, backoff)
+                continue
             return _answer(method, path, response)
         raise Unavailable(UPSTREAM, f"{method} {path}: {reason}", delay)
 

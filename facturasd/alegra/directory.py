@@ -112,6 +112,13 @@ class Directory:
             await self.cache.set(self.scope, kind, ALL, found)
             return found
 
+    async def forget_chart(self) -> int:
+        """The taxes, retentions and accounts forgotten: read again from Alegra next time
+        (after Alegra refused a bill, or a rate or account was missing)."""
+        return await self.cache.invalidate_pattern(
+            f"^{re.escape(self.scope)}:(taxes|retentions|accounts):"
+        )
+
     async def items(self, names: list[str]) -> dict[str, str]:
         """The item id of each name (`bill.item_names`), created when Alegra has none."""
         ids: dict[str, str] = {}

@@ -66,17 +66,27 @@ class RateLimit:
         unit = next(u for u, size in _PERIODS.items() if size == self.period)
         return f"{self.count}/{unit}"
 
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """ "10/m" → RateLimit(10, 60.0); ValueError for anything else."""
+        if match := re.fullmatch(r"\s*(\d+)\s*/\s*([smhd])\s*", text):
+            count = int(match.group(1))
+            if count > 0:
+                return cls(count, _PERIODS[match.group(2)])
+        raise ValueError(f'"{text}" is not a rate like "10/m" (per s, m, h or d)')
+
 
 def _parse_rate_limit(value: object) -> RateLimit | None:
     if value is None or value == "":
         return None
     if isinstance(value, RateLimit):
         return value
-    if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*/\s*([smhd])\s*", value)):
-        count = int(match.group(1))
-        if count > 0:
-            return RateLimit(count, _PERIODS[match.group(2)])
-    raise PydanticCustomError("rate_limit", 'is not a rate like "10/m" (per s, m, h or d)')
+    try:
+        return RateLimit.parse(value) if isinstance(value, str) else RateLimit.parse("")
+    except ValueError:
+        raise PydanticCustomError(
+            "rate_limit", 'is not a rate like "10/m" (per s, m, h or d)'
+        ) from None
 
 
 OptionalRateLimit = Annotated[

@@ -64,7 +64,6 @@ from facturasd.formats.model import Document, Party, number
 from facturasd.sandbox.state import SANDBOX, Alegra, Window
 
 PREFIX = "/alegra/api/v1"
-WINDOW = 60.0  # seconds of one rate-limit window
 LIST_LIMIT = 30
 CURRENCIES = ("COP", "MXN", "USD")
 TIMEZONE = ZoneInfo("America/Bogota")
@@ -209,7 +208,7 @@ def _admit(account: Alegra, user: str) -> dict[str, str] | None:
     None when the window is full (the request is not counted)."""
     now = account.clock()
     window = account.windows.get(user)
-    if window is None or now >= window.start + WINDOW:
+    if window is None or now >= window.start + account.window:
         window = account.windows[user] = Window(start=now)
     if window.served >= account.rate:
         return None
@@ -220,7 +219,7 @@ def _admit(account: Alegra, user: str) -> dict[str, str] | None:
 
 def _limit_headers(account: Alegra, user: str) -> dict[str, str]:
     window = account.windows[user]
-    reset = max(1, math.ceil(window.start + WINDOW - account.clock()))
+    reset = max(1, math.ceil(window.start + account.window - account.clock()))
     return {
         "X-Rate-Limit-Limit": str(account.rate),
         "X-Rate-Limit-Remaining": str(max(0, account.rate - window.served)),

@@ -9,10 +9,11 @@ import anyio
 from aiohttp import web
 from cryptography import x509
 
+from facturasd.config import RateLimit
 from facturasd.config.sections import split_bind
 from facturasd.sandbox import alegra
 from facturasd.sandbox.server import base_urls, create_app, load_documents
-from facturasd.sandbox.state import ALEGRA_RATE, ALEGRA_TOKEN, ALEGRA_USER, Alegra, Sandbox
+from facturasd.sandbox.state import ALEGRA_RATE, ALEGRA_TOKEN, ALEGRA_USER, WINDOW, Alegra, Sandbox
 
 
 class Refused(Exception):
@@ -26,7 +27,7 @@ async def serve(
     *,
     alegra_user: str = ALEGRA_USER,
     alegra_token: str = ALEGRA_TOKEN,
-    alegra_rate: int = ALEGRA_RATE,
+    alegra_rate: RateLimit | None = None,
     alegra_state: Path | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM; prints each service's URL once it listens. The Alegra
@@ -35,12 +36,13 @@ async def serve(
     host, port = split_bind(bind)
     if not host or not port.isdigit() or int(port) > 65535:
         raise Refused(f'--bind {bind}: not an address like "127.0.0.1:8099" or "[::1]:8099"')
-    if alegra_rate < 1:
-        raise Refused(f"--alegra-rate {alegra_rate}: at least 1 request a minute")
     # Signals are caught from the start, as the daemon does: one that comes while the
     # documents load, or right after the URLs are printed, stops the sandbox cleanly.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        sandbox = Sandbox(alegra=Alegra(user=alegra_user, token=alegra_token, rate=alegra_rate))
+        rate = alegra_rate or RateLimit(ALEGRA_RATE, WINDOW)
+        sandbox = Sandbox(
+            alegra=Alegra(user=alegra_user, token=alegra_token, rate=rate.count, window=rate.period)
+        )
         if alegra_state is not None:
             await anyio.to_thread.run_sync(_restore, sandbox.alegra, alegra_state)
         if documents is not None:

@@ -19,7 +19,8 @@ SERVICES = ("sat", "dian", "alegra")
 # like everything in the sandbox.
 ALEGRA_USER = "sandbox@facturasd.local"
 ALEGRA_TOKEN = "sandbox"  # noqa: S105
-ALEGRA_RATE = 150  # requests a minute, as Alegra's plans allow
+ALEGRA_RATE = 150  # requests a window, as Alegra's plans allow
+WINDOW = 60.0  # seconds: Alegra counts requests a minute
 
 
 @dataclass
@@ -174,7 +175,8 @@ class Alegra:
 
     user: str = ALEGRA_USER
     token: str = ALEGRA_TOKEN
-    rate: int = ALEGRA_RATE
+    rate: int = ALEGRA_RATE  # requests a user may make in one window
+    window: float = WINDOW  # seconds
     # collection ("contacts", "bills", "subscriptions" …) -> id -> object
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # collection -> the last id issued (ids grow per collection, even past deleted ones)
