@@ -65,6 +65,8 @@ NOT_BOOKED = {
     "payroll": "a payroll document is not a supplier bill",
     "payment": "a payment complement is not a supplier bill",
     "transfer": "a transfer (traslado) CFDI is not a supplier bill",
+    # (by its finding: a person may have accepted it)
+    "DOC-OWN-SALE": "a sale of the company's own is not a supplier bill",
 }
 ALREADY = (11108,)  # the UUID is already on a bill
 MAYBE_CODES = (3051,)  # stamping failed: a bill may exist
@@ -142,8 +144,11 @@ class Booking:
         if found is None or found.get("document") is None:
             raise JobFailed(f"invoice #{invoice.id} has no document to book")
         document = Document.model_validate(found["document"])
-        if invoice.state is S.CHECKED and document.kind in NOT_BOOKED:
-            return partial(self._not_booked, invoice=invoice, reason=NOT_BOOKED[document.kind])
+        codes = [document.kind, *(f.get("code") for f in found.get("findings", []))]
+        if invoice.state is S.CHECKED and (
+            why := next((c for c in codes if c in NOT_BOOKED), None)
+        ):
+            return partial(self._not_booked, invoice=invoice, reason=NOT_BOOKED[why])
         due = [WithholdingDue.model_validate(w) for w in found.get("withholdings_due", [])]
         books = self.books(invoice.company)
         return await self._calling(
@@ -418,18 +423,18 @@ class Booking:
         return await self.db.write(self._requeue_lost)
 
     def _requeue_lost(self, conn: sqlite3.Connection) -> int:
-        gate = "AND compliance = ?" if self.waits_for_authority else "AND ? = ?"
-        kinds = ", ".join("?" for _ in NOT_BOOKED)
+        gate = "AND compliance = ?" if self.waits_for_authority else ""
         rows = conn.execute(
-            "SELECT id FROM invoices WHERE ((state = ? "
-            f"{gate} AND (kind IS NULL OR kind NOT IN ({kinds}))) OR state = ?) "
+            f"SELECT id FROM invoices WHERE ((state = ? {gate}) OR state = ?) "
+            "AND NOT EXISTS (SELECT 1 FROM bookings WHERE invoice_id = invoices.id "
+            "AND outcome = ?) "
             "AND NOT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = ? || ':' || invoices.id "
             "AND state IN ('queued', 'running', 'dead'))",
             (
                 S.CHECKED,
-                *((ComplianceStatus.VALIDATED,) if self.waits_for_authority else (1, 1)),
-                *NOT_BOOKED,
+                *((ComplianceStatus.VALIDATED,) if self.waits_for_authority else ()),
                 S.BOOKING,
+                Outcome.NOT_BOOKED,
                 self.book_stage.kind,
             ),
         ).fetchall()
@@ -479,6 +484,16 @@ class Booking:
         self.lifecycle.advance(conn, invoice, to=S.NEEDS_REVIEW, reason=f"not booked: {why}")
 
     def _not_booked(self, conn: sqlite3.Connection, *, invoice: Invoice, reason: str) -> None:
+        """Left as it is, the reason in its history (and the sweep leaves it be)."""
+        user = self.books(invoice.company).user.email
+        bookings.record(
+            conn,
+            invoice.id,
+            account=user,
+            outcome=Outcome.NOT_BOOKED,
+            at=self._now(),
+            detail=reason,
+        )
         self.lifecycle.advance(conn, invoice, to=invoice.state, reason=f"not booked: {reason}")
 
     def _attached(self, conn: sqlite3.Connection, *, invoice: Invoice, names: str) -> None:

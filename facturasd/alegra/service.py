@@ -277,7 +277,7 @@ def probe(alegra: Alegra) -> ProbeFn:
 
 
 def cache_probe(cache: AlegraCache) -> ProbeFn:
-    """`cache:alegra`: its figures; a warning while its backend fails (look-ups then go to
+    """`cache:alegra`: its metrics; a warning while its backend fails (look-ups then go to
     Alegra, which costs requests but loses nothing)."""
 
     async def check(now_iso: str) -> list[Item]:
@@ -289,7 +289,8 @@ def cache_probe(cache: AlegraCache) -> ProbeFn:
             "time": now_iso,
             "observedValue": metrics["hit_rate"],
             "observedUnit": "hit rate %",
-            "errors": metrics["errors"],
+            # The seed's get_cache_metrics(), per data type too.
+            "metrics": metrics,
         }
         if cache.unreachable:
             item["output"] = "the cache's backend fails: look-ups go to Alegra meanwhile"

@@ -15,6 +15,7 @@ class Outcome(StrEnum):
     BOOKED = "booked"
     REFUSED = "refused"  # Alegra refused the bill for its content: nothing was created
     UNDECIDED = "undecided"  # looked up after a crash and not found with certainty
+    NOT_BOOKED = "not_booked"  # no supplier bill (a payment, payroll, an own sale)
 
 
 @dataclass(frozen=True)
