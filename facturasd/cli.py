@@ -271,7 +271,17 @@ def _parser() -> argparse.ArgumentParser:
     discard = actions.add_parser("discard", help="set an invoice aside")
     discard.add_argument("id", type=int)
     discard.add_argument("--reason", required=True)
-    for action in (assign, accept, discard):
+    bill_help = (
+        "settle an invoice that may already be booked in Alegra, once a person looked: link "
+        "the bill found there, or say there is none (it is then posted)"
+    )
+    bill = actions.add_parser("bill", help=bill_help, description=bill_help)
+    bill.add_argument("id", type=int)
+    found = bill.add_mutually_exclusive_group(required=True)
+    found.add_argument("--alegra-bill", metavar="BILL_ID", help="the bill's id in Alegra")
+    found.add_argument("--none", action="store_true", help="Alegra has no bill for it")
+    bill.add_argument("--reason", required=True)
+    for action in (assign, accept, discard, bill):
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     sandbox_help = (
         "local SAT, DIAN and Alegra servers that speak their protocols, to try facturasd offline"
@@ -821,6 +831,13 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
             if action == "discard":
                 await review.discard(args.id, args.reason)
                 return wording.review("discarded", lang, id=args.id)
+            if action == "bill":
+                await review.settle_bill(args.id, args.alegra_bill, args.reason)
+                if args.alegra_bill:
+                    return wording.review("bill_linked", lang, id=args.id, bill=args.alegra_bill)
+                return wording.review(
+                    "booking_again", lang, invoice=f"#{args.id}", state="needs_review"
+                )
             if action == "show":
                 invoice = await db.read(partial(ledger.get, invoice_id=args.id))
                 if invoice is None:

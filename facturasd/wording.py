@@ -232,6 +232,9 @@ REVIEW: dict[Language, dict[str, str]] = {
         "being_asked": "la factura #{id} se está consultando ahora mismo; intente de nuevo en un "
         "momento",
         "booking_again": "{invoice}: en cola para contabilizar en Alegra (estaba {state})",
+        "bill_linked": "#{id} contabilizada: factura de proveedor {bill} en Alegra",
+        "not_undecided": "la factura #{id} no espera a que una persona mire en Alegra (está "
+        "{state})",
         "being_booked": "la factura #{id} se está contabilizando ahora mismo; intente de nuevo "
         "en un momento",
     },
@@ -256,6 +259,9 @@ REVIEW: dict[Language, dict[str, str]] = {
         "authority",
         "being_asked": "invoice #{id} is being asked right now; try again in a moment",
         "booking_again": "{invoice}: queued to be booked in Alegra (was {state})",
+        "bill_linked": "#{id} booked: supplier bill {bill} in Alegra",
+        "not_undecided": "invoice #{id} does not wait for a person to look in Alegra (it is "
+        "{state})",
         "being_booked": "invoice #{id} is being booked right now; try again in a moment",
     },
 }

@@ -372,3 +372,41 @@ async def test_a_payment_complement_is_not_booked(tmp_path: Path) -> None:
         assert await all_bills(o) == []
         # The sweep leaves it be.
         assert await o.services.alegra.booking.sweep() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("in_alegra", [True, False])
+async def test_a_booking_that_cannot_tell_waits_for_a_person_who_settles_it(
+    tmp_path: Path, in_alegra: bool
+) -> None:
+    """Its POST got no answer, and a hundred bills (none of them ours) came after it: the
+    look-up cannot tell whether Alegra has its bill, so a person is asked rather than risk a
+    second one. The person looks in Alegra and links the bill found, or says there is none."""
+    files, sandbox = cfdis(1, first=500)
+    (name,) = files
+    async with office(tmp_path, {}, sandbox, alegra=True) as o:
+        sandbox.faults["alegra"] = Fault(status=503, endpoint="POST /bills")
+        await o.take(files)
+        assert (await o.invoice(name)).state is S.BOOKING
+        sandbox.faults.clear()
+        for n in range(100):
+            await o.alegra("POST", f"/_admin/alegra/bills/{9000 + n}", json={"observations": "x"})
+        job = await o.job(name, "book")
+        assert job is not None
+        await o.until(job["run_at"])
+        assert (await o.invoice(name)).state is S.NEEDS_REVIEW
+        assert "may already be booked" in (await o.history(name))[-1]
+        review = Review(o.services.db, o.services.lifecycle, (), "ana", clock=o.clock)
+        if in_alegra:
+            await review.settle_bill(o.ids[name], "9042", "found it by its UUID")
+            await o.settle()
+            invoice = await o.invoice(name)
+            assert invoice.state is S.BOOKED and invoice.alegra_bill_id == "9042"
+            assert (await o.alegra("GET", "/bills/9042"))["attachments"]
+            assert (await stats(o))["by_endpoint"].get("POST /bills", 0) == 0
+        else:
+            await review.settle_bill(o.ids[name], None, "no bill carries its UUID")
+            await o.settle()
+            bill = await bill_of(o, name)
+            assert (await stats(o))["by_endpoint"]["POST /bills"] == 1
+            assert bill["id"] not in {str(9000 + n) for n in range(100)}
+        assert "ana" in [event.actor for event in await ledger.events(o.services.db, o.ids[name])]

@@ -38,8 +38,9 @@ TRANSITIONS: Mapping[InvoiceState, frozenset[InvoiceState]] = {
     S.UNREADABLE: frozenset({S.RECEIVED, S.DISCARDED}),
     S.REJECTED: frozenset({S.RECEIVED, S.DISCARDED}),
     S.DUPLICATE: frozenset({S.RECEIVED, S.DISCARDED}),
-    # Assigned or accepted by a person; a PDF alone linked to its XML when that arrives.
-    S.NEEDS_REVIEW: frozenset({S.CHECKED, S.LINKED, S.DISCARDED, S.RECEIVED}),
+    # Assigned or accepted by a person; a PDF alone linked to its XML when that arrives; one
+    # that may already be booked, linked by a person to the bill found in Alegra.
+    S.NEEDS_REVIEW: frozenset({S.CHECKED, S.LINKED, S.BOOKED, S.DISCARDED, S.RECEIVED}),
     # Booked in Alegra (the intent recorded before the bill is posted), or not bookable as it
     # is (a tax rate Alegra lacks, a credit note): a person decides.
     S.CHECKED: frozenset({S.BOOKING, S.NEEDS_REVIEW, S.DISCARDED, S.RECEIVED}),

@@ -137,6 +137,51 @@ class Review:
 
         return await self.db.write(record)
 
+    async def settle_bill(self, invoice_id: int, bill_id: str | None, reason: str) -> None:
+        """An invoice the booking could not tell whether Alegra already has (after a crash,
+        3051), once a person looked in Alegra: `bill_id`, the bill found there, is linked
+        (booked; its files are attached next); None, there is none: its booking is queued
+        again, to post without looking up."""
+        book = next((s for s in self.lifecycle.stages if s.kind == BOOK), None)
+
+        def record(conn: sqlite3.Connection) -> None:
+            invoice = ledger.get(conn, invoice_id)
+            if invoice is None:
+                raise ReviewRefused("no_invoice", id=invoice_id)
+            found = bookings.get(conn, invoice_id)
+            if (
+                book is None
+                or invoice.state is not InvoiceState.NEEDS_REVIEW
+                or found is None
+                or found.outcome is not bookings.Outcome.UNDECIDED
+            ):
+                raise ReviewRefused("not_undecided", id=invoice_id, state=invoice.state)
+            now = self._clock().timestamp()
+            if bill_id is None:
+                bookings.record(
+                    conn,
+                    invoice_id,
+                    account=found.account,
+                    outcome=bookings.Outcome.REFUSED,  # (nothing in Alegra: no intent open)
+                    at=now,
+                    detail=f"no bill in Alegra, says {self.actor}: {reason}",
+                )
+                self._book_again(conn, invoice, book, f"no bill in Alegra: {reason}")
+                return
+            bookings.record(
+                conn, invoice_id, account=found.account, outcome=bookings.Outcome.BOOKED, at=now
+            )
+            self.lifecycle.advance(
+                conn,
+                invoice,
+                to=InvoiceState.BOOKED,
+                reason=f"Alegra bill {bill_id}, found there by a person: {reason}",
+                actor=self.actor,
+                alegra_bill_id=bill_id,
+            )
+
+        await self.db.write(record)
+
     def _book_again(
         self, conn: sqlite3.Connection, invoice: ledger.Invoice, book: Stage, reason: str
     ) -> None:
