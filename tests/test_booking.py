@@ -410,3 +410,28 @@ async def test_a_booking_that_cannot_tell_waits_for_a_person_who_settles_it(
             assert (await stats(o))["by_endpoint"]["POST /bills"] == 1
             assert bill["id"] not in {str(9000 + n) for n in range(100)}
         assert "ana" in [event.actor for event in await ledger.events(o.services.db, o.ids[name])]
+
+
+async def test_import_mode_books_by_cufe_and_links_a_bill_imported_by_hand(
+    tmp_path: Path,
+) -> None:
+    """Colombia's `alegra.mode = "import"`: Alegra fetches each invoice by its CUFE. One
+    someone had imported by hand already (11108: the UUID is on a bill) is linked to that
+    bill, not imported twice."""
+    names = {"FV3.xml": BOOKED["FV3.xml"], "FV7.xml": BOOKED["FV7.xml"], "NC3.xml": NC3}
+    files = {name: path.read_bytes() for name, path in names.items()}
+    sandbox = Sandbox()
+    load_documents(sandbox, SAMPLES)
+    (fv3,) = read(files["FV3.xml"], "FV3.xml")
+    assert fv3.document is not None and fv3.document.uuid
+    config = COMPANIES + '[alegra]\nmode = "import"\n'
+    async with office(tmp_path, {}, sandbox, config, alegra=True) as o:
+        by_hand = await o.alegra("POST", "/bills/import-by-cufe", json={"cufe": fv3.document.uuid})
+        await o.take(files)
+        assert (await bill_of(o, "FV3.xml"))["id"] == by_hand["id"]
+        assert any("found in Alegra" in reason for reason in await o.history("FV3.xml"))
+        fv7 = await bill_of(o, "FV7.xml")
+        assert fv7["cufe"]
+        assert (await o.invoice("NC3.xml")).state is S.NEEDS_REVIEW
+        assert len(await all_bills(o)) == 2
+        assert (await stats(o))["by_endpoint"].get("POST /bills", 0) == 0

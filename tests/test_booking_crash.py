@@ -3,6 +3,7 @@ daemon killed with SIGKILL while it books, then started again on the same ledger
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.support import (
     drop,
     port_of,
     query,
+    run_facturasd,
     wait_healthy,
     wait_until,
     write_config,
@@ -114,3 +116,31 @@ def test_sigkill_while_booking_leaves_one_bill_per_invoice(tmp_path: Path, held:
         assert sorted(str(i) for (i,) in ids) == sorted(str(b["id"]) for b in found)
         if held:
             assert "found in Alegra after an interrupted booking" in daemon.stderr()
+        # What a person reads of one of them: its bill.
+        (first,) = query(
+            config.parent / "state" / "facturasd.db",
+            "SELECT id, alegra_bill_id FROM invoices ORDER BY id LIMIT 1",
+        )
+        shown = run_facturasd(
+            "invoices", "show", str(first[0]), "--json", "--config", str(config), env=env
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["alegra_bill_id"] == first[1]
+        shown = run_facturasd("invoices", "show", str(first[0]), "--config", str(config), env=env)
+        assert f"factura de proveedor en Alegra: {first[1]}" in shown.stdout
+
+
+def test_check_config_online_says_whether_alegra_takes_the_credentials(tmp_path: Path) -> None:
+    with SandboxProcess(services=3) as sandbox:
+        env = daemon_env(**sandbox.alegra_env(tmp_path))
+        config = write_config(tmp_path)
+        accepted = run_facturasd("check-config", "--online", "--config", str(config), env=env)
+        assert accepted.returncode == 0, accepted.stderr
+        (tmp_path / "alegra-token").write_text("not-the-token", encoding="utf-8")
+        refused = run_facturasd("check-config", "--online", "--config", str(config), env=env)
+        assert refused.returncode == 2
+        assert "Alegra does not accept sandbox@facturasd.local" in refused.stderr
+        assert "not-the-token" not in refused.stderr + refused.stdout
+        # Without --online, nothing is asked.
+        offline = run_facturasd("check-config", "--config", str(config), env=env)
+        assert offline.returncode == 0, offline.stderr
