@@ -67,7 +67,9 @@ def configure(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp logs every request at INFO, watchfiles every batch of changes ("12 changes
-    # detected"): noise beside the line the daemon writes for each file it takes.
+    # aiohttp and httpx log every request at INFO, watchfiles every batch of changes ("12
+    # changes detected"): noise beside the line the daemon writes for each file it takes and
+    # each change of its state (a call that fails is in that line's reason).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
