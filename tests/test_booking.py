@@ -435,3 +435,27 @@ async def test_import_mode_books_by_cufe_and_links_a_bill_imported_by_hand(
         assert (await o.invoice("NC3.xml")).state is S.NEEDS_REVIEW
         assert len(await all_bills(o)) == 2
         assert (await stats(o))["by_endpoint"].get("POST /bills", 0) == 0
+
+
+@pytest.mark.parametrize(("currency", "booked"), [("USD", True), ("EUR", False)])
+async def test_a_foreign_currency_is_booked_as_it_is_or_goes_to_a_person(
+    tmp_path: Path, currency: str, booked: bool
+) -> None:
+    """Never converted silently: booked in the invoice's currency where Alegra has it
+    enabled (the local one: COP, MXN, USD), else Alegra's refusal, naming it, for a person."""
+    data = cfdi40(
+        [Item("Servicio", "1", "100.00", "16")],
+        override={"uuid": f"0B7C4A1E-2F3D-4C5B-8A9E-{len(currency) + ord(currency[0]):012X}"},
+    ).replace(b'Moneda="MXN"', f'Moneda="{currency}" TipoCambio="18.25"'.encode())
+    sandbox = Sandbox()
+    known_to_sat(sandbox, data)
+    async with office(tmp_path, {"extranjera.xml": data}, sandbox, alegra=True) as o:
+        if booked:
+            bill = await bill_of(o, "extranjera.xml")
+            assert bill["currency"]["code"] == currency
+            assert amount(bill["total"]) == Decimal("116.00")
+        else:
+            assert (await o.invoice("extranjera.xml")).state is S.NEEDS_REVIEW
+            reason = (await o.history("extranjera.xml"))[-1]
+            assert "Alegra refused the bill" in reason and currency in reason
+            assert await all_bills(o) == []

@@ -317,6 +317,13 @@ class Booking:
     async def attach(self, job: Job) -> Effect | None:
         """The invoice's files on its bill, one by one, each recorded once uploaded."""
         invoice_id = int(job.payload["invoice"])
+        token = invoice_id_var.set(invoice_id)
+        try:
+            return await self._attach(invoice_id)
+        finally:
+            invoice_id_var.reset(token)
+
+    async def _attach(self, invoice_id: int) -> Effect | None:
         invoice, found, record, _ = await self.db.read(partial(_read, invoice_id=invoice_id))
         if invoice.state is not S.BOOKED or invoice.alegra_bill_id is None:
             return None
@@ -497,26 +504,16 @@ class Booking:
         self.lifecycle.advance(conn, invoice, to=invoice.state, reason=f"not booked: {reason}")
 
     def _attached(self, conn: sqlite3.Connection, *, invoice: Invoice, names: str) -> None:
-        ledger.event(
-            conn,
-            invoice.id,
-            self._now(),
-            None,
-            ledger.SYSTEM,
-            f"attached to its Alegra bill: {names}",
-        )
+        self._note(conn, invoice, f"attached to its Alegra bill: {names}")
+
+    def _note(self, conn: sqlite3.Connection, invoice: Invoice, text: str) -> None:
+        """A line in the invoice's history that changes neither its state nor its status."""
+        ledger.event(conn, invoice.id, self._now(), None, ledger.SYSTEM, text)
 
     def _not_attached(
         self, conn: sqlite3.Connection, *, invoice: Invoice, name: str, said: str
     ) -> None:
-        ledger.event(
-            conn,
-            invoice.id,
-            self._now(),
-            None,
-            ledger.SYSTEM,
-            f"{name} not attached to its Alegra bill: {said}",
-        )
+        self._note(conn, invoice, f"{name} not attached to its Alegra bill: {said}")
         compliance.raise_alert(
             conn,
             at=self._now(),
