@@ -26,7 +26,7 @@ from facturasd.sandbox.server import load_documents
 from facturasd.sandbox.state import Fault, Sandbox
 from facturasd.store import compliance, ledger
 from facturasd.web.app import create_app
-from tests.documents import CUSTOMER_NIT, Item, cfdi40
+from tests.documents import CUSTOMER_NIT, ISSUER_RFC, Item, cfdi40
 from tests.office import Office, cfdi, known_to_sat, office
 from tests.support import REPO
 
@@ -459,3 +459,102 @@ async def test_a_foreign_currency_is_booked_as_it_is_or_goes_to_a_person(
             reason = (await o.history("extranjera.xml"))[-1]
             assert "Alegra refused the bill" in reason and currency in reason
             assert await all_bills(o) == []
+
+
+@pytest.mark.parametrize("made", [True, False])
+async def test_3051_is_looked_up_and_never_posted_again(tmp_path: Path, made: bool) -> None:
+    """Alegra's 3051 says a bill may exist: looked up, linked if it does; if it does not, a
+    person is asked (it is never posted a second time)."""
+    files, sandbox = cfdis(1, first=600)
+    (name,) = files
+    sandbox.faults["alegra"] = Fault(status=400, code=3051, act=made, endpoint="POST /bills")
+    async with office(tmp_path, files, sandbox, alegra=True) as o:
+        posted = (await stats(o))["by_endpoint"].get("POST /bills", 0)
+        if made:
+            assert posted == 1
+            bill = await bill_of(o, name)
+            assert any("3051" in reason for reason in await o.history(name))
+            assert [b["id"] for b in await all_bills(o)] == [bill["id"]]
+        else:
+            assert posted == 0
+            assert (await o.invoice(name)).state is S.NEEDS_REVIEW
+            assert "check it in Alegra" in (await o.history(name))[-1]
+            sandbox.faults.clear()
+            review = Review(o.services.db, o.services.lifecycle, (), "ana", clock=o.clock)
+            await review.ask_again(o.ids[name], "looked again")  # still not posted blind
+            await o.settle()
+            assert (await o.invoice(name)).state is S.NEEDS_REVIEW
+            assert (await stats(o))["by_endpoint"].get("POST /bills", 0) == 0
+
+
+async def test_items_mode_books_lines_on_items_made_once(tmp_path: Path) -> None:
+    data = [
+        cfdi40(
+            [Item("Servicio de limpieza", "2", "50.00", "16"), Item("Producto", "1", "10.00", "0")],
+            override={"uuid": f"0B7C4A1E-2F3D-4C5B-8A9E-{700 + n:012X}"},
+        )
+        for n in range(2)
+    ]
+    files = {f"item-{n}.xml": d for n, d in enumerate(data)}
+    sandbox = Sandbox()
+    for d in data:
+        known_to_sat(sandbox, d)
+    async with office(tmp_path, files, sandbox, '[alegra]\nlines = "items"\n', alegra=True) as o:
+        items = {i["name"]: i["id"] for i in await o.alegra("GET", "/items")}
+        for name in files:
+            bill = await bill_of(o, name)
+            lines = bill["purchases"]["items"]
+            assert {line["id"] for line in lines} == {
+                items["Servicio de limpieza"],
+                items["Producto"],  # the seeded item, found by its name
+            }
+            assert amount(bill["tax"]) == Decimal("16.00")
+        assert (await stats(o))["by_endpoint"].get("POST /items") == 1  # made once
+
+
+async def test_warm_up_loads_what_alegra_has_so_bookings_make_no_look_up(tmp_path: Path) -> None:
+    files, sandbox = cfdis(3, first=800)
+    async with office(tmp_path, {}, sandbox, alegra=True) as o:
+        await o.alegra(
+            "POST",
+            "/contacts",
+            json={"name": "EMISORA", "identification": ISSUER_RFC, "type": ["provider"]},
+        )
+        alegra = o.services.alegra
+        assert alegra is not None
+        loaded = await alegra.books[None].directory.warm_up()
+        assert loaded["contacts"] == 1 and loaded["taxes"] > 0 and loaded["accounts"] > 0
+        before = dict((await stats(o))["by_endpoint"])
+        await o.take(files)
+        after = (await stats(o))["by_endpoint"]
+        for endpoint in ("GET /contacts", "POST /contacts", "GET /taxes", "GET /categories"):
+            assert after.get(endpoint, 0) == before.get(endpoint, 0), endpoint
+        assert after["POST /bills"] == len(files)
+
+
+async def test_a_rebuilt_ledgers_invoice_is_looked_up_before_it_is_posted(tmp_path: Path) -> None:
+    """The ledger was lost and rebuilt: its invoices' bills may exist from before. One is
+    found and linked; one Alegra does not have is posted."""
+    files, sandbox = cfdis(2, first=900)
+    old, new = files
+    async with office(tmp_path, {}, sandbox, alegra=True) as o:
+        (inspection,) = read(files[old], old)
+        assert inspection.document is not None and inspection.document.uuid
+        before = await o.alegra(
+            "POST",
+            "/_admin/alegra/bills/77",
+            json={"observations": f"Factura · UUID {inspection.document.uuid.lower()}"},
+        )
+        sandbox.faults["sat"] = Fault(status=503)  # held at the authority meanwhile
+        await o.take(files)
+
+        def rebuilt(conn: Any) -> None:
+            for name in files:
+                ledger.event(conn, o.ids[name], 0.0, None, "facturasd", f"{ledger.REBUILT}x")
+
+        await o.services.db.write(rebuilt)
+        sandbox.faults.clear()
+        await o.until((o.clock() + timedelta(minutes=6)).timestamp())
+        assert (await bill_of(o, old))["id"] == before["object"]["id"] == "77"
+        assert (await bill_of(o, new))["id"] != "77"
+        assert (await stats(o))["by_endpoint"]["POST /bills"] == 1

@@ -210,11 +210,14 @@ class Booking:
                     )
                 )
             looked = await self._look_up(books, invoice, document, None, said=str(exc))
-            return looked or partial(
+            if looked is not None:
+                return looked
+            # A person looks in Alegra; after a 3051 its record stays: never posted blind.
+            return partial(
                 self._review,
                 invoice=invoice,
                 why=f"{exc}, and no such bill was found: check it in Alegra",
-                outcome=Outcome.UNDECIDED,
+                outcome=None if exc.code in MAYBE_CODES else Outcome.UNDECIDED,
                 user=user,
             )
         return partial(self._booked, invoice=invoice, bill_id=str(posted["id"]), how="booked")
@@ -308,9 +311,7 @@ class Booking:
         if record is None or record.outcome is not Outcome.MAYBE:
             return None
         why = f"{record.detail}, and no such bill was found: check it in Alegra"
-        return partial(
-            self._review, invoice=invoice, why=why, outcome=Outcome.UNDECIDED, user=record.account
-        )
+        return partial(self._review, invoice=invoice, why=why, outcome=None, user=record.account)
 
     # ── attach ────────────────────────────────────────────────────────────────────────────
 

@@ -139,7 +139,7 @@ class Review:
 
     async def settle_bill(self, invoice_id: int, bill_id: str | None, reason: str) -> None:
         """An invoice the booking could not tell whether Alegra already has (after a crash,
-        3051), once a person looked in Alegra: `bill_id`, the bill found there, is linked
+        11108 or 3051), once a person looked in Alegra: `bill_id`, the bill found there, is linked
         (booked; its files are attached next); None, there is none: its booking is queued
         again, to post without looking up."""
         book = next((s for s in self.lifecycle.stages if s.kind == BOOK), None)
@@ -153,7 +153,7 @@ class Review:
                 book is None
                 or invoice.state is not InvoiceState.NEEDS_REVIEW
                 or found is None
-                or found.outcome is not bookings.Outcome.UNDECIDED
+                or found.outcome not in (bookings.Outcome.UNDECIDED, bookings.Outcome.MAYBE)
             ):
                 raise ReviewRefused("not_undecided", id=invoice_id, state=invoice.state)
             now = self._clock().timestamp()

@@ -10,7 +10,8 @@ that set what the services answer, and the faults that make them fail.
     POST   /_admin/alegra/{type}/{id}[?shape=data]   the fields to set (webhooks fired)
     DELETE /_admin/alegra/{type}/{id}[?shape=data]   removes it (webhooks fired)
     POST   /_admin/faults         {"service", "status", "rate", "latency_ms", "timeout",
-                                   "retry_after", "hold_ms", "endpoint": "POST /bills"}
+                                   "retry_after", "hold_ms", "endpoint": "POST /bills",
+                                   "code", "act"}
     DELETE /_admin/faults
     GET    /_admin/stats
 """
@@ -78,14 +79,18 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     if random.random() >= fault.rate:  # noqa: S311 (a share of requests, not a secret)
         return await handler(request)
     sandbox.count(service, "fault")
-    if fault.hold_ms:
+    if fault.hold_ms or fault.act:
         response = await handler(request)
         await anyio.sleep(fault.hold_ms / 1000)
-        return response
+        if not fault.act:
+            return response
     if fault.timeout:
         await anyio.sleep(HELD)
     headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
     status = fault.status or 503
+    if fault.code is not None:
+        body = {"code": fault.code, "message": f"Falla simulada {fault.code} (sandbox)"}
+        return web.json_response(body, status=status, headers=headers)
     return web.Response(status=status, text=f"{status} (sandbox fault)", headers=headers)
 
 

@@ -53,7 +53,9 @@ class Fault:
     """What `POST /_admin/faults` sets for one service: a share of its requests (of one
     `endpoint`, "POST /bills", if given) answered with `status` (and `Retry-After`), or never
     answered (`timeout`), or answered only `hold_ms` after the service acted (a client that
-    gives up meanwhile never learns what happened), after `latency_ms`."""
+    gives up meanwhile never learns what happened), after `latency_ms`. With `code` the
+    answer is an Alegra error body `{"code", "message"}`; with `act` the service acts first
+    (Alegra's 3051: the bill was made, the answer says it failed)."""
 
     status: int | None = None
     rate: float = 1.0
@@ -62,6 +64,8 @@ class Fault:
     retry_after: float | None = None
     hold_ms: int = 0
     endpoint: str | None = None
+    code: int | None = None
+    act: bool = False
 
     def applies(self, method: str, path: str) -> bool:
         """Whether a request is one the fault is for: any, or one of its endpoint (the
@@ -97,6 +101,8 @@ class Fault:
             retry_after=float(retry_after) if retry_after is not None else None,
             hold_ms=max(0, int(body.get("hold_ms", 0))),
             endpoint=endpoint,
+            code=int(body["code"]) if body.get("code") is not None else None,
+            act=bool(body.get("act", False)),
         )
 
 
