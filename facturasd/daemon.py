@@ -347,6 +347,8 @@ class Daemon:
                 self.supervisor.stopping = True
                 for pool in pools:
                     pool.stop()
+                if services.alegra is not None:
+                    services.alegra.stopping()
                 with anyio.move_on_after(config.daemon.shutdown_timeout):
                     for pool in pools:
                         await pool.drained()
@@ -389,7 +391,13 @@ class Daemon:
         finally:
             if alegra.hooks.enabled:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(UNSUBSCRIBE_WAIT):
-                    await alegra.hooks.unsubscribe()
+                    try:
+                        await alegra.hooks.unsubscribe()
+                    except (Unavailable, AlegraError) as exc:
+                        log.warning(
+                            "alegra: webhook subscriptions left for the next start to delete: %s",
+                            exc,
+                        )
 
     async def _watchdog(self, pools: Sequence[WorkerPool]) -> None:
         """WATCHDOG=1 from a task on the event loop: a stuck loop stops the pings."""

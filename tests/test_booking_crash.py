@@ -50,6 +50,18 @@ def bills(sandbox: SandboxProcess) -> list[dict[str, object]]:
             start += 30
 
 
+def subscriptions(sandbox: SandboxProcess) -> list[object]:
+    with httpx.Client(auth=("sandbox@facturasd.local", "sandbox"), timeout=30) as http:
+        found: list[object] = http.get(f"{sandbox.urls['alegra']}/webhooks/subscriptions").json()
+    return found
+
+
+def endpoints(sandbox: SandboxProcess) -> dict[str, object]:
+    """Requests the local Alegra served, by endpoint."""
+    found: dict[str, object] = sandbox.stats()["alegra"]["by_endpoint"]  # type: ignore[assignment]
+    return found
+
+
 def know(sandbox: SandboxProcess, files: dict[str, bytes]) -> None:
     """SAT knows each CFDI in force (its admin endpoint, as an office's test would)."""
     from facturasd.formats.reader import read
@@ -75,10 +87,17 @@ def test_sigkill_while_booking_leaves_one_bill_per_invoice(tmp_path: Path, held:
     """Dropped at once, killed in the middle (`held`: exactly between a POST that created its
     bill and the commit that records it), started again: every invoice booked, once."""
     files = copies(12 if held else 60)
-    with SandboxProcess(services=3) as sandbox:
+    # (Alegra's limit raised: its pace is the 429 storm's test, not this one's)
+    with SandboxProcess("--alegra-rate", "600/m", services=3) as sandbox:
         know(sandbox, files)
-        env = daemon_env(**sandbox.env(), **sandbox.alegra_env(tmp_path))
         config = write_config(tmp_path)
+        # Alegra's webhooks to this daemon's own address (no proxy needed on one machine).
+        hooks = f"http://127.0.0.1:{port_of(config)}"
+        env = daemon_env(
+            **sandbox.env(),
+            **sandbox.alegra_env(tmp_path),
+            FACTURASD_ALEGRA__WEBHOOKS_URL=hooks,
+        )
         if held:  # Alegra creates the bill, then holds its answer
             sandbox.post(
                 "/_admin/faults",
@@ -87,6 +106,9 @@ def test_sigkill_while_booking_leaves_one_bill_per_invoice(tmp_path: Path, held:
         daemon = DaemonProcess(config, env, log_dir=tmp_path)
         try:
             wait_healthy(port_of(config), daemon)
+            # At start: subscribed to Alegra's changes, the empty cache warmed up.
+            wait_until(lambda: len(subscriptions(sandbox)) == 6, what="webhooks subscribed")
+            wait_until(lambda: "GET /taxes" in endpoints(sandbox), what="the cache warmed up")
             inbox = tmp_path / "data" / "inbox"
             for name, data in files.items():
                 drop(inbox, name, data)
@@ -106,8 +128,16 @@ def test_sigkill_while_booking_leaves_one_bill_per_invoice(tmp_path: Path, held:
             wait_until(
                 lambda: booked(config) == len(files), timeout=180, what="every invoice booked"
             )
+            # The subscriptions the killed run left were deleted: six, not twelve. An edit in
+            # Alegra reaches this daemon's /hooks/alegra.
+            assert len(subscriptions(sandbox)) == 6
+            (bill, *_) = bills(sandbox)
+            provider = bill["provider"]["id"]  # type: ignore[index]
+            edited = sandbox.post(f"/_admin/alegra/contacts/{provider}", {"name": "Otro"})
+            assert edited["delivered"] == 1 and edited["failed"] == 0
         finally:
             assert daemon.stop() == 0, daemon.stderr()
+        assert subscriptions(sandbox) == []  # a clean stop deletes what it owns
         found = bills(sandbox)
         markers = [str(b["observations"]) for b in found]
         assert len(found) == len(files), daemon.stderr()

@@ -85,20 +85,33 @@ class Limiter:
         self._slots: list[float] = []
         self._closed_until = 0.0
         self._lock = anyio.Lock()
+        self._stopping = False
+        self._stopped = anyio.Event()
 
     async def acquire(self) -> None:
-        """Waits until a request may be sent, and counts it."""
+        """Waits until a request may be sent, and counts it. Once the daemon is stopping, a
+        request that would have to wait is not sent: Unavailable, its job handed back."""
         async with self._lock:
             while True:
                 now = self._clock()
                 self._slots = [t for t in self._slots if t > now - self.period]
                 if self._closed_until > now:
-                    await anyio.sleep(self._closed_until - now)
+                    wait = self._closed_until - now
                 elif len(self._slots) >= self.count:
-                    await anyio.sleep(max(0.05, min(self._slots) + self.period - now))
+                    wait = max(0.05, min(self._slots) + self.period - now)
                 else:
                     self._slots.append(float("inf"))
                     return
+                if self._stopping:
+                    raise Unavailable(UPSTREAM, "the daemon is stopping: not sent", wait)
+                with anyio.move_on_after(wait):
+                    await self._stopped.wait()
+
+    def stop(self) -> None:
+        """The daemon stops: who waits for a turn is let go (nothing sent), so its job is
+        handed back at once instead of holding the stop."""
+        self._stopping = True
+        self._stopped.set()
 
     def release(self, headers: Mapping[str, str] | None) -> None:
         """The request is answered (headers None: it got no answer). Its slot counts from now;
@@ -143,7 +156,7 @@ class AlegraClient:
         self.base_url = base_url.rstrip("/")
         self.account = account
         self._http = http
-        self._limiter = limiter
+        self.limiter = limiter
         self._sleep = sleep
 
     async def get(self, path: str, **params: str | int) -> Any:
@@ -190,7 +203,7 @@ class AlegraClient:
         for attempt in range(TRIES):
             if pause:
                 await self._sleep(pause)
-            await self._limiter.acquire()
+            await self.limiter.acquire()
             # Before the next try: a short backoff (with jitter), or what Alegra asked for.
             backoff = BACKOFF[min(attempt, len(BACKOFF) - 1)] * (1 + 0.25 * random.random())  # noqa: S311
             try:
@@ -198,7 +211,7 @@ class AlegraClient:
                     method, url, params=params, json=json, files=files, auth=self.account.auth
                 )
             except httpx.HTTPError as exc:
-                self._limiter.release(None)
+                self.limiter.release(None)
                 if isinstance(exc, httpx.TimeoutException):
                     reason = "timed out"
                 elif isinstance(exc, httpx.ConnectError):
@@ -210,7 +223,7 @@ class AlegraClient:
                     break
                 pause = backoff
                 continue
-            self._limiter.release(response.headers)
+            self.limiter.release(response.headers)
             status = response.status_code
             if status == 429:  # not served: the limiter holds the next try as Alegra asks
                 wait = (
@@ -218,7 +231,7 @@ class AlegraClient:
                     or _number(response.headers.get("X-Rate-Limit-Reset"))
                     or PERIOD
                 )
-                self._limiter.close_for(wait)
+                self.limiter.close_for(wait)
                 reason, pause = "too many requests (HTTP 429)", 0.0
                 if wait > LONGEST_WAIT:
                     delay = wait

@@ -59,6 +59,11 @@ class Alegra:
     cache: AlegraCache
     hooks: Hooks
 
+    def stopping(self) -> None:
+        """The daemon stops: bookings waiting for Alegra's rate limit give way at once."""
+        for client in self.clients.values():
+            client.limiter.stop()
+
 
 @asynccontextmanager
 async def open_alegra(
