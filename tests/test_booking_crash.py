@@ -171,6 +171,10 @@ def test_check_config_online_says_whether_alegra_takes_the_credentials(tmp_path:
         assert refused.returncode == 2
         assert "Alegra does not accept sandbox@facturasd.local" in refused.stderr
         assert "not-the-token" not in refused.stderr + refused.stdout
-        # Without --online, nothing is asked.
+        # Without --online, nothing is asked; a token file that is not there stops the start.
         offline = run_facturasd("check-config", "--config", str(config), env=env)
         assert offline.returncode == 0, offline.stderr
+        (tmp_path / "alegra-token").unlink()
+        missing = run_facturasd("check-config", "--config", str(config), env=env)
+        assert missing.returncode == 2
+        assert "error: alegra.token_file:" in missing.stderr

@@ -304,28 +304,34 @@ def cache_probe(cache: AlegraCache) -> ProbeFn:
     return check
 
 
+def users(config: Config) -> dict[str, tuple[str, Path | None]]:
+    """Each Alegra user configured: its e-mail → (where it is configured, its token file)."""
+    settings = config.alegra
+    return {
+        section.email or settings.email: (
+            f"alegra.companies.{company}" if company else "alegra",
+            section.token_file,
+        )
+        for company, section in [(None, settings), *settings.companies.items()]
+    }
+
+
 async def refusals(config: Config) -> list[str]:
     """`check-config --online`: one line for each Alegra user whose credentials Alegra does
     not accept (or that Alegra does not answer for), none when all are fine."""
     settings = config.alegra
     found: list[str] = []
     async with httpx.AsyncClient(timeout=settings.timeout) as http:
-        users = {
-            section.email or settings.email: (
-                f"alegra.companies.{company}" if company else "alegra",
-                section.token_file,
-            )
-            for company, section in [(None, settings), *settings.companies.items()]
-        }
-        for email, (where, token_file) in users.items():
+        for email, (where, token_file) in users(config).items():
             try:
                 token = await anyio.to_thread.run_sync(_token, token_file, where)
-                client = AlegraClient(
-                    http, settings.base_url, Account(email, token), Limiter(), sleep=_no_wait
-                )
+            except ConfigError:
+                continue  # (check-config's offline checks say so)
+            client = AlegraClient(
+                http, settings.base_url, Account(email, token), Limiter(), sleep=_no_wait
+            )
+            try:
                 await client.get("/taxes")
-            except ConfigError as exc:
-                found.extend(exc.problems)
             except (AlegraError, Unavailable) as exc:
                 found.append(f"{where}: Alegra does not accept {email}: {exc}")
     return found

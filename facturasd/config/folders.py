@@ -51,7 +51,12 @@ def check_folders(config: Config) -> FolderReport:
             except OSError:
                 present = False
             if not present:
-                warnings.append(f"{key}: {str(value)!r} does not exist or cannot be read")
+                # Alegra's tokens are needed at start once Alegra is configured; other secret
+                # files only by the stage that reads them.
+                needed = key.startswith("alegra.") and config.alegra.enabled
+                (errors if needed else warnings).append(
+                    f"{key}: {str(value)!r} does not exist or cannot be read"
+                )
     return FolderReport(errors, warnings)
 
 
