@@ -558,3 +558,22 @@ async def test_a_rebuilt_ledgers_invoice_is_looked_up_before_it_is_posted(tmp_pa
         assert (await bill_of(o, old))["id"] == before["object"]["id"] == "77"
         assert (await bill_of(o, new))["id"] != "77"
         assert (await stats(o))["by_endpoint"]["POST /bills"] == 1
+
+
+async def test_a_company_books_on_its_own_accounts(tmp_path: Path) -> None:
+    """`[alegra.companies.<slug>]`: one company's lines on its default account, a rule by
+    keyword for the other's (accents and case ignored); the rest on Alegra's first expense
+    account."""
+    names = {"cfdi33.xml": BOOKED["cfdi33.xml"], "cfdi40.xml": BOOKED["cfdi40.xml"]}
+    files = {name: path.read_bytes() for name, path in names.items()}
+    sandbox = Sandbox()
+    load_documents(sandbox, SAMPLES)
+    config = COMPANIES + (
+        "[alegra.companies.dim]\ndefault_account = '5135'\n"
+        "[[alegra.account_rules]]\nkeyword = 'vías y áreas públicas'\naccount = 'Gastos legales'\n"
+    )
+    async with office(tmp_path, files, sandbox, config, alegra=True) as o:
+        # (the global rule matches none of DIM's lines: its own default takes them all)
+        assert {line["id"] for line in lines_of(await bill_of(o, "cfdi33.xml"))} == {"5135"}
+        # "BOLETOS USO DE VIAS Y AREAS PUBLICAS …" matches the rule, accents or not.
+        assert [line["id"] for line in lines_of(await bill_of(o, "cfdi40.xml"))] == ["5140"]

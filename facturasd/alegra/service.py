@@ -82,33 +82,31 @@ async def open_alegra(
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.timeout))
         if cache is None:
             cache = await stack.enter_async_context(open_cache(config.cache))
-        users: dict[str, User] = {}
+        people: dict[str, User] = {}
         clients: dict[str, AlegraClient] = {}
+        for email, (where, token_file) in users(config).items():
+            token = await anyio.to_thread.run_sync(_token, token_file, where)
+            people[email] = User(
+                email,
+                circuit=Circuit(cooldown=config.retry.interval, clock=clock),
+                paused=Circuit(cooldown=config.retry.interval, threshold=1, clock=clock),
+            )
+            clients[email] = AlegraClient(
+                http,
+                settings.base_url,
+                Account(email, token),
+                Limiter(settings.rate_limit.count, settings.rate_limit.period),
+            )
         books: dict[str | None, Books] = {}
         sections: list[tuple[str | None, AlegraUser]] = [
             (None, settings),
             *settings.companies.items(),
         ]
         for company, section in sections:
-            where = f"alegra.companies.{company}" if company else "alegra"
             email = section.email or settings.email
-            if email not in clients:
-                token = await anyio.to_thread.run_sync(_token, section.token_file, where)
-                users[email] = User(
-                    email,
-                    circuit=Circuit(cooldown=config.retry.interval, clock=clock),
-                    paused=Circuit(cooldown=config.retry.interval, threshold=1, clock=clock),
-                )
-                clients[email] = AlegraClient(
-                    http,
-                    settings.base_url,
-                    Account(email, token),
-                    Limiter(settings.rate_limit.count, settings.rate_limit.period),
-                )
-            client = clients[email]
             books[company] = Books(
-                client=client,
-                directory=Directory(client, cache, company or DEFAULT_SCOPE),
+                client=clients[email],
+                directory=Directory(clients[email], cache, company or DEFAULT_SCOPE),
                 accounts=bill.Accounts(
                     default=section.default_account or None,
                     rules=tuple(
@@ -118,7 +116,7 @@ async def open_alegra(
                 ),
                 lines=settings.lines,
                 mode=settings.mode,
-                user=users[email],
+                user=people[email],
             )
 
         def books_of(company: str | None) -> Books:
@@ -126,7 +124,7 @@ async def open_alegra(
 
         booking = Booking(db, lifecycle, books_of, stages, clock=clock)
         hooks = Hooks(db, settings.webhooks_url, clients, books, clock=clock)
-        yield Alegra(booking, books, users, clients, cache, hooks)
+        yield Alegra(booking, books, people, clients, cache, hooks)
 
 
 def _token(path: Path | None, where: str) -> str:
@@ -305,15 +303,14 @@ def cache_probe(cache: AlegraCache) -> ProbeFn:
 
 
 def users(config: Config) -> dict[str, tuple[str, Path | None]]:
-    """Each Alegra user configured: its e-mail → (where it is configured, its token file)."""
+    """Each Alegra user configured: its e-mail → (where it is configured, its token file). A
+    company's section without an e-mail of its own books as `[alegra]`'s user."""
     settings = config.alegra
-    return {
-        section.email or settings.email: (
-            f"alegra.companies.{company}" if company else "alegra",
-            section.token_file,
-        )
-        for company, section in [(None, settings), *settings.companies.items()]
-    }
+    found: dict[str, tuple[str, Path | None]] = {settings.email: ("alegra", settings.token_file)}
+    for company, section in settings.companies.items():
+        if section.email and section.email != settings.email:
+            found.setdefault(section.email, (f"alegra.companies.{company}", section.token_file))
+    return found
 
 
 async def refusals(config: Config) -> list[str]:
