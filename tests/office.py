@@ -17,8 +17,8 @@ from typing import Any
 import anyio
 import httpx
 from aiohttp.test_utils import TestServer
-from facturasd.alegra.cache import AlegraCache
 
+from facturasd.alegra.cache import AlegraCache
 from facturasd.config import load_config
 from facturasd.constants import ComplianceStatus, QueueName, WorkerGroup
 from facturasd.formats.reader import read
