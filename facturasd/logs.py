@@ -9,11 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 job_id_var: ContextVar[int | None] = ContextVar("job_id", default=None)
 invoice_id_var: ContextVar[int | None] = ContextVar("invoice_id", default=None)
+
+
+@contextmanager
+def about_invoice(invoice_id: int) -> Iterator[None]:
+    """What is logged inside is tagged with the invoice."""
+    token = invoice_id_var.set(invoice_id)
+    try:
+        yield
+    finally:
+        invoice_id_var.reset(token)
 
 
 class _ContextFilter(logging.Filter):

@@ -47,7 +47,7 @@ from facturasd.clock import Clock, utcnow
 from facturasd.constants import ComplianceStatus, InvoiceState
 from facturasd.errors import JobFailed, Unavailable
 from facturasd.formats.model import Document, WithholdingDue
-from facturasd.logs import invoice_id_var
+from facturasd.logs import about_invoice
 from facturasd.pipeline.lifecycle import Lifecycle, Stage
 from facturasd.store import bookings, compliance, ledger
 from facturasd.store.bookings import Outcome, Record
@@ -125,11 +125,8 @@ class Booking:
 
     async def __call__(self, job: Job) -> Effect | None:
         invoice_id = int(job.payload["invoice"])
-        token = invoice_id_var.set(invoice_id)
-        try:
+        with about_invoice(invoice_id):
             return await self._book(invoice_id)
-        finally:
-            invoice_id_var.reset(token)
 
     async def _book(self, invoice_id: int) -> Effect | None:
         invoice, found, record, rebuilt = await self.db.read(partial(_read, invoice_id=invoice_id))
@@ -318,11 +315,8 @@ class Booking:
     async def attach(self, job: Job) -> Effect | None:
         """The invoice's files on its bill, one by one, each recorded once uploaded."""
         invoice_id = int(job.payload["invoice"])
-        token = invoice_id_var.set(invoice_id)
-        try:
+        with about_invoice(invoice_id):
             return await self._attach(invoice_id)
-        finally:
-            invoice_id_var.reset(token)
 
     async def _attach(self, invoice_id: int) -> Effect | None:
         invoice, found, record, _ = await self.db.read(partial(_read, invoice_id=invoice_id))

@@ -41,7 +41,7 @@ from facturasd.clock import Clock, utcnow
 from facturasd.constants import ComplianceStatus, QueueName
 from facturasd.errors import AuthorityRefused, JobFailed, Unavailable
 from facturasd.formats.model import Document
-from facturasd.logs import invoice_id_var
+from facturasd.logs import about_invoice
 from facturasd.pipeline.lifecycle import ASKED, CONFIRM, Lifecycle
 from facturasd.store import compliance, ledger
 from facturasd.store.compliance import Outcome
@@ -114,11 +114,8 @@ class Confirm:
 
     async def __call__(self, job: Job) -> Effect | None:
         invoice_id = int(job.payload["invoice"])
-        token = invoice_id_var.set(invoice_id)
-        try:
+        with about_invoice(invoice_id):
             return await self._confirm(invoice_id)
-        finally:
-            invoice_id_var.reset(token)
 
     async def _confirm(self, invoice_id: int) -> Effect | None:
         invoice, found = await self.db.read(partial(_with_inspection, invoice_id=invoice_id))

@@ -24,7 +24,7 @@ from facturasd.constants import InvoiceState
 from facturasd.findings import finding
 from facturasd.hashing import hash_file
 from facturasd.inbox.archive import Folder, Folders, dated_name, same_file, taken
-from facturasd.logs import invoice_id_var
+from facturasd.logs import about_invoice
 from facturasd.pipeline import motivo
 from facturasd.pipeline.lifecycle import PROCESS, Lifecycle
 from facturasd.store import ledger
@@ -104,25 +104,23 @@ class Ingest:
         with anyio.CancelScope(shield=True):
             if (invoice := await self.db.write(receive)) is None:
                 return None
-            token = invoice_id_var.set(invoice.id)
-            try:
-                await self._archive(invoice, path)
-                # Once, when it is out of the inbox (a folder that refuses it is retried).
-                log.info(
-                    "invoice #%d %s: taken from the inbox, %s, as %s",
-                    invoice.id,
-                    invoice.inbox_path,
-                    invoice.state,
-                    invoice.path,
-                )
-            except FileNotFoundError:
-                # Moved or deleted by someone while it was being taken: the row is closed
-                # now, and the file, wherever it went in the inbox, is taken anew.
-                if not await anyio.Path(invoice.path).exists():
-                    await self.db.write(partial(self._vanished, invoice=invoice))
-                raise
-            finally:
-                invoice_id_var.reset(token)
+            with about_invoice(invoice.id):
+                try:
+                    await self._archive(invoice, path)
+                    # Once, when it is out of the inbox (a folder that refuses it is retried).
+                    log.info(
+                        "invoice #%d %s: taken from the inbox, %s, as %s",
+                        invoice.id,
+                        invoice.inbox_path,
+                        invoice.state,
+                        invoice.path,
+                    )
+                except FileNotFoundError:
+                    # Moved or deleted by someone while it was being taken: the row is closed
+                    # now, and the file, wherever it went in the inbox, is taken anew.
+                    if not await anyio.Path(invoice.path).exists():
+                        await self.db.write(partial(self._vanished, invoice=invoice))
+                    raise
         return invoice
 
     def _receive(

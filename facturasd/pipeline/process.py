@@ -30,7 +30,7 @@ from facturasd.formats.reader import read, too_large
 from facturasd.formats.safexml import Limits
 from facturasd.hashing import sha256_file
 from facturasd.inbox.archive import Folder, FolderNotWritable, Folders
-from facturasd.logs import invoice_id_var
+from facturasd.logs import about_invoice
 from facturasd.pipeline import motivo
 from facturasd.pipeline.decide import FOLDER_OF, Checked, Outcome, decide, placement
 from facturasd.pipeline.lifecycle import Lifecycle
@@ -77,11 +77,8 @@ class Process:
 
     async def __call__(self, job: Job) -> Effect | None:
         invoice_id = int(job.payload["invoice"])
-        token = invoice_id_var.set(invoice_id)
-        try:
+        with about_invoice(invoice_id):
             return await self._process(invoice_id)
-        finally:
-            invoice_id_var.reset(token)
 
     async def _process(self, invoice_id: int) -> Effect | None:
         invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))
