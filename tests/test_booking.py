@@ -577,3 +577,18 @@ async def test_a_company_books_on_its_own_accounts(tmp_path: Path) -> None:
         assert {line["id"] for line in lines_of(await bill_of(o, "cfdi33.xml"))} == {"5135"}
         # "BOLETOS USO DE VIAS Y AREAS PUBLICAS …" matches the rule, accents or not.
         assert [line["id"] for line in lines_of(await bill_of(o, "cfdi40.xml"))] == ["5140"]
+
+
+async def test_an_rfc_with_an_ampersand_is_one_provider(tmp_path: Path) -> None:
+    """The real stamped CFDI whose issuer RFC has an `&` (signed with SAT's test certificate,
+    so accepted as a test document here): its provider is found again by that RFC."""
+    name = "satcfdi__h-and-e951128469_ingreso_iva16_stamped.xml"
+    data = (SAMPLES / "cfdi" / name).read_bytes()
+    sandbox = Sandbox()
+    load_documents(sandbox, SAMPLES)
+    config = "[checks]\naccept_test_documents = true\n"
+    async with office(tmp_path, {name: data}, sandbox, config, alegra=True) as o:
+        bill = await bill_of(o, name)
+        assert bill["provider"]["identification"] == "H&E951128469"
+        contacts = await o.alegra("GET", "/contacts", params={"identification": "H&E951128469"})
+        assert [c["id"] for c in contacts] == [bill["provider"]["id"]]
