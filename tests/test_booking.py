@@ -51,7 +51,16 @@ COMPANIES = (
     "tax_id = 'MCI7306249Y1'\nregime = '603'\npostal_code = '54700'\n"
 )
 CENT = Decimal("0.01")
+# The real documents carry SAT's test certificate (accepted so, to be booked here).
+TEST_DOCUMENTS = "[checks]\naccept_test_documents = true\n"
 UUID8 = "0B7C4A1E-2F3D-4C5B-8A9E-000000000808"
+
+
+def knowing_samples() -> Sandbox:
+    """A sandbox whose SAT and DIAN know every shared sample in force."""
+    sandbox = Sandbox()
+    load_documents(sandbox, SAMPLES)
+    return sandbox
 
 
 def amount(value: Any) -> Decimal:
@@ -98,8 +107,7 @@ async def test_each_sample_becomes_one_bill_with_the_documents_amounts(tmp_path:
     files = {name: path.read_bytes() for name, path in BOOKED.items()} | {
         "NC3.xml": NC3.read_bytes()
     }
-    sandbox = Sandbox()
-    load_documents(sandbox, SAMPLES)
+    sandbox = knowing_samples()
     async with office(tmp_path, files, sandbox, COMPANIES, alegra=True) as o:
         for name in BOOKED:
             (inspection,) = read(files[name], name)
@@ -360,11 +368,8 @@ async def test_bookings_go_on_when_redis_stops(tmp_path: Path, redis_server: Any
 async def test_a_payment_complement_is_not_booked(tmp_path: Path) -> None:
     name = "satcfdi__pago_h-and-e951128469_ingreso_iva16.xml"
     data = (SAMPLES / "cfdi" / name).read_bytes()
-    sandbox = Sandbox()
-    load_documents(sandbox, SAMPLES)
-    # (SAT's test certificate signed it, and it is old: accepted as a test document)
-    config = "[checks]\naccept_test_documents = true\n"
-    async with office(tmp_path, {name: data}, sandbox, config, alegra=True) as o:
+    sandbox = knowing_samples()
+    async with office(tmp_path, {name: data}, sandbox, TEST_DOCUMENTS, alegra=True) as o:
         invoice = await o.invoice(name)
         assert invoice.state is S.CHECKED, await o.history(name)
         assert invoice.compliance is ComplianceStatus.VALIDATED
@@ -420,8 +425,7 @@ async def test_import_mode_books_by_cufe_and_links_a_bill_imported_by_hand(
     bill, not imported twice."""
     names = {"FV3.xml": BOOKED["FV3.xml"], "FV7.xml": BOOKED["FV7.xml"], "NC3.xml": NC3}
     files = {name: path.read_bytes() for name, path in names.items()}
-    sandbox = Sandbox()
-    load_documents(sandbox, SAMPLES)
+    sandbox = knowing_samples()
     (fv3,) = read(files["FV3.xml"], "FV3.xml")
     assert fv3.document is not None and fv3.document.uuid
     config = COMPANIES + '[alegra]\nmode = "import"\n'
@@ -566,8 +570,7 @@ async def test_a_company_books_on_its_own_accounts(tmp_path: Path) -> None:
     account."""
     names = {"cfdi33.xml": BOOKED["cfdi33.xml"], "cfdi40.xml": BOOKED["cfdi40.xml"]}
     files = {name: path.read_bytes() for name, path in names.items()}
-    sandbox = Sandbox()
-    load_documents(sandbox, SAMPLES)
+    sandbox = knowing_samples()
     config = COMPANIES + (
         "[alegra.companies.dim]\ndefault_account = '5135'\n"
         "[[alegra.account_rules]]\nkeyword = 'vías y áreas públicas'\naccount = 'Gastos legales'\n"
@@ -584,10 +587,8 @@ async def test_an_rfc_with_an_ampersand_is_one_provider(tmp_path: Path) -> None:
     so accepted as a test document here): its provider is found again by that RFC."""
     name = "satcfdi__h-and-e951128469_ingreso_iva16_stamped.xml"
     data = (SAMPLES / "cfdi" / name).read_bytes()
-    sandbox = Sandbox()
-    load_documents(sandbox, SAMPLES)
-    config = "[checks]\naccept_test_documents = true\n"
-    async with office(tmp_path, {name: data}, sandbox, config, alegra=True) as o:
+    sandbox = knowing_samples()
+    async with office(tmp_path, {name: data}, sandbox, TEST_DOCUMENTS, alegra=True) as o:
         bill = await bill_of(o, name)
         assert bill["provider"]["identification"] == "H&E951128469"
         contacts = await o.alegra("GET", "/contacts", params={"identification": "H&E951128469"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections import defaultdict
 from typing import Any
 
@@ -21,6 +20,8 @@ import anyio
 from facturasd.alegra.bill import Chart, Unbookable
 from facturasd.alegra.cache import AlegraCache
 from facturasd.alegra.client import AlegraClient
+from facturasd.checks.base import fold
+from facturasd.checks.identity import tax_id
 from facturasd.formats.model import Document
 
 log = logging.getLogger(__name__)
@@ -28,22 +29,6 @@ log = logging.getLogger(__name__)
 ALL = "all"
 # A webhook's subject names Alegra's object ("client" is any contact), then the cache's kind.
 OBJECTS = {"client": "contacts", "contact": "contacts", "item": "items"}
-
-
-def identification(text: str) -> str:
-    """A tax id as compared with Alegra's: letters and digits, upper case; a Colombian NIT
-    without the check digit Alegra may keep after a dash ("900.123.456-7"). (An RFC has
-    letters before its dashes.)"""
-    if re.fullmatch(r"[0-9.\s]+-[0-9]", text.strip()):
-        text = text.rsplit("-", 1)[0]
-    return "".join(ch for ch in text.upper() if ch.isalnum() or ch in "&Ñ")
-
-
-def item_key(name: str) -> str:
-    """An item's name as looked up: no accents, lower case, single spaces."""
-    plain = unicodedata.normalize("NFKD", name)
-    plain = "".join(ch for ch in plain if not unicodedata.combining(ch))
-    return " ".join(plain.lower().split())
 
 
 class Directory:
@@ -58,7 +43,7 @@ class Directory:
     async def provider(self, document: Document) -> str:
         """The Alegra contact id of the document's issuer: from the cache, else looked up by
         identification (an exact match among the results), else created."""
-        key = identification(document.issuer.tax_id or "")
+        key = tax_id(document.issuer.tax_id or "")
         if not key:
             raise Unbookable("the document names no issuer tax id: its provider is unknown")
         async with self._locks[f"contacts:{key}"]:
@@ -73,7 +58,7 @@ class Directory:
         matches = [
             contact
             for contact in found or []
-            if identification(str(contact.get("identification") or "")) == key
+            if tax_id(str(contact.get("identification") or "")) == key
         ]
         if matches:
             contact = matches[0]
@@ -123,13 +108,13 @@ class Directory:
         """The item id of each name (`bill.item_names`), created when Alegra has none."""
         ids: dict[str, str] = {}
         for name in dict.fromkeys(names):
-            key = item_key(name)
+            key = fold(name)
             cached = await self.cache.get(self.scope, "items", key)
             if cached is not None:
                 ids[name] = str(cached["id"])
                 continue
             found = await self.client.get("/items", query=name)
-            item = next((i for i in found or [] if item_key(str(i.get("name") or "")) == key), None)
+            item = next((i for i in found or [] if fold(str(i.get("name") or "")) == key), None)
             if item is None:
                 item = await self.client.post("/items", {"name": name, "price": 0})
             await self._remember_item(item, key)
@@ -146,13 +131,13 @@ class Directory:
         loaded = {"contacts": 0, "items": 0}
         async for page in self.client.pages("/contacts", type="provider"):
             for contact in page:
-                key = identification(str(contact.get("identification") or ""))
+                key = tax_id(str(contact.get("identification") or ""))
                 if key:
                     await self._remember_contact(contact, key)
                     loaded["contacts"] += 1
         async for page in self.client.pages("/items"):
             for item in page:
-                if name := item_key(str(item.get("name") or "")):
+                if name := fold(str(item.get("name") or "")):
                     await self._remember_item(item, name)
                     loaded["items"] += 1
         for kind, path in (
@@ -175,9 +160,9 @@ class Directory:
         if isinstance(by_id, str):
             keys.add(by_id)
         if kind == "contacts" and obj.get("identification"):
-            keys.add(identification(str(obj["identification"])))
+            keys.add(tax_id(str(obj["identification"])))
         if kind == "items" and obj.get("name"):
-            keys.add(item_key(str(obj["name"])))
+            keys.add(fold(str(obj["name"])))
         forgotten = 0
         for key in keys:
             forgotten += await self.cache.invalidate(self.scope, kind, key)
