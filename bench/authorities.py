@@ -55,12 +55,12 @@ import anyio
 from aiohttp import web
 
 from facturasd.authorities import Authority
-from facturasd.authorities.confirm import AGAIN_SOON
 from facturasd.config import QueueSettings, RateLimit, load_config
 from facturasd.constants import DATABASE_FILE, ComplianceStatus, WorkerGroup
 from facturasd.sandbox.server import base_urls, create_app, load_documents
 from facturasd.sandbox.state import Fault, Sandbox, SatRecord
 from facturasd.services import Services, build
+from facturasd.upstream import AGAIN_SOON
 from tests.documents import Item, cfdi40
 from tests.support import take, write_config
 

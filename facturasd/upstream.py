@@ -9,6 +9,10 @@ import httpx
 
 from facturasd.clock import Clock, utcnow
 
+# A call without an answer while its circuit is closed (the upstream answers the others): a
+# blip, tried again this soon. Five in a row open the circuit, which then paces the calls.
+AGAIN_SOON = 5.0
+
 
 def retry_after(response: httpx.Response, clock: Clock = utcnow) -> float:
     """The seconds `Retry-After` asks to wait (a number, or an HTTP date), else 0."""

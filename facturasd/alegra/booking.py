@@ -54,12 +54,12 @@ from facturasd.store.bookings import Outcome, Record
 from facturasd.store.db import Database, after_commit
 from facturasd.store.ledger import Invoice
 from facturasd.store.queue import Effect, Job
+from facturasd.upstream import AGAIN_SOON
 
 log = logging.getLogger(__name__)
 
 S = InvoiceState
 LOOKUP_PAGES = 3  # a look-up after a crash reads at most this many pages of 30 bills
-AGAIN_SOON = 5.0  # a blip while the circuit is closed: tried again this soon
 # Documents that are no supplier bill: recorded as not booked, left as they are.
 NOT_BOOKED = {
     "payroll": "a payroll document is not a supplier bill",

@@ -48,14 +48,12 @@ from facturasd.store.compliance import Outcome
 from facturasd.store.db import Database, after_commit
 from facturasd.store.ledger import Invoice
 from facturasd.store.queue import Effect, Job
+from facturasd.upstream import AGAIN_SOON
 
 log = logging.getLogger(__name__)
 
 C = ComplianceStatus
 FALLBACK_DIR = "fallback"
-# A call without an answer while the circuit is closed (the authority answers the others): a
-# blip, asked again this soon. Five in a row open the circuit, which then paces the calls.
-AGAIN_SOON = 5.0
 JITTER = 0.1  # a retry is due up to this share later than its step, so a batch spreads out
 # Statuses that wait for an answer: their invoices must hold a live confirm job.
 WAITING = (C.RETRY, C.FALLBACK)
