@@ -1,0 +1,151 @@
+"""The scheduler on an injected clock and a real SQLite ledger: every due time runs once,
+downtime is caught up once, a zone's repeated hour does not run twice, and neither does a
+scheduler restarted while its job runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from facturasd.scheduler import KIND, QUEUE, Scheduler, Task
+from facturasd.store.db import Database
+from facturasd.store.queue import Queue
+
+pytestmark = pytest.mark.anyio
+
+BOGOTA = ZoneInfo("America/Bogota")
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def ran(text: str = "done") -> str:
+    return text
+
+
+async def open_scheduler(
+    tmp_path: Path, clock: Clock, zone: ZoneInfo = BOGOTA, cron: str = "0 8 * * *"
+) -> tuple[Database, Scheduler]:
+    db = await Database.open(tmp_path / "ledger.db")
+    scheduler = Scheduler(
+        db, Queue(db, clock=clock), [Task("report", cron, ran)], zone, clock=clock
+    )
+    return db, scheduler
+
+
+async def run_all(db: Database, scheduler: Scheduler, queue: Queue) -> list[str]:
+    """Claims and runs every scheduled job due; the due times they ran for."""
+    done = []
+    while (job := await queue.claim([QUEUE], 60)) is not None:
+        assert job.kind == KIND
+        await queue.complete(job, await scheduler(job))
+        done.append(str(job.payload["due"]))
+    return done
+
+
+async def test_a_daily_task_runs_once_at_its_time_each_day(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))  # 07:00 in Bogotá
+    db, scheduler = await open_scheduler(tmp_path, clock)
+    try:
+        assert await scheduler.tick() == []  # a new task starts from now
+        clock.now += timedelta(minutes=59)
+        assert await scheduler.tick() == []
+        clock.now += timedelta(minutes=1)  # 08:00 in Bogotá
+        (job,) = await scheduler.tick()
+        assert job.payload["due"] == "2026-11-02T08:00:00-05:00"
+        assert await scheduler.tick() == []  # the same minute again: not twice
+        assert await run_all(db, scheduler, scheduler.queue) == ["2026-11-02T08:00:00-05:00"]
+        clock.now += timedelta(days=1)
+        assert len(await scheduler.tick()) == 1
+        row = await db.fetchone("SELECT last_ok, detail FROM scheduler_runs WHERE task = 'report'")
+        assert row is not None and (row["last_ok"], row["detail"]) == (1, "done")
+    finally:
+        await db.close()
+
+
+async def test_a_run_missed_while_down_is_caught_up_once(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+    db, scheduler = await open_scheduler(tmp_path, clock)
+    await scheduler.tick()
+    await db.close()
+    clock.now += timedelta(days=3, hours=2)  # down three days; back at 09:00
+    db, scheduler = await open_scheduler(tmp_path, clock)
+    try:
+        (job,) = await scheduler.tick()
+        assert job.payload["due"] == "2026-11-05T08:00:00-05:00"  # the latest, once
+        assert await scheduler.tick() == []
+    finally:
+        await db.close()
+
+
+async def test_the_hour_a_zone_repeats_runs_once(tmp_path: Path) -> None:
+    """New York's clocks go back at 02:00 on 2026-11-01: 01:30 happens twice."""
+    zone = ZoneInfo("America/New_York")
+    clock = Clock(datetime(2026, 11, 1, 4, 0, tzinfo=UTC))  # 00:00 EDT
+    db, scheduler = await open_scheduler(tmp_path, clock, zone, cron="30 1 * * *")
+    try:
+        await scheduler.tick()
+        runs = []
+        for _ in range(4 * 60):  # minute by minute through the night
+            clock.now += timedelta(minutes=1)
+            runs += await scheduler.tick()
+        assert [job.payload["due"] for job in runs] == ["2026-11-01T01:30:00-04:00"]
+    finally:
+        await db.close()
+
+
+async def test_a_scheduler_restarted_while_its_job_runs_does_not_queue_it_again(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+    db, scheduler = await open_scheduler(tmp_path, clock)
+    await scheduler.tick()
+    clock.now += timedelta(hours=1)
+    (job,) = await scheduler.tick()
+    claimed = await scheduler.queue.claim([QUEUE], 60)
+    assert claimed is not None and claimed.id == job.id
+    # The daemon dies with the job running; its record of last_run is lost with it.
+    await db.write(
+        lambda conn: conn.execute("UPDATE scheduler_runs SET last_run = last_run - 3600")
+    )
+    await db.close()
+    db, scheduler = await open_scheduler(tmp_path, clock)
+    try:
+        assert await scheduler.tick() == []
+    finally:
+        await db.close()
+
+
+async def test_a_task_that_fails_is_recorded_so(tmp_path: Path) -> None:
+    async def broken() -> str:
+        raise RuntimeError("the disk is full")
+
+    clock = Clock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+    db = await Database.open(tmp_path / "ledger.db")
+    queue = Queue(db, clock=clock)
+    scheduler = Scheduler(db, queue, [Task("report", "0 8 * * *", broken)], BOGOTA, clock=clock)
+    try:
+        await scheduler.tick()
+        clock.now += timedelta(hours=1)
+        assert len(await scheduler.tick()) == 1
+        claimed = await queue.claim([QUEUE], 60)
+        assert claimed is not None
+        with pytest.raises(RuntimeError):
+            await scheduler(claimed)
+        row = await db.fetchone("SELECT last_ok, detail FROM scheduler_runs")
+        assert row is not None and (row["last_ok"], row["detail"]) == (0, "the disk is full")
+    finally:
+        await db.close()
+
+
+def test_a_bad_expression_is_refused_naming_the_task(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="report"):
+        Scheduler(None, None, [Task("report", "every day", ran)], BOGOTA)  # type: ignore[arg-type]
