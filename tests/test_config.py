@@ -313,8 +313,7 @@ def test_shipped_file_shows_every_key_of_the_schema() -> None:
     shipped = flatten(tomllib.loads(text))
     # The commented-out keys and sections read as TOML once their "# " goes (the example
     # companies at the end are left out: they are no defaults).
-    marker = "# ── Accepted, no effect"
-    examples = text.split("# [[companies]]")[0] + marker + text.split(marker)[1]
+    examples = text.split("# [[companies]]")[0]
     shown = flatten(
         tomllib.loads(re.sub(r"^# ((?:\[[a-z_.]+\]|[a-z_]+ = ).*)$", r"\1", examples, flags=re.M))
     )
@@ -342,30 +341,18 @@ def test_inert_keys_are_keys_of_the_schema() -> None:
     [
         ("", {}, []),
         ('[http]\nbind = "127.0.0.1:9000"\n[alerts]\nqueue_backlog = 5\n', {}, []),
-        (
-            '[notify.email]\nenabled = true\nrecipients = ["a@b.co"]\n[retry]\nschedule = ["1m"]\n',
+        (  # (the notifications and the scheduler work: no warning for them)
+            '[notify.email]\nenabled = true\nrecipients = ["a@b.co"]\n[http]\ntoken_file = "t"\n',
             {},
-            [  # ([retry] works: no warning for it)
-                "notify.email.enabled: no effect in this version",
-                "notify.email.recipients: no effect in this version",
-            ],
+            ["http.token_file: no effect in this version"],
         ),
-        # Set to its default is still set: the person expects it to do something.
-        ("[notify.log]\nenabled = true\n", {}, ["notify.log.enabled: no effect in this version"]),
         (
             "[retry]\nmax_retries = 1\n",
-            {"DIAN_MAX_RETRIES": "5", "FACTURASD_ALERTS__COOLDOWN": "1h", "REDIS_URL": "redis://c"},
+            {"DIAN_MAX_RETRIES": "5", "FACTURASD_HTTP__TOKEN_FILE": "t", "REDIS_URL": "redis://c"},
             # (the cache works: REDIS_URL gives no warning)
-            ["alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version"],
+            ["http.token_file (from FACTURASD_HTTP__TOKEN_FILE): no effect in this version"],
         ),
-        (
-            "",
-            {"FACTURASD_SCHEDULE__DAILY_REPORT": "0 7 * * *"},
-            [
-                "schedule.daily_report (from FACTURASD_SCHEDULE__DAILY_REPORT): "
-                "no effect in this version"
-            ],
-        ),
+        ("", {"FACTURASD_SCHEDULE__DAILY_REPORT": "0 7 * * *"}, []),
     ],
 )
 def test_keys_with_no_effect_are_named_when_set(
@@ -399,22 +386,20 @@ def test_check_config_accepts_the_shipped_file() -> None:
 @pytest.mark.slow
 def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[notify.email]\nenabled = true\n[retry]\nschedule = ["1m", "5m"]\n')
+    config.write_text('[http]\ntoken_file = "t"\n[notify.email]\nenabled = true\n')
     result = run_cli("check-config", "--config", str(config))
-    assert result.returncode == 0, result.stderr
     warned = [line for line in result.stderr.splitlines() if "no effect in this version" in line]
-    # [retry] works now: only the notifications' key is named.
-    assert [line.split(":")[:2] for line in warned] == [["warning", " notify.email.enabled"]]
+    # The notifications work now: only the API's key is named.
+    assert [line.split(":")[:2] for line in warned] == [["warning", " http.token_file"]]
     seeded = run_cli(
         "check-config",
         "--config",
         str(config),
         "--json",
-        env=free_bind(FACTURASD_ALERTS__COOLDOWN="1h"),
+        env=free_bind(FACTURASD_HTTP__TOKEN_FILE="t"),
     )
-    assert seeded.returncode == 0, seeded.stderr
     assert any(
-        w.startswith("alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version")
+        w.startswith("http.token_file (from FACTURASD_HTTP__TOKEN_FILE): no effect in this version")
         for w in json.loads(seeded.stdout)["warnings"]
     )
     quiet = tmp_path / "quiet.toml"
@@ -427,20 +412,20 @@ def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_the_daemon_logs_each_key_with_no_effect_at_start(tmp_path: Path) -> None:
     port = free_port()
-    config = write_config(tmp_path, "[notify.webhook]\nenabled = true\n", port=port)
-    daemon = DaemonProcess(config, daemon_env(FACTURASD_ALERTS__COOLDOWN="1h"), log_dir=tmp_path)
+    config = write_config(tmp_path, "[notify.log]\nenabled = true\n", port=port)
+    daemon = DaemonProcess(config, daemon_env(FACTURASD_HTTP__TOKEN_FILE="t"), log_dir=tmp_path)
     try:
         wait_healthy(port, daemon)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
     logged = [line for line in daemon.stderr().splitlines() if "no effect" in line]
-    assert len(logged) == 2
+    # ([notify.log] works: only the API's key is named)
+    assert len(logged) == 1
     assert (
-        "alerts.cooldown (from FACTURASD_ALERTS__COOLDOWN): no effect in this version"
+        "http.token_file (from FACTURASD_HTTP__TOKEN_FILE): no effect in this version"
         in (logged[0])
     )
-    assert "notify.webhook.enabled: no effect in this version" in logged[1]
 
 
 @pytest.mark.slow
@@ -531,11 +516,12 @@ def test_check_config_puts_the_problems_first_and_ends_with_a_verdict(tmp_path: 
 
     (tmp_path / "inbox").write_text("not a folder")
     wrong = tmp_path / "wrong.toml"
-    wrong.write_text('[paths]\ninbox = "inbox"\n[notify.email]\nenabled = true\n')
+    (tmp_path / "t").write_text("api:0123456789\n")
+    wrong.write_text('[paths]\ninbox = "inbox"\n[http]\ntoken_file = "t"\n')
     code, lines = seen(wrong)
     assert code == 2
     assert lines[0] == f"error: paths.inbox: '{tmp_path / 'inbox'}' exists and is not a folder"
-    assert lines[1].startswith("warning: notify.email.enabled: no effect in this version")
+    assert lines[1].startswith("warning: http.token_file: no effect in this version")
     assert lines[2].startswith("paths.state_dir = ")
     assert lines[-1] == "1 problem, 1 warning"
 

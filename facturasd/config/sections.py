@@ -273,13 +273,35 @@ class Authorities(_Section):
 
 
 class Schedule(_Section):
+    """The scheduler's tasks (SPEC §2.6), cron expressions in `daemon.timezone`. The retry loop
+    runs every `retry.interval`."""
+
     contacts_sync: Cron = "0 1 * * *"
     items_sync: Cron = "30 1 * * *"
     file_cleanup: Cron = "0 2 * * *"
     compliance_cleanup: Cron = "0 3 * * *"
+    # Failed intermediate attempts of settled invoices older than this are deleted
+    # (COMPLIANCE_CLEANUP_DAYS); the deciding attempt stays as long as the archive.
     compliance_cleanup_after: Duration = 30 * 86400.0
     daily_report: Cron = "0 8 * * *"
+    monthly_summary: Cron = "0 8 1 * *"
     weekly_statistics: Cron = "0 9 * * 1"
+    # CFDIs validated within `sat_recheck_within` asked again: a supplier may cancel later.
+    sat_recheck: Cron = "30 2 * * *"
+    sat_recheck_within: Duration = 30 * 86400.0
+    backup: Cron = "0 4 * * *"
+    archive_check: Cron = "0 5 * * 0"
+
+
+class Backup(_Section):
+    """The nightly copy of the ledger in `<state_dir>/backups/`."""
+
+    keep: int = Field(14, ge=1)
+    # An alert when the newest copy is older than this.
+    max_age: Duration = Field(2 * 86400.0, gt=0)
+
+
+Severity = Literal["warning", "critical"]
 
 
 class Alerts(_Section):
@@ -287,6 +309,12 @@ class Alerts(_Section):
     cache_hit_rate_min: float = Field(0.70, ge=0, le=1)
     error_rate_max: float = Field(0.05, ge=0, le=1)
     authority_failure_rate_max: float = Field(0.10, ge=0, le=1)
+    # The rates above are taken over this much recent time.
+    window: Duration = Field(900.0, gt=0)
+    certificate_days: int = Field(30, ge=1)
+    disk_free_min_mb: int = Field(1024, ge=1)
+    # How often conditions are looked at, and how long before one still true is said again.
+    interval: Duration = Field(60.0, gt=0)
     cooldown: Duration = 1800.0
 
 
@@ -295,26 +323,41 @@ class EmailNotify(_Section):
     host: str = "localhost"
     port: int = Field(587, ge=1, le=65535)
     starttls: bool = True
+    # TLS from the first byte (port 465) instead of STARTTLS.
+    tls: bool = False
     username: str = ""
     password_file: SecretFile = None
     sender: str = "facturasd@localhost"
     recipients: list[str] = Field(default_factory=list)
+    min_severity: Severity = "warning"
 
 
 class WebhookNotify(_Section):
     enabled: bool = False
     url: WebhookUrl = ""
+    # A Standard Webhooks secret ("whsec_" + base64) the receiver verifies signatures with.
     secret_file: SecretFile = None
+    min_severity: Severity = "warning"
+
+
+def _nanobot_body() -> dict[str, Any]:
+    return {"mode": "agent", "name": "{agent}", "input": "{text}", "chat": False}
 
 
 class NanobotNotify(_Section):
     enabled: bool = False
     url: WebhookUrl = ""
+    agent: str = "facturasd"
     token_file: SecretFile = None
+    # POSTed to url + path; in the body's strings "{agent}" and "{text}" are replaced.
+    path: str = "/api/call"
+    body: dict[str, Any] = Field(default_factory=_nanobot_body)
+    min_severity: Severity = "warning"
 
 
 class LogNotify(_Section):
     enabled: bool = True
+    min_severity: Severity = "warning"
 
 
 class Notify(_Section):
@@ -326,6 +369,12 @@ class Notify(_Section):
 
 class Reports(_Section):
     language: Literal["es", "en"] = "es"
+    # The daily report mailed to notify.email.recipients (Markdown as HTML, the CSV attached).
+    email: bool = False
+    # The CSV as Excel reads it where the company is: "" = by its country (Colombia ";" and
+    # ",", Mexico "," and ".").
+    csv_separator: Literal["", ";", ",", "\t"] = ""
+    csv_decimal: Literal["", ",", "."] = ""
 
 
 class Config(_Section):
@@ -343,6 +392,7 @@ class Config(_Section):
     authorities: Authorities = Authorities()
     schedule: Schedule = Schedule()
     alerts: Alerts = Alerts()
+    backup: Backup = Backup()
     notify: Notify = Notify()
     reports: Reports = Reports()
     companies: list[Company] = Field(default_factory=list)
@@ -400,35 +450,6 @@ INERT: frozenset[str] = frozenset(
     {
         # the HTTP API's actions
         "http.token_file",
-        # the scheduler
-        "schedule.contacts_sync",
-        "schedule.items_sync",
-        "schedule.file_cleanup",
-        "schedule.compliance_cleanup",
-        "schedule.compliance_cleanup_after",
-        "schedule.daily_report",
-        "schedule.weekly_statistics",
-        # alerts (alerts.queue_backlog is read by the health check)
-        "alerts.cache_hit_rate_min",
-        "alerts.error_rate_max",
-        "alerts.authority_failure_rate_max",
-        "alerts.cooldown",
-        # notifications
-        "notify.email.enabled",
-        "notify.email.host",
-        "notify.email.port",
-        "notify.email.starttls",
-        "notify.email.username",
-        "notify.email.password_file",
-        "notify.email.sender",
-        "notify.email.recipients",
-        "notify.webhook.enabled",
-        "notify.webhook.url",
-        "notify.webhook.secret_file",
-        "notify.nanobot.enabled",
-        "notify.nanobot.url",
-        "notify.nanobot.token_file",
-        "notify.log.enabled",
     }
 )
 
