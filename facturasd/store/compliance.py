@@ -51,6 +51,9 @@ class Alert:
     severity: str
     code: str
     params: dict[str, Any]
+    status: str = "firing"  # firing | repeat | resolved (conditions: monitoring/alerts)
+    condition: str | None = None  # the condition's key; None for an event's alert
+    sent_at: float | None = None  # handed to the notification channels
 
 
 def record_attempt(
@@ -146,8 +149,8 @@ def raise_alert(
 
 async def alerts(db: Database, *, invoice_id: int | None = None) -> list[Alert]:
     rows = await db.fetchall(
-        "SELECT id, at, invoice_id, severity, code, params FROM alerts "
-        "WHERE ? IS NULL OR invoice_id = ? ORDER BY id",
+        "SELECT id, at, invoice_id, severity, code, params, status, condition, sent_at "
+        "FROM alerts WHERE ? IS NULL OR invoice_id = ? ORDER BY id",
         (invoice_id, invoice_id),
     )
     return [
@@ -158,6 +161,9 @@ async def alerts(db: Database, *, invoice_id: int | None = None) -> list[Alert]:
             row["severity"],
             row["code"],
             json.loads(row["params"]),
+            row["status"],
+            row["condition"],
+            row["sent_at"],
         )
         for row in rows
     ]

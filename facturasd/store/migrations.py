@@ -195,4 +195,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX bookings_booked ON bookings(account, booked_at);
     """,
+    # 5: alerts about conditions (a backlog, a failing upstream, a full disk), besides those about
+    # events: each condition that holds has a row in `conditions`; its alerts are said when it
+    # starts to hold (`firing`), again after the cooldown while it holds (`repeat`), and when it
+    # clears (`resolved`). An event's alert is `firing` and has no condition.
+    """
+    ALTER TABLE alerts ADD COLUMN status TEXT NOT NULL DEFAULT 'firing'
+        CHECK (status IN ('firing', 'repeat', 'resolved'));
+    ALTER TABLE alerts ADD COLUMN condition TEXT;
+    CREATE INDEX alerts_at ON alerts(at);
+
+    CREATE TABLE conditions (
+        key      TEXT PRIMARY KEY,
+        code     TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('critical', 'warning')),
+        params   TEXT NOT NULL DEFAULT '{}',
+        since    REAL NOT NULL,
+        said_at  REAL NOT NULL
+    );
+    """,
 )
