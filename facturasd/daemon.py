@@ -31,7 +31,6 @@ import anyio
 
 from facturasd.alegra.client import AlegraError
 from facturasd.alegra.service import Alegra
-from facturasd.authorities.confirm import Confirm
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
 from facturasd.constants import LOCK_FILE, WorkerGroup
@@ -320,7 +319,7 @@ class Daemon:
                 *(Component(f"workers:{pool.name}", pool.run) for pool in pools),
                 Component("inbox", watcher.run),
                 Component("watchdog", lambda: self._watchdog(pools)),
-                Component("authorities:sweep", lambda: self._sweep(services.confirm)),
+                Component("scheduler", services.scheduler.run),
                 *(
                     [Component("alegra", partial(self._alegra, services.alegra))]
                     if services.alegra is not None
@@ -360,15 +359,10 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
 
-    async def _sweep(self, confirm: Confirm) -> None:
-        """Every `retry.interval`: FALLBACK invoices asked again, open circuits probed."""
-        while True:
-            await anyio.sleep(self.config.retry.interval)
-            await confirm.sweep()
-
     async def _alegra(self, alegra: Alegra) -> None:
-        """Alegra's webhooks subscribed (deleted again at stop), the cache warmed up when it
-        is empty, then every `retry.interval` invoices to book without a job queued."""
+        """Alegra's webhooks subscribed (deleted again at stop) and the cache warmed up when
+        it is empty (the scheduler's nightly tasks warm it up again, and its retry loop
+        books the invoices left without a job)."""
         try:
             try:
                 if alegra.hooks.enabled:
@@ -385,9 +379,7 @@ class Daemon:
                     log.warning("alegra: cache warm-up of %s not done: %s", scope or "default", exc)
                 else:
                     log.info("alegra: cache of %s warmed up: %s", scope or "default", loaded)
-            while True:
-                await anyio.sleep(self.config.retry.interval)
-                await alegra.booking.sweep()
+            await anyio.sleep_forever()
         finally:
             if alegra.hooks.enabled:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(UNSUBSCRIBE_WAIT):

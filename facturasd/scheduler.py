@@ -15,6 +15,7 @@ installation does not catch up on the past. The job runs the task and records ho
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from croniter import croniter
 from facturasd.clock import Clock, utcnow
 from facturasd.constants import QueueName
 from facturasd.errors import JobFailed
+from facturasd.monitoring.health import Item, ProbeFn
+from facturasd.store import compliance
 from facturasd.store.db import Database
 from facturasd.store.queue import Effect, Job, Queue
 
@@ -40,11 +43,21 @@ LONGEST_SLEEP = 60.0  # the loop looks again at least this often (a clock that j
 
 @dataclass(frozen=True)
 class Task:
-    """`run` does the work and says what it did, in a line for `scheduler_runs.detail`."""
+    """`run` does the work and says what it did, in a line for `scheduler_runs.detail`. It is
+    due on a cron expression in the scheduler's zone, or every `every` seconds (the retry
+    loop: due times are whole multiples of `every` since the epoch)."""
 
     name: str
-    cron: str
     run: Callable[[], Awaitable[str]]
+    cron: str = ""
+    every: float = 0.0
+
+    def key(self, due: datetime, zone: ZoneInfo) -> str:
+        """The dedupe key of a due time: the zone's wall clock for a cron task (an hour the
+        clocks repeat runs once), UTC for a periodic one (it runs in the repeated hour too)."""
+        if self.every:
+            return f"schedule:{self.name}:{due.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z"
+        return f"schedule:{self.name}:{due.astimezone(zone).replace(tzinfo=None):%Y-%m-%dT%H:%M}"
 
 
 class Scheduler:
@@ -63,21 +76,34 @@ class Scheduler:
         self.zone = zone
         self._clock = clock
         for task in tasks:
-            if not croniter.is_valid(task.cron):
+            if task.every:
+                if task.cron or task.every < 1:
+                    raise ValueError(f"task {task.name}: a cron expression or every >= 1s")
+            elif not croniter.is_valid(task.cron):
                 raise ValueError(f"task {task.name}: {task.cron!r} is not a cron expression")
 
     def latest_due(self, task: Task, after: datetime, now: datetime) -> datetime | None:
         """The latest time `task` was due after `after`, up to `now` (None: not yet)."""
+        if task.every:
+            last = math.floor(now.timestamp() / task.every) * task.every
+            return datetime.fromtimestamp(last, UTC) if last > after.timestamp() else None
         times = croniter(task.cron, after.astimezone(self.zone))
         found = None
         while (due := times.get_next(datetime)) <= now:
             found = due
         return found
 
+    def next_run(self, task: Task, now: datetime) -> datetime:
+        """When `task` comes due after `now`."""
+        if task.every:
+            following = (math.floor(now.timestamp() / task.every) + 1) * task.every
+            return datetime.fromtimestamp(following, UTC)
+        next_time: datetime = croniter(task.cron, now.astimezone(self.zone)).get_next(datetime)
+        return next_time
+
     def next_due(self, now: datetime) -> datetime:
         """When the first task comes due after `now`."""
-        local = now.astimezone(self.zone)
-        return min(croniter(task.cron, local).get_next(datetime) for task in self.tasks.values())
+        return min(self.next_run(task, now) for task in self.tasks.values())
 
     async def tick(self) -> list[Job]:
         """Each task's latest due time not queued yet, queued; returns the jobs."""
@@ -96,8 +122,7 @@ class Scheduler:
             due = self.latest_due(task, after, now)
             if due is None:
                 continue
-            wall = due.astimezone(self.zone).replace(tzinfo=None)
-            key = f"schedule:{task.name}:{wall:%Y-%m-%dT%H:%M}"
+            key = task.key(due, self.zone)
             conn.execute(
                 "UPDATE scheduler_runs SET last_run = ? WHERE task = ?",
                 (due.timestamp(), task.name),
@@ -132,7 +157,21 @@ class Scheduler:
         try:
             detail = await task.run()
         except Exception as exc:
-            await self.db.write(partial(_outcome, task=task.name, ok=False, detail=str(exc)))
+            said = str(exc) or type(exc).__name__
+
+            def failed(conn: sqlite3.Connection) -> None:
+                _outcome(conn, task=task.name, ok=False, detail=said)
+                if job.attempts == 1:  # said once per due time, not at each retry
+                    compliance.raise_alert(
+                        conn,
+                        at=self._clock().timestamp(),
+                        severity="warning",
+                        code="SCHEDULE-FAILED",
+                        task=task.name,
+                        said=said,
+                    )
+
+            await self.db.write(failed)
             raise
         return partial(_outcome, task=task.name, ok=True, detail=detail)
 
@@ -149,3 +188,35 @@ def _outcome(conn: sqlite3.Connection, *, task: str, ok: bool, detail: str) -> N
         "UPDATE scheduler_runs SET last_ok = ?, detail = ? WHERE task = ?",
         (int(ok), detail, task),
     )
+
+
+def probe(scheduler: Scheduler) -> ProbeFn:
+    """`scheduler:tasks`: each task's last due time and how its last run went (a warning,
+    with what it said, while the last one failed)."""
+
+    async def run(now: str) -> list[Item]:
+        rows = {
+            row["task"]: row
+            for row in await scheduler.db.fetchall(
+                "SELECT task, last_run, last_ok, detail FROM scheduler_runs"
+            )
+        }
+        at = datetime.fromisoformat(now)
+        items = []
+        for name, task in scheduler.tasks.items():
+            row = rows.get(name)
+            item: Item = {
+                "componentId": name,
+                "componentType": "component",
+                "status": "warn" if row is not None and not row["last_ok"] else "pass",
+                "schedule": task.cron or f"every {task.every:g}s",
+                "nextRun": scheduler.next_run(task, at).isoformat(),
+                "time": now,
+            }
+            if row is not None:
+                item["lastRun"] = datetime.fromtimestamp(row["last_run"], UTC).isoformat()
+                item["output"] = row["detail"]
+            items.append(item)
+        return items
+
+    return run

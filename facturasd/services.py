@@ -15,14 +15,16 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import anyio
 
+from facturasd import operations
 from facturasd.alegra import service as alegra_service
 from facturasd.alegra.cache import AlegraCache
 from facturasd.authorities import Authority
-from facturasd.authorities.confirm import Confirm
+from facturasd.authorities.confirm import RECHECK, Confirm
 from facturasd.authorities.service import open_authorities
 from facturasd.authorities.service import probe as authority_probe
 from facturasd.clock import Clock, utcnow
@@ -30,10 +32,14 @@ from facturasd.config import Config
 from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerGroup
 from facturasd.inbox.archive import Folders
 from facturasd.monitoring import health
+from facturasd.monitoring.recommend import recommendations
 from facturasd.pipeline.ingest import Ingest
 from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage, booking
 from facturasd.pipeline.process import Process, Settings
 from facturasd.processpool import ProcessPool
+from facturasd.scheduler import KIND as SCHEDULED
+from facturasd.scheduler import Scheduler
+from facturasd.scheduler import probe as scheduler_probe
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
 from facturasd.workers import BUILTIN_HANDLERS, Handler, WorkerPool
@@ -52,6 +58,7 @@ class Services:
     process: Process
     confirm: Confirm
     alegra: alegra_service.Alegra | None  # None: Alegra not configured, nothing is booked
+    scheduler: Scheduler
     pools: dict[WorkerGroup, WorkerPool]
     health: health.Health
 
@@ -125,6 +132,14 @@ async def build(
             )
             book, attach = booking_stages
             every |= {book.kind: alegra.booking, attach.kind: alegra.booking.attach}
+        scheduler = Scheduler(
+            db,
+            queue,
+            operations.housekeeping(config, db, authorities.confirm, alegra, clock=clock),
+            zone,
+            clock=clock,
+        )
+        every |= {SCHEDULED: scheduler, RECHECK: authorities.confirm.recheck}
         every |= handlers or {}
         if missing := [s.kind for s in lifecycle.stages if s.kind not in every]:
             raise ValueError(f"stages without a handler: {', '.join(missing)}")
@@ -140,7 +155,15 @@ async def build(
             )
             for group, queues in GROUP_QUEUES.items()
         }
-        checker = health.Health(clock=clock)
+        checker = health.Health(
+            clock=clock,
+            advise=partial(
+                recommendations,
+                lang=config.reports.language,
+                hit_rate_min=config.alerts.cache_hit_rate_min,
+                groups={q.value: g.value for g, qs in GROUP_QUEUES.items() for q in qs},
+            ),
+        )
         weights = health.WEIGHTS
         checker.register("database:write", weights["database"], health.database_probe(db))
         # Weighed within the database group: its weight is the write probe's.
@@ -170,6 +193,7 @@ async def build(
             checker.register(
                 "cache:alegra", weights["cache"], alegra_service.cache_probe(alegra.cache)
             )
+        checker.register("scheduler:tasks", weights["scheduler"], scheduler_probe(scheduler))
         yield Services(
             config,
             clock,
@@ -182,6 +206,7 @@ async def build(
             process,
             authorities.confirm,
             alegra,
+            scheduler,
             pools,
             checker,
         )

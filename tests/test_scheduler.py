@@ -36,7 +36,7 @@ async def open_scheduler(
 ) -> tuple[Database, Scheduler]:
     db = await Database.open(tmp_path / "ledger.db")
     scheduler = Scheduler(
-        db, Queue(db, clock=clock), [Task("report", cron, ran)], zone, clock=clock
+        db, Queue(db, clock=clock), [Task("report", ran, cron=cron)], zone, clock=clock
     )
     return db, scheduler
 
@@ -131,7 +131,7 @@ async def test_a_task_that_fails_is_recorded_so(tmp_path: Path) -> None:
     clock = Clock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
     db = await Database.open(tmp_path / "ledger.db")
     queue = Queue(db, clock=clock)
-    scheduler = Scheduler(db, queue, [Task("report", "0 8 * * *", broken)], BOGOTA, clock=clock)
+    scheduler = Scheduler(db, queue, [Task("report", broken, cron="0 8 * * *")], BOGOTA, clock=clock)
     try:
         await scheduler.tick()
         clock.now += timedelta(hours=1)
@@ -148,4 +148,4 @@ async def test_a_task_that_fails_is_recorded_so(tmp_path: Path) -> None:
 
 def test_a_bad_expression_is_refused_naming_the_task(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="report"):
-        Scheduler(None, None, [Task("report", "every day", ran)], BOGOTA)  # type: ignore[arg-type]
+        Scheduler(None, None, [Task("report", ran, cron="every day")], BOGOTA)  # type: ignore[arg-type]

@@ -128,13 +128,22 @@ class Directory:
     async def warm_up(self) -> dict[str, int]:
         """Providers, items, taxes, retentions and accounts into the cache (every page), so
         the day's bookings spend Alegra's requests on bills. Returns how many of each."""
-        loaded = {"contacts": 0, "items": 0}
+        return {**await self.warm_contacts(), **await self.warm_items()}
+
+    async def warm_contacts(self) -> dict[str, int]:
+        """Every provider into the cache (the scheduler's 01:00 task)."""
+        loaded = 0
         async for page in self.client.pages("/contacts", type="provider"):
             for contact in page:
                 key = tax_id(str(contact.get("identification") or ""))
                 if key:
                     await self._remember_contact(contact, key)
-                    loaded["contacts"] += 1
+                    loaded += 1
+        return {"contacts": loaded}
+
+    async def warm_items(self) -> dict[str, int]:
+        """Every item, and the taxes, retentions and accounts, into the cache (01:30)."""
+        loaded = {"items": 0}
         async for page in self.client.pages("/items"):
             for item in page:
                 if name := fold(str(item.get("name") or "")):

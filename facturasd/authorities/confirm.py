@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 C = ComplianceStatus
 FALLBACK_DIR = "fallback"
+RECHECK = "recheck"  # the job kind of the nightly re-check
 JITTER = 0.1  # a retry is due up to this share later than its step, so a batch spreads out
 # Statuses that wait for an answer: their invoices must hold a live confirm job.
 WAITING = (C.RETRY, C.FALLBACK)
@@ -424,6 +425,98 @@ class Confirm:
             (self._now(), C.FALLBACK, authority.country, -1 if limit is None else limit),
         ).fetchall()
         return self.lifecycle.queue.due_now(conn, [job_id for (job_id,) in rows])
+
+    # ── the nightly re-check ──────────────────────────────────────────────────────────────
+
+    async def queue_rechecks(self, *, within: float) -> int:
+        """CFDIs SAT validated within the last `within` seconds, each given a `recheck` job on
+        the authorities' queue (paced like every call to SAT): a supplier may cancel a CFDI
+        after we booked it. Once a day per invoice (the dedupe key names the date)."""
+        now = self._clock()
+
+        def queue(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT id FROM invoices WHERE country = 'MX' AND compliance = ? AND EXISTS "
+                "(SELECT 1 FROM authority_attempts a WHERE a.invoice_id = invoices.id "
+                "AND a.authority = ? AND a.outcome = ? AND a.at >= ?)",
+                (C.VALIDATED, Authority.SAT, Outcome.VALID, now.timestamp() - within),
+            ).fetchall()
+            for (invoice_id,) in rows:
+                self.lifecycle.queue.add(
+                    conn,
+                    queue=QueueName.DIAN_VALIDATION,
+                    kind=RECHECK,
+                    payload={"invoice": invoice_id},
+                    dedupe_key=f"recheck:{invoice_id}:{now:%Y-%m-%d}",
+                )
+            return len(rows)
+
+        return await self.db.write(queue)
+
+    async def recheck(self, job: Job) -> Effect | None:
+        """A VALIDATED CFDI asked again. Still in force: the attempt recorded. Cancelled since:
+        FAILED and a critical alert naming its Alegra bill, which a person must cancel too.
+        No answer: the job waits, uncounted (nothing to back up: the invoice is decided)."""
+        invoice_id = int(job.payload["invoice"])
+        with about_invoice(invoice_id):
+            invoice, found = await self.db.read(partial(_with_inspection, invoice_id=invoice_id))
+            if invoice is None or invoice.compliance is not C.VALIDATED or found is None:
+                return None  # asked again by a person meanwhile, or settled otherwise
+            route = self.route(invoice, Document.model_validate(found["document"]))
+            if route.ask is None:
+                return None
+            circuit = self.circuits[route.authority]
+            if not circuit.allow():
+                raise Unavailable(route.authority, "circuit open", circuit.retry_in())
+            started = time.monotonic()
+            try:
+                answer = await route.ask()
+            except Unavailable:
+                circuit.failed()
+                raise
+            except AuthorityRefused as exc:
+                await self._resumed(route.authority, circuit.succeeded())
+                raise JobFailed(str(exc)) from exc
+            await self._resumed(route.authority, circuit.succeeded())
+            return partial(
+                self._rechecked, invoice=invoice, answer=answer, latency=time.monotonic() - started
+            )
+
+    def _rechecked(
+        self, conn: sqlite3.Connection, *, invoice: Invoice, answer: Answer, latency: float
+    ) -> None:
+        outcome = {
+            Verdict.VALID: Outcome.VALID,
+            Verdict.INVALID: Outcome.INVALID,
+            Verdict.NOT_FOUND: Outcome.NOT_FOUND,
+        }[answer.verdict]
+        compliance.record_attempt(
+            conn,
+            invoice.id,
+            at=self._now(),
+            authority=answer.authority,
+            endpoint=answer.endpoint or answer.source,
+            source="recheck",
+            outcome=outcome,
+            status=answer.status,
+            detail=answer.detail,
+            latency=latency,
+            fields=answer.fields,
+        )
+        if answer.verdict is not Verdict.INVALID:
+            return  # (not found after being found: SAT's index, not the CFDI; asked tomorrow)
+        said = f"{answer.authority.upper()} says {answer.status}" + (
+            f" ({answer.detail})" if answer.detail else ""
+        )
+        if self.lifecycle.comply(conn, invoice, to=C.FAILED, reason=f"re-checked: {said}"):
+            self._alert(
+                conn,
+                invoice,
+                "critical",
+                "SAT-CANCELLED-AFTER-BOOKING",
+                said=said,
+                bill=invoice.alegra_bill_id,
+            )
 
 
 def _with_inspection(

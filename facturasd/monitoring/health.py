@@ -25,6 +25,7 @@ import anyio
 from facturasd import __version__
 from facturasd.clock import Clock, utcnow
 from facturasd.inbox.archive import Folders
+from facturasd.monitoring.recommend import Recommendation
 from facturasd.monitoring.tally import Tally
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
@@ -45,6 +46,8 @@ WEIGHTS = {
     "authorities": 0.10,
     "alegra": 0.10,
     "cache": 0.05,
+    "scheduler": 0.05,
+    "notify": 0.05,
 }
 REUSE_FOR = 1.0
 # Work is failing when, of its attempts in the tally's window, at least this many failed and
@@ -118,11 +121,18 @@ class Probe:
         return self.key.partition(":")[0]
 
 
+# What a person could do about a report's checks (monitoring/recommend.py).
+Advise = Callable[[Mapping[str, list[Item]]], list[Recommendation]]
+
+
 class Health:
-    def __init__(self, *, clock: Clock = utcnow, reuse_for: float = REUSE_FOR):
+    def __init__(
+        self, *, clock: Clock = utcnow, reuse_for: float = REUSE_FOR, advise: Advise | None = None
+    ):
         self.probes: list[Probe] = []
         self._clock = clock
         self._reuse_for = reuse_for
+        self._advise = advise
         self._last: tuple[float, dict[str, Any]] | None = None
         self._lock = anyio.Lock()
 
@@ -164,6 +174,10 @@ class Health:
             "serviceId": "facturasd",
             "description": "facturasd: received e-invoices checked, confirmed and booked",
             "checks": checks,
+            "recommendations": [
+                {"code": r.code, "message": r.message}
+                for r in (self._advise(checks) if self._advise else [])
+            ],
         }
 
 

@@ -63,7 +63,8 @@ COMPLIANCE: Mapping[ComplianceStatus, frozenset[ComplianceStatus]] = {
     C.RETRY: frozenset({C.PENDING, C.VALIDATED, C.RETRY, C.FAILED, C.FALLBACK}),
     C.FALLBACK: frozenset({C.PENDING, C.VALIDATED, C.RETRY, C.FAILED}),
     C.FAILED: frozenset({C.PENDING}),
-    C.VALIDATED: frozenset({C.PENDING}),
+    # (a CFDI its issuer cancelled after SAT validated it: the nightly re-check)
+    C.VALIDATED: frozenset({C.PENDING, C.FAILED}),
 }
 
 
