@@ -80,10 +80,10 @@ _WORDS: dict[Language, dict[str, tuple[str, str]]] = {
             "hable con el proveedor antes de pagarla.",
         ),
         "ARCHIVE-DAMAGED": (
-            "Archivo legal dañado: {missing} faltan, {changed} cambiados",
-            "La revisión del archivo encontró {missing} archivo(s) que faltan y {changed} que "
-            "ya no son los recibidos: {files}. Es la copia legal de cinco años. Qué hacer: "
-            "restáurelos desde una copia del archivo y averigüe qué los tocó.",
+            "Archivo legal dañado: faltan {missing}, cambiados {changed}",
+            "La revisión del archivo encontró {missing} archivo(s) que faltan y {changed} "
+            "cambiado(s) desde que se recibieron: {files}. Es la copia legal de cinco años. "
+            "Qué hacer: restáurelos desde una copia del archivo y averigüe qué los tocó.",
         ),
         "SCHEDULE-FAILED": (
             "Falló la tarea programada {task}",
@@ -108,7 +108,7 @@ _WORDS: dict[Language, dict[str, tuple[str, str]]] = {
             "responde y que los TTL de [cache] no son demasiado cortos.",
         ),
         "ERROR-RATE": (
-            "Fallan el {rate} de los trabajos de {pool}",
+            "Falla el {rate} de los trabajos del grupo {pool}",
             "El {rate} de los trabajos recientes del grupo {pool} falla (máximo {threshold}). "
             "Qué hacer: facturasd jobs --state dead y el registro dicen por qué.",
         ),
@@ -286,6 +286,8 @@ _STATUS: dict[Language, dict[str, str]] = {
     "es": {"firing": "", "repeat": ", sigue", "resolved": "resuelto"},
     "en": {"firing": "", "repeat": ", still", "resolved": "resolved"},
 }
+# A resolved alert's text ends with what its condition's last alert said.
+_WAS: dict[Language, str] = {"es": "Última alerta: {subject}.", "en": "Last alert: {subject}."}
 _OTHER: dict[Language, dict[str, str]] = {
     "es": {
         "all companies": "todas las empresas",
@@ -321,7 +323,8 @@ def describe(alert: Alert, lang: Language) -> Said:
         values = _values(alert, lang)
         subject, text = (w.format_map(values) for w in words)
         if alert.status == "resolved":
-            text = _RESOLVED[lang][alert.code].format_map(values)
+            now = _RESOLVED[lang][alert.code].format_map(values)
+            subject, text = now.removesuffix("."), f"{now} {_WAS[lang].format(subject=subject)}"
     except (KeyError, ValueError, TypeError, AttributeError):
         shown = "; ".join(f"{k}: {v}" for k, v in sorted(alert.params.items()))
         return Said(f"{head} {alert.code}", f"{alert.code}: {shown}" if shown else alert.code)

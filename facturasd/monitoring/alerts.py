@@ -202,22 +202,24 @@ async def no_worker(queue: Queue, pools: Sequence[Pool]) -> list[Observation]:
 
 class CacheHitRate:
     """CACHE-HIT-RATE: the share of the cache's look-ups that hit, over the last `window`
-    seconds, under `threshold`. The cache counts since it opened; the rate is taken between
-    its figures now and those of `window` ago, so an hour of misses after a restart does not
-    weigh on the rest of the day."""
+    seconds, under `threshold`. The cache counts since it opened (made with it, this starts
+    from nothing); the rate is taken between its figures now and those of `window` ago, so an
+    hour of misses after a restart does not weigh on the rest of the day."""
 
     def __init__(self, threshold: float, *, window: float, clock: Clock = utcnow):
         self.threshold = threshold
         self.window = window
         self._clock = clock
-        self._seen: deque[tuple[float, int, int]] = deque()  # (when, hits, misses)
+        # (when, hits, misses)
+        self._seen: deque[tuple[float, int, int]] = deque([(clock().timestamp(), 0, 0)])
 
     def __call__(self, metrics: Mapping[str, Any]) -> list[Observation]:
         """`metrics`: `AlegraCache.metrics()`."""
         now = self._clock().timestamp()
         hits, misses = int(metrics["hits"]), int(metrics["misses"])
-        if self._seen and (hits < self._seen[-1][1] or misses < self._seen[-1][2]):
-            self._seen.clear()  # a new cache: its counts started again
+        if hits < self._seen[-1][1] or misses < self._seen[-1][2]:
+            # A new cache: its counts started again.
+            self._seen = deque([(now, 0, 0)])
         self._seen.append((now, hits, misses))
         # The base: the last figures at least a window old (else the oldest there are).
         while len(self._seen) > 1 and self._seen[1][0] <= now - self.window:
