@@ -527,14 +527,17 @@ async def _fill(path: Path) -> None:
                 now=now,
                 reason="test",
             )
+            old = {"at": now - 2 * 86400, "severity": "warning", "code": "SCHEDULE-FAILED"}
+            compliance.raise_alert(conn, **old, task="backup", said="disk full")
             compliance.raise_alert(
-                conn, at=now - 2 * 86400, severity="warning", code="SCHEDULE-FAILED",
-                task="backup", said="disk full",
-            )  # fmt: skip
-            compliance.raise_alert(
-                conn, at=now - 60, severity="critical", code="SAT-INVALID",
-                invoice_id=invoice.id, invoice=INVOICE, said="SAT says Cancelado",
-            )  # fmt: skip
+                conn,
+                at=now - 60,
+                severity="critical",
+                code="SAT-INVALID",
+                invoice_id=invoice.id,
+                invoice=INVOICE,
+                said="SAT says Cancelado",
+            )
 
         await db.write(events)
         engine = AlertEngine(db, cooldown=COOLDOWN)
@@ -542,8 +545,12 @@ async def _fill(path: Path) -> None:
         params = {"queue": "alegra_sync", "ready": 150, "threshold": 100}
         await engine.evaluate([Observation(*backlog, params, True)])
         await engine.evaluate([Observation(*backlog, params, False)])
-        disk = {"free_mb": 512, "threshold_mb": 1024}
-        await engine.evaluate([Observation("DISK-FULL", "DISK-FULL", "critical", disk, True)])
+        disk = Observation(
+            "DISK-FULL", "DISK-FULL", "critical", {"free_mb": 512, "threshold_mb": 1024}, True
+        )
+        repeating = AlertEngine(db, cooldown=0)  # said again at each look
+        await repeating.evaluate([disk])
+        await repeating.evaluate([disk])
     finally:
         await db.close()
 
@@ -558,13 +565,14 @@ def test_the_alerts_command_lists_them_newest_first_and_the_open_ones(tmp_path: 
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["code"], r["status"]) for r in rows] == [
+        ("DISK-FULL", "repeat"),
         ("DISK-FULL", "firing"),
         ("QUEUE-BACKLOG", "resolved"),
         ("QUEUE-BACKLOG", "firing"),
         ("SAT-INVALID", "firing"),
         ("SCHEDULE-FAILED", "firing"),
     ]
-    sat = rows[3]
+    sat = rows[4]
     assert sat["invoice_id"] == 1 and sat["condition"] is None and sat["sent_at"] is None
     assert sat["params"] == {"invoice": INVOICE, "said": "SAT says Cancelado"}
     assert INVOICE in sat["message"] and "Qué hacer:" in sat["message"]
@@ -572,15 +580,22 @@ def test_the_alerts_command_lists_them_newest_first_and_the_open_ones(tmp_path: 
     assert rows[0]["condition"] == "DISK-FULL" and rows[0]["severity"] == "critical"
 
     opened = run_facturasd("alerts", "--config", str(config), "--open", "--json")
+    # The last alert of the condition that holds, and the event of the last day.
     assert [(r["code"], r["status"]) for r in json.loads(opened.stdout)] == [
-        ("DISK-FULL", "firing"),
+        ("DISK-FULL", "repeat"),
         ("SAT-INVALID", "firing"),
     ]
 
     header, *lines = run_facturasd("alerts", "--config", str(config), "--open").stdout.splitlines()
     assert header.split() == ["ID", "FECHA", "CÓDIGO", "ALERTA"]
-    assert lines[0].split()[3:] == ["DISK-FULL", "[crítico]", "Disco", "casi", "lleno:", "512",
-                                    "MB", "libres"]  # fmt: skip
+    # (id, day, time, code, subject)
+    assert (
+        " ".join(lines[0].split()[3:])
+        == "DISK-FULL [crítico, sigue] Disco casi lleno: 512 MB libres"
+    )
+    assert len(lines) == 2
     english = run_facturasd("alerts", "--config", str(config), "--lang", "en", "--limit", "1")
-    assert english.stdout.splitlines()[1].endswith("[critical] Disk nearly full: 512 MB free")
-    assert english.stdout.splitlines()[-1] == "… and 4 older: --limit 5 shows them all."
+    assert english.stdout.splitlines()[1].endswith(
+        "[critical, still] Disk nearly full: 512 MB free"
+    )
+    assert english.stdout.splitlines()[-1] == "… and 5 older: --limit 6 shows them all."
