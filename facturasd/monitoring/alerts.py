@@ -142,10 +142,11 @@ def _said(
 
 
 async def watch(engine: AlertEngine, gather: Gather, interval: float) -> None:
-    """The supervised component: the conditions looked at every `interval`."""
+    """The supervised component: the conditions looked at every `interval`, the first time
+    one interval after it starts (the worker pools are running by then, not starting)."""
     while True:
-        await engine.evaluate(await gather())
         await anyio.sleep(interval)
+        await engine.evaluate(await gather())
 
 
 def gathering(*sources: Gather) -> Gather:
