@@ -283,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     bill.add_argument("--reason", required=True)
     for action in (assign, accept, discard, bill):
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+    _alerts_parser(command("alerts", ALERTS_HELP))
     sandbox_help = (
         "local SAT, DIAN and Alegra servers that speak their protocols, to try facturasd offline"
     )
@@ -381,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _retry(config, args)
         if args.command in ("invoices", "reprocess"):
             return _invoices(config, args)
+        if args.command == "alerts":
+            return _alerts(config, args)
         return _jobs(config, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -989,3 +992,79 @@ def _changed(event: dict[str, Any], lang: Language) -> str:
     if event["compliance"]:
         return f"{wording.WORDS[lang]['authority']}: {wording.state(event['compliance'], lang)}"
     return ""
+
+
+# ── alerts ────────────────────────────────────────────────────────────────────────────────
+
+ALERTS_HELP = "the alerts raised, newest first: events about invoices, and conditions"
+ALERT_WORDS: dict[Language, dict[str, str]] = {
+    "es": {
+        "id": "ID",
+        "at": "FECHA",
+        "code": "CÓDIGO",
+        "alert": "ALERTA",
+        "no alerts": "No hay alertas que mostrar.",
+        "more alerts": "… y {more} más antiguas: --limit {matched} las muestra todas.",
+    },
+    "en": {
+        "id": "ID",
+        "at": "AT",
+        "code": "CODE",
+        "alert": "ALERT",
+        "no alerts": "No alerts to show.",
+        "more alerts": "… and {more} older: --limit {matched} shows them all.",
+    },
+}
+
+
+def _alerts_parser(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--open",
+        action="store_true",
+        help="only the conditions that still hold (their last alert) and the last day's events",
+    )
+    sub.add_argument("--limit", type=_positive, metavar="N", help=LIMIT_HELP)
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+
+
+def _alerts(config: Config, args: argparse.Namespace) -> int:
+    from facturasd.monitoring.alert_words import describe
+    from facturasd.monitoring.alerts import listed
+    from facturasd.store.compliance import Alert
+
+    lang = _lang(args, config)
+    zone = ZoneInfo(config.daemon.timezone)
+    limit = _limit(args)
+
+    async def work() -> list[Alert]:
+        async with _database(config) as db:
+            return await listed(db, open_only=args.open, now=datetime.now().timestamp())
+
+    found = anyio.run(work)
+    shown = found[:limit]
+    if args.json:
+        rows = [
+            {
+                "id": a.id,
+                "at": _local(a.at, zone),
+                "severity": a.severity,
+                "code": a.code,
+                "status": a.status,
+                "condition": a.condition,
+                "invoice_id": a.invoice_id,
+                "params": a.params,
+                "subject": (said := describe(a, lang)).subject,
+                "message": said.text,
+                "sent_at": None if a.sent_at is None else _local(a.sent_at, zone),
+            }
+            for a in shown
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    cells = [
+        [str(a.id), _minute(a.at, zone), a.code, _cell(describe(a, lang).subject, 100)]
+        for a in shown
+    ]
+    _print_listing(ALERT_WORDS[lang], "alerts", ("id", "at", "code", "alert"), cells, len(found))
+    return EXIT_OK
