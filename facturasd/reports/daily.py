@@ -27,7 +27,7 @@ from facturasd.findings import CATALOGUE, Finding, message
 from facturasd.formats.model import number
 from facturasd.monitoring import performance
 from facturasd.pipeline.review import STILL_IN_REVIEW
-from facturasd.reports.files import Written, csv_text, dialect, write_report
+from facturasd.reports.files import Written, csv_text, dialect, text, write_report
 from facturasd.reports.text import cell, table
 from facturasd.reports.words import WORDS
 from facturasd.store import compliance, ledger
@@ -131,27 +131,27 @@ async def write_daily(
     rows = [
         [
             row["received_at"][:16].replace("T", " "),
-            row["supplier"] or "",
-            row["tax_id"] or "",
-            row["number"] or "",
-            row["uuid"] or "",
+            text(row["supplier"]),
+            text(row["tax_id"]),
+            text(row["number"]),
+            text(row["uuid"]),
             row["issued"] or "",
-            row["currency"] or "",
+            text(row["currency"]),
             form.number(row["subtotal"]),
             form.number(row["taxes"]),
             form.number(row["withholdings"]),
             form.number(row["total"]),
             wording.state(row["state"], lang),
             wording.state(row["compliance"], lang),
-            row["alegra_bill_id"] or "",
-            row["reason"] or "",
+            text(row["alegra_bill_id"]),
+            text(row["reason"]),
         ]
         for row in data["invoices"]
     ]
     body = csv_text([words[f"csv.{c}"] for c in columns], rows, form)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    machines = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     return await anyio.to_thread.run_sync(
-        write_report, config.paths.reports, stem(day, last), render(data, lang), text, body
+        write_report, config.paths.reports, stem(day, last), render(data, lang), machines, body
     )
 
 
@@ -301,11 +301,12 @@ def signed(kind: str | None, value: Decimal) -> Decimal:
 
 
 def _amounts(rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
-    """Totals by supplier and currency of the invoices that stand, largest first."""
+    """Totals by supplier and currency of the invoices that stand (and that the authority did
+    not void), largest first."""
     sums: dict[tuple[str, str, str], tuple[int, Decimal, str | None]] = {}
     for row in rows:
         total = number(row["total"])
-        if row["state"] not in ledger.COUNTED or total is None:
+        if row["state"] not in ledger.COUNTED or row["compliance"] == C.FAILED or total is None:
             continue
         key = (row["issuer_tax_id"] or "", row["issuer_name"] or "", row["currency"] or "")
         n, value, _ = sums.get(key, (0, Decimal(0), row["country"]))
@@ -335,7 +336,13 @@ def _why(row: sqlite3.Row, lang: Language) -> tuple[str, str]:
             said = _answer(row, lang)
         return said, words[f"todo.{status}"].format(id=invoice_id)
     if state == S.NEEDS_REVIEW and row["booking"] is not None:  # sent to a person by booking
-        todo = "todo.undecided" if row["booking"] in UNDECIDED else "todo.booking"
+        todo = (
+            "todo.undecided"
+            if row["booking"] in UNDECIDED
+            else "todo.not_booked"
+            if row["booking"] == Booking.NOT_BOOKED
+            else "todo.booking"
+        )
         return said, words[todo].format(id=invoice_id)
     stored, _ = _document(row)
     found = _worst(stored.get("findings") or [], review=state == S.NEEDS_REVIEW)
@@ -375,11 +382,11 @@ def _alert(
     alert: compliance.Alert, lang: Language, zone: tzinfo, describe: Describe | None
 ) -> dict[str, Any]:
     if describe is not None:
-        words = describe(alert, lang)
-        subject, text = words.subject, words.text
+        said = describe(alert, lang)
+        subject, worded = said.subject, said.text
     else:  # no words given: its code and data, as stored
         subject = alert.code
-        text = "; ".join(f"{k}: {v}" for k, v in sorted(alert.params.items()))
+        worded = "; ".join(f"{k}: {v}" for k, v in sorted(alert.params.items()))
     return {
         "id": alert.id,
         "at": _local(alert.at, zone),
@@ -388,7 +395,7 @@ def _alert(
         "status": alert.status,
         "invoice_id": alert.invoice_id,
         "subject": subject,
-        "text": text,
+        "text": worded,
     }
 
 
@@ -527,7 +534,7 @@ def _alerts(alerts: list[dict[str, Any]], lang: Language) -> str:
         [words["at"], words["severity"], words["alert"]],
         [
             [
-                a["at"][11:16],
+                a["at"][:16].replace("T", " "),
                 wording.SEVERITIES[lang].get(a["severity"], a["severity"]),
                 f"{a['subject']}: {a['text']}",
             ]

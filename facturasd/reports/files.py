@@ -21,6 +21,8 @@ from facturasd.config import Config
 # (separator, decimal mark) by country; a country not known writes as Colombia does.
 _BY_COUNTRY = {"CO": (";", ","), "MX": (",", ".")}
 DEFAULT_COUNTRY = "CO"
+# How a cell that Excel would take for a formula begins.
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,15 @@ class Dialect:
         if text is None:
             return ""
         return text.replace(".", self.decimal) if self.decimal != "." else text
+
+
+def text(value: str | None) -> str:
+    """A text cell (a supplier's name, an invoice number: whatever a document says) that
+    Excel shows as text: one that begins as a formula would (=, +, -, @) is prefixed with a
+    quote, so a crafted name is never run as one."""
+    if not value:
+        return ""
+    return f"'{value}" if value[0] in _FORMULA else value
 
 
 def dialect(config: Config) -> Dialect:

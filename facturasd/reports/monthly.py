@@ -27,7 +27,7 @@ from facturasd.config import Config
 from facturasd.constants import ComplianceStatus, InvoiceState
 from facturasd.formats.model import number
 from facturasd.reports.daily import signed
-from facturasd.reports.files import Written, csv_text, dialect, write_report
+from facturasd.reports.files import Written, csv_text, dialect, text, write_report
 from facturasd.reports.text import table
 from facturasd.reports.words import WORDS
 from facturasd.store.db import Database
@@ -209,18 +209,18 @@ async def write_monthly(
     )  # fmt: skip
     rows = [
         [
-            company["company"] or "",
-            figure["tax"],
-            figure["concept"] or "",
-            figure["city"] or "",
+            text(company["company"]),
+            text(figure["tax"]),
+            text(figure["concept"]),
+            text(figure["city"]),
             form.number(figure["rate"]),
             str(invoice["id"]),
-            invoice["supplier"] or "",
-            invoice["tax_id"] or "",
-            invoice["number"] or "",
-            invoice["uuid"] or "",
+            text(invoice["supplier"]),
+            text(invoice["tax_id"]),
+            text(invoice["number"]),
+            text(invoice["uuid"]),
             invoice["issued"],
-            figure["currency"],
+            text(figure["currency"]),
             form.number(invoice["base"]),
             form.number(invoice["amount"]),
         ]
@@ -230,9 +230,9 @@ async def write_monthly(
         for invoice in figure["invoices"]
     ]
     body = csv_text([words[f"csv.{c}"] for c in columns], rows, form)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    machines = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     return await anyio.to_thread.run_sync(
-        write_report, config.paths.reports, f"resumen-{month}", render(data, lang), text, body
+        write_report, config.paths.reports, f"resumen-{month}", render(data, lang), machines, body
     )
 
 

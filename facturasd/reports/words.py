@@ -71,6 +71,8 @@ WORDS: dict[Language, dict[str, str]] = {
         "facturasd retry {id}.",
         "todo.undecided": "Puede que Alegra ya tenga la factura: búsquela allí y diga lo "
         "que encontró (facturasd invoices bill {id} --alegra-bill ID, o --none).",
+        "todo.not_booked": "facturasd no la contabiliza: regístrela a mano en Alegra como "
+        "dice el motivo.",
         "todo.review": "Mírela con facturasd invoices show {id}; acéptela, asígnela a una "
         "empresa o descártela.",
         "authority_said": "{authority} {source}: {outcome}",
@@ -180,6 +182,8 @@ WORDS: dict[Language, dict[str, str]] = {
         "facturasd retry {id}.",
         "todo.undecided": "Alegra may have the bill already: look for it there and say what "
         "you found (facturasd invoices bill {id} --alegra-bill ID, or --none).",
+        "todo.not_booked": "facturasd does not book it: enter it by hand in Alegra as the "
+        "reason says.",
         "todo.review": "Look at it with facturasd invoices show {id}; accept it, assign it to a "
         "company or discard it.",
         "authority_said": "{authority} {source}: {outcome}",
