@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -20,14 +20,13 @@ import anyio
 import markdown
 import pytest
 
+from facturasd.cli import main
 from facturasd.reports import write_daily, write_monthly
 from facturasd.sandbox.server import load_documents
 from facturasd.sandbox.state import DianRecord, Sandbox
 from tests.documents import CUSTOMER_NIT, RECEIVER_RFC, Item, cfdi40, co_invoice
 from tests.office import Office, known_to_sat, office
-from tests.support import REPO, cufe, run_facturasd
-
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+from tests.support import REPO, cufe, run_facturasd, take, write_config
 
 SAMPLES = REPO.parent / "shared" / "samples"
 ZONE = ZoneInfo("America/Bogota")
@@ -99,6 +98,8 @@ def today(o: Office) -> Any:
     return o.clock().astimezone(ZONE).date()
 
 
+@pytest.mark.anyio
+@pytest.mark.slow
 async def test_the_daily_report_counts_sums_and_says_what_needs_a_person(tmp_path: Path) -> None:
     async with office(tmp_path, FILES, sandbox(), COMPANIES, alegra=True) as o:
         assert o.services.alegra is not None
@@ -190,6 +191,8 @@ async def test_the_daily_report_counts_sums_and_says_what_needs_a_person(tmp_pat
     assert "What needs a person" in text and "Not available." in text
 
 
+@pytest.mark.anyio
+@pytest.mark.slow
 async def test_the_csv_is_written_as_excel_reads_it_in_mexico(tmp_path: Path) -> None:
     mexican = {"servicio.xml": FILES["servicio.xml"]}
     config = (
@@ -206,6 +209,8 @@ async def test_the_csv_is_written_as_excel_reads_it_in_mexico(tmp_path: Path) ->
     assert "Not available." in written.md.read_text()  # no cache figures were given
 
 
+@pytest.mark.anyio
+@pytest.mark.slow
 async def test_the_monthly_summary_gives_taxes_and_withholdings_by_rate(tmp_path: Path) -> None:
     async with office(tmp_path, FILES, sandbox(), COMPANIES) as o:
         config = o.services.config
@@ -250,3 +255,31 @@ async def test_the_monthly_summary_gives_taxes_and_withholdings_by_rate(tmp_path
     assert Decimal(iva["amount"]) == 0 and len(iva["invoices"]) == 2
     assert {w["tax"] for w in april_co["withholdings"]} == {"ReteFuente", "ReteICA", "ReteIVA"}
     assert "Tax summary of 2026-04" in april.md.read_text()
+
+
+def test_the_configured_dialect_and_a_name_that_looks_like_a_formula(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[reports]` csv_separator and csv_decimal win over the company's country; a supplier
+    whose name Excel would run as a formula is shown as text."""
+    crafted = co_invoice([Item("Cemento", "3", "1000.50", "19")]).replace(
+        b"Proveedora de Prueba SAS", b"=HYPERLINK(&quot;http://x.example&quot;)"
+    )
+    config = write_config(
+        tmp_path,
+        '[reports]\ncsv_separator = "\\t"\ncsv_decimal = "."\n'
+        "[[companies]]\nslug = 'rg-glass'\nname = 'RG GLASS S.A.S.'\ncountry = 'CO'\n"
+        f"tax_id = '{CUSTOMER_NIT}'\ncity = '11001'\n",
+    )
+    take(config, {"crafted.xml": crafted})
+    day = datetime.now(ZONE).date()
+    assert main(["report", "--date", day.strftime("%d/%m/%Y"), "--config", str(config)]) == 0
+    md, _, written = (Path(line) for line in capsys.readouterr().out.splitlines())
+    assert written.name == f"reporte-{day}.csv"
+    (row,) = read_csv(written, "\t")
+    assert row["Proveedor"] == '\'=HYPERLINK("http://x.example")'
+    assert excel_number(row["Total"], ".") == Decimal("3571.79")  # 3,001.50 and 19 % IVA
+    assert "No disponible." in md.read_text()  # no daemon runs: no cache figures
+
+    assert main(["report", "--to", str(day), "--config", str(config)]) == 2
+    assert "--to goes with --from" in capsys.readouterr().err
