@@ -3,8 +3,8 @@
 component (a queue's jobs, an authority's online answers).
 
 Everything is read from what the stages already record (invoices and their events, jobs,
-authority attempts), so the figures survive a restart and a report of a past day gives the
-same numbers as on that day.
+authority attempts), so the figures survive a restart, and a past window can be asked again
+(the queues' figures as long as the cleanup keeps its finished jobs: a week).
 """
 
 from __future__ import annotations
