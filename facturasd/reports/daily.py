@@ -112,7 +112,6 @@ async def write_daily(
     lang = lang or config.reports.language
     data = await gather(
         db,
-        config,
         zone=zone,
         day=day,
         last=last,
@@ -157,7 +156,6 @@ async def write_daily(
 
 async def gather(
     db: Database,
-    config: Config,
     *,
     zone: tzinfo,
     day: date,
@@ -172,14 +170,21 @@ async def gather(
     now = clock()
     start, end, so_far = period(day, last, zone, now)
     since, until = start.timestamp(), end.timestamp()
-    received = await db.fetchall(
-        f"{_SELECT} WHERE i.received_at >= ? AND i.received_at < ? ORDER BY i.id", (since, until)
-    )
-    open_rows = await db.fetchall(
-        f"{_SELECT} WHERE i.state IN ({_marks(OPEN_STATES)}) OR (i.compliance IN "
-        f"({_marks(OPEN_COMPLIANCE)}) AND i.state IN ({_marks(ASKED)})) ORDER BY i.id",
-        (*OPEN_STATES, *OPEN_COMPLIANCE, *ASKED),
-    )
+
+    def rows(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+        """The period's invoices, and the open ones whatever their day."""
+        received = conn.execute(
+            f"{_SELECT} WHERE i.received_at >= ? AND i.received_at < ? ORDER BY i.id",
+            (since, until),
+        ).fetchall()
+        still_open = conn.execute(
+            f"{_SELECT} WHERE i.state IN ({_marks(OPEN_STATES)}) OR (i.compliance IN "
+            f"({_marks(OPEN_COMPLIANCE)}) AND i.state IN ({_marks(ASKED)})) ORDER BY i.id",
+            (*OPEN_STATES, *OPEN_COMPLIANCE, *ASKED),
+        ).fetchall()
+        return received, still_open
+
+    received, open_rows = await db.read(rows)
     reasons = {row["id"]: _why(row, lang) for row in open_rows}
     invoices = [_invoice(row, zone, reasons.get(row["id"])) for row in received]
     alerts = [a for a in await compliance.alerts(db) if since <= a.at < until]
