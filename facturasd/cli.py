@@ -284,6 +284,27 @@ def _parser() -> argparse.ArgumentParser:
     for action in (assign, accept, discard, bill):
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     _alerts_parser(command("alerts", ALERTS_HELP))
+    report_help = (
+        "write the daily report of the invoices received (today's so far unless told) or the "
+        "monthly tax summary in paths.reports, and print the files written"
+    )
+    report = command("report", report_help)
+    period = report.add_mutually_exclusive_group()
+    period.add_argument(
+        "--date", type=_day, metavar="DAY", help=f"the invoices received on DAY: {DAY_EXAMPLES}"
+    )
+    period.add_argument(
+        "--from", dest="first", type=_day, metavar="DAY", help="from DAY to --to (or today)"
+    )
+    period.add_argument(
+        "--month",
+        type=_month,
+        metavar="YYYY-MM",
+        help="the tax summary of the invoices issued in the month",
+    )
+    report.add_argument("--to", dest="last", type=_day, metavar="DAY", help="with --from: to DAY")
+    report.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+    report.add_argument("--json", action="store_true", help="print the files' paths as JSON")
     sandbox_help = (
         "local SAT, DIAN and Alegra servers that speak their protocols, to try facturasd offline"
     )
@@ -384,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invoices(config, args)
         if args.command == "alerts":
             return _alerts(config, args)
+        if args.command == "report":
+            return _report(config, args)
         return _jobs(config, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -1068,3 +1091,76 @@ def _alerts(config: Config, args: argparse.Namespace) -> int:
     ]
     _print_listing(ALERT_WORDS[lang], "alerts", ("id", "at", "code", "alert"), cells, len(found))
     return EXIT_OK
+
+
+def _month(text: str) -> str:
+    """`--month`: a month written YYYY-MM."""
+    try:
+        return datetime.strptime(text, "%Y-%m").strftime("%Y-%m")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month: write it 2026-11") from None
+
+
+def _report(config: Config, args: argparse.Namespace) -> int:
+    """`report`: the files written. The cache's figures and the recommendations are the
+    running daemon's, asked at its /health; without one the report says they are not
+    available."""
+    from facturasd.monitoring.alert_words import describe
+    from facturasd.monitoring.recommend import advisor
+    from facturasd.reports import Written, write_daily, write_monthly
+
+    zone = ZoneInfo(config.daemon.timezone)
+    lang = _lang(args, config)
+    today = datetime.now(zone).date()
+    if args.last is not None and args.first is None:
+        raise UsageRefused("report: --to goes with --from")
+    day = args.date or args.first or today
+    last = (args.last or today) if args.first else None
+    if last is not None and last < day:
+        raise UsageRefused(f"report: --to {last} is before --from {day}")
+
+    async def work() -> Written:
+        async with _database(config) as db:
+            if args.month:
+                return await write_monthly(db, config, month=args.month, lang=lang)
+            health = await _daemon_health(config)
+            checks = health["checks"] if health else None
+            cache = ((checks or {}).get("cache:alegra") or [{}])[0]
+            advise = advisor(config.alerts.cache_hit_rate_min, lang)
+            return await write_daily(
+                db,
+                config,
+                zone=zone,
+                day=day,
+                last=last,
+                lang=lang,
+                describe=describe,
+                recommend=None if checks is None else lambda _: [r.message for r in advise(checks)],
+                cache_metrics=cache.get("metrics"),
+            )
+
+    written = anyio.run(work)
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in asdict(written).items()}, indent=2))
+    else:
+        for path in (written.md, written.json, written.csv):
+            print(path)
+    return EXIT_OK
+
+
+async def _daemon_health(config: Config) -> dict[str, Any] | None:
+    """The running daemon's /health report, or None: no daemon runs on this state
+    directory, or it did not answer in time."""
+    import httpx
+
+    from facturasd.daemon import running_pid
+
+    if running_pid(config.paths.state_dir) is None:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            response = await http.get(f"http://{config.http.bind}/health")
+        found: dict[str, Any] = response.json()  # 503 too: the report is in the body
+    except (httpx.HTTPError, ValueError):
+        return None
+    return found

@@ -13,14 +13,16 @@
 | archive_check | Sunday 05:00 | every archived file hashed against the ledger |
 | daily_report | 08:00 | the previous day's report |
 | monthly_summary | the 1st, 08:00 | the previous month's taxes and withholdings |
-| weekly_statistics | Monday 09:00 | the week's cache and performance figures |
+| weekly_statistics | Monday 09:00 | the last seven days' report: cache and performance figures |
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
 from functools import partial
+from zoneinfo import ZoneInfo
 
 from facturasd import maintenance
 from facturasd.alegra.client import AlegraError
@@ -30,9 +32,14 @@ from facturasd.clock import Clock
 from facturasd.config import Config
 from facturasd.constants import BACKUP_DIR
 from facturasd.errors import Unavailable
+from facturasd.monitoring.alert_words import describe
+from facturasd.monitoring.health import Health
+from facturasd.monitoring.recommend import advisor
+from facturasd.reports import Written, write_daily, write_monthly
 from facturasd.scheduler import Task
 from facturasd.store import compliance
 from facturasd.store.db import Database
+from facturasd.wording import Language
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +141,67 @@ async def _warm(alegra: Alegra, what: str) -> str:
     if failed:
         raise RuntimeError(f"{what} warm-up not done for " + "; ".join(failed))
     return f"{what} warmed up: " + ", ".join(done)
+
+
+# Mails a report's files (notify.Outbox.queue_report, in a commit of its own).
+Mail = Callable[[Written], Awaitable[None]]
+
+
+def reporting(
+    config: Config,
+    db: Database,
+    zone: ZoneInfo,
+    alegra: Alegra | None,
+    checker: Health,
+    *,
+    mail: Mail | None,
+    clock: Clock,
+) -> list[Task]:
+    """The reports: the previous day's at 08:00 (mailed with `reports.email`), the previous
+    month's tax summary on the 1st, and on Mondays the last seven days' report, whose cache
+    and performance figures are the week's statistics."""
+    schedule = config.schedule
+
+    async def write(day: date, last: date | None = None) -> Written:
+        checks = (await checker.report())["checks"]
+
+        def recommend(lang: Language) -> list[str]:
+            advise = advisor(config.alerts.cache_hit_rate_min, lang)
+            return [found.message for found in advise(checks)]
+
+        return await write_daily(
+            db,
+            config,
+            zone=zone,
+            day=day,
+            last=last,
+            describe=describe,
+            recommend=recommend,
+            cache_metrics=await alegra.cache.metrics() if alegra is not None else None,
+            clock=clock,
+        )
+
+    def today() -> date:
+        return clock().astimezone(zone).date()
+
+    async def daily() -> str:
+        written = await write(today() - timedelta(days=1))
+        if config.reports.email and mail is not None:
+            await mail(written)
+            return f"{written.md.name} written and mailed"
+        return f"{written.md.name} written"
+
+    async def weekly() -> str:
+        written = await write(today() - timedelta(days=7), today() - timedelta(days=1))
+        return f"{written.md.name} written"
+
+    async def monthly() -> str:
+        month = (today().replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+        written = await write_monthly(db, config, month=month)
+        return f"{written.md.name} written"
+
+    return [
+        Task("daily_report", daily, cron=schedule.daily_report),
+        Task("weekly_statistics", weekly, cron=schedule.weekly_statistics),
+        Task("monthly_summary", monthly, cron=schedule.monthly_summary),
+    ]

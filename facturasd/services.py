@@ -15,7 +15,6 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -32,7 +31,7 @@ from facturasd.config import Config
 from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerGroup
 from facturasd.inbox.archive import Folders
 from facturasd.monitoring import health
-from facturasd.monitoring.recommend import recommendations
+from facturasd.monitoring.recommend import advisor
 from facturasd.pipeline.ingest import Ingest
 from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage, booking
 from facturasd.pipeline.process import Process, Settings
@@ -132,10 +131,17 @@ async def build(
             )
             book, attach = booking_stages
             every |= {book.kind: alegra.booking, attach.kind: alegra.booking.attach}
+        checker = health.Health(
+            clock=clock,
+            advise=advisor(config.alerts.cache_hit_rate_min, config.reports.language),
+        )
         scheduler = Scheduler(
             db,
             queue,
-            operations.housekeeping(config, db, authorities.confirm, alegra, clock=clock),
+            [
+                *operations.housekeeping(config, db, authorities.confirm, alegra, clock=clock),
+                *operations.reporting(config, db, zone, alegra, checker, mail=None, clock=clock),
+            ],
             zone,
             clock=clock,
         )
@@ -155,15 +161,6 @@ async def build(
             )
             for group, queues in GROUP_QUEUES.items()
         }
-        checker = health.Health(
-            clock=clock,
-            advise=partial(
-                recommendations,
-                lang=config.reports.language,
-                hit_rate_min=config.alerts.cache_hit_rate_min,
-                groups={q.value: g.value for g, qs in GROUP_QUEUES.items() for q in qs},
-            ),
-        )
         weights = health.WEIGHTS
         checker.register("database:write", weights["database"], health.database_probe(db))
         # Weighed within the database group: its weight is the write probe's.

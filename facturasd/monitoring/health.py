@@ -25,7 +25,7 @@ import anyio
 from facturasd import __version__
 from facturasd.clock import Clock, utcnow
 from facturasd.inbox.archive import Folders
-from facturasd.monitoring.recommend import Recommendation
+from facturasd.monitoring.recommend import Checks, Recommendation
 from facturasd.monitoring.tally import Tally
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
@@ -122,7 +122,7 @@ class Probe:
 
 
 # What a person could do about a report's checks (monitoring/recommend.py).
-Advise = Callable[[Mapping[str, list[Item]]], list[Recommendation]]
+Advise = Callable[[Checks], list[Recommendation]]
 
 
 class Health:

@@ -5,10 +5,11 @@ or English. /health carries them in `reports.language`; the daily report words t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from facturasd.constants import GROUP_QUEUES
 from facturasd.wording import Language
 
 # Below this many look-ups a hit rate says nothing yet.
@@ -83,24 +84,28 @@ class Recommendation:
     message: str
 
 
-def recommendations(
-    checks: Mapping[str, list[Mapping[str, Any]]],
-    lang: Language,
-    *,
-    hit_rate_min: float,
-    groups: Mapping[str, str] | None = None,
-) -> list[Recommendation]:
-    """The recommendations a /health report's `checks` call for. `groups`: queue → its worker
-    pool, to name the setting that adds workers; `hit_rate_min` a share (0.70)."""
+Checks = Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+def advisor(hit_rate_min: float, lang: Language) -> Callable[[Checks], list[Recommendation]]:
+    """The recommendations a /health report's `checks` call for, in `lang`; `hit_rate_min`
+    is `alerts.cache_hit_rate_min` (a share: 0.70)."""
     said = _SAID[lang]
-    return [
-        Recommendation(code, said[code].format(**values))
-        for code, values in _found(checks, hit_rate_min, groups or {})
-    ]
+    groups = {
+        queue.value: group.value for group, queues in GROUP_QUEUES.items() for queue in queues
+    }
+
+    def advise(checks: Checks) -> list[Recommendation]:
+        return [
+            Recommendation(code, said[code].format(**values))
+            for code, values in _found(checks, hit_rate_min, groups)
+        ]
+
+    return advise
 
 
 def _found(
-    checks: Mapping[str, list[Mapping[str, Any]]], hit_rate_min: float, groups: Mapping[str, str]
+    checks: Checks, hit_rate_min: float, groups: Mapping[str, str]
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     for key, items in checks.items():
         group, _, name = key.partition(":")
