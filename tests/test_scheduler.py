@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from facturasd.scheduler import KIND, QUEUE, Scheduler, Task
+from facturasd.scheduler import KIND, QUEUE, Scheduler, Task, probe
+from facturasd.store import compliance
 from facturasd.store.db import Database
 from facturasd.store.queue import Queue
 
@@ -131,7 +132,8 @@ async def test_a_task_that_fails_is_recorded_so(tmp_path: Path) -> None:
     clock = Clock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
     db = await Database.open(tmp_path / "ledger.db")
     queue = Queue(db, clock=clock)
-    scheduler = Scheduler(db, queue, [Task("report", broken, cron="0 8 * * *")], BOGOTA, clock=clock)
+    tasks = [Task("report", broken, cron="0 8 * * *")]
+    scheduler = Scheduler(db, queue, tasks, BOGOTA, clock=clock)
     try:
         await scheduler.tick()
         clock.now += timedelta(hours=1)
@@ -142,6 +144,47 @@ async def test_a_task_that_fails_is_recorded_so(tmp_path: Path) -> None:
             await scheduler(claimed)
         row = await db.fetchone("SELECT last_ok, detail FROM scheduler_runs")
         assert row is not None and (row["last_ok"], row["detail"]) == (0, "the disk is full")
+        (item,) = await probe(scheduler)(clock.now.isoformat())
+        assert (item["status"], item["output"]) == ("warn", "the disk is full")
+        assert item["nextRun"] == "2026-11-03T08:00:00-05:00"
+        # One alert for a person per due time, not one per retry of its job.
+        await queue.fail(claimed, "the disk is full")
+        clock.now += timedelta(hours=1)
+        again = await queue.claim([QUEUE], 60)
+        assert again is not None and again.id == claimed.id
+        with pytest.raises(RuntimeError):
+            await scheduler(again)
+        (alert,) = await compliance.alerts(db)
+        assert (alert.code, alert.params) == (
+            "SCHEDULE-FAILED",
+            {"task": "report", "said": "the disk is full"},
+        )
+    finally:
+        await db.close()
+
+
+async def test_the_retry_loop_runs_every_interval_and_in_the_repeated_hour_too(
+    tmp_path: Path,
+) -> None:
+    zone = ZoneInfo("America/New_York")
+    clock = Clock(datetime(2026, 11, 1, 4, 0, tzinfo=UTC))  # 00:00 EDT
+    db = await Database.open(tmp_path / "ledger.db")
+    queue = Queue(db, clock=clock)
+    scheduler = Scheduler(db, queue, [Task("retry", ran, every=300)], zone, clock=clock)
+    try:
+        await scheduler.tick()
+        runs = []
+        for _ in range(4 * 60):  # four hours of real time, one of them repeated on the wall
+            clock.now += timedelta(minutes=1)
+            runs += await scheduler.tick()
+        assert len(runs) == 48
+        assert len({job.dedupe_key for job in runs}) == 48
+        # Down for twelve minutes: the latest due time is caught up, once.
+        clock.now += timedelta(minutes=12)
+        (late,) = await scheduler.tick()
+        assert late.payload["due"] == "2026-11-01T08:10:00+00:00"
+        assert await scheduler.tick() == []
+        assert scheduler.next_due(clock.now).isoformat() == "2026-11-01T08:15:00+00:00"
     finally:
         await db.close()
 
