@@ -29,13 +29,15 @@ from typing import IO
 
 import anyio
 
+from facturasd import maintenance
 from facturasd.alegra.client import AlegraError
 from facturasd.alegra.service import Alegra
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
-from facturasd.constants import LOCK_FILE, WorkerGroup
+from facturasd.constants import BACKUP_DIR, GROUP_QUEUES, LOCK_FILE, WorkerGroup
 from facturasd.errors import AlreadyRunning, Unavailable
 from facturasd.inbox.watcher import Watcher
+from facturasd.monitoring import alerts
 from facturasd.monitoring.health import (
     WEIGHTS,
     ComponentView,
@@ -320,6 +322,7 @@ class Daemon:
                 Component("inbox", watcher.run),
                 Component("watchdog", lambda: self._watchdog(pools)),
                 Component("scheduler", services.scheduler.run),
+                Component("alerts", self._alerts(services, ingested)),
                 *(
                     [Component("alegra", partial(self._alegra, services.alegra))]
                     if services.alegra is not None
@@ -358,6 +361,66 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
+
+    def _alerts(self, services: Services, ingested: Tally) -> Callable[[], Awaitable[None]]:
+        """The alerts' conditions (SPEC §2.6, docs/alerts.md), looked at every
+        `alerts.interval` against `[alerts]`'s thresholds."""
+        config, clock = self.config, self.clock
+        settings = config.alerts
+        engine = alerts.AlertEngine(services.db, cooldown=settings.cooldown, clock=clock)
+        pools = list(services.pools.values())
+        tallies = {"ingest": ingested, **{pool.name: pool.tally for pool in pools}}
+        backups = config.paths.state_dir / BACKUP_DIR
+
+        async def error_rates() -> list[alerts.Observation]:
+            return alerts.error_rates(tallies, settings.error_rate_max)
+
+        async def certificates() -> list[alerts.Observation]:
+            ends = [
+                (company, signing.credentials.not_after)
+                for company, signing in services.signing.items()
+                if signing.credentials is not None
+            ]
+            return alerts.certificates(ends, settings.certificate_days, clock())
+
+        async def backup() -> list[alerts.Observation]:
+            newest = await anyio.to_thread.run_sync(maintenance.newest_backup, backups)
+            first = await services.db.fetchone("SELECT MIN(received_at) AS at FROM invoices")
+            now = clock().astimezone(services.zone)
+            since = first["at"] if first is not None else None
+            return alerts.backup(newest, config.backup.max_age, now, since=since)
+
+        sources: list[alerts.Gather] = [
+            partial(
+                alerts.queue_backlog,
+                services.queue,
+                [queue for queues in GROUP_QUEUES.values() for queue in queues],
+                settings.queue_backlog,
+            ),
+            partial(alerts.no_worker, services.queue, pools),
+            error_rates,
+            partial(
+                alerts.authority_failures,
+                services.db,
+                settings.authority_failure_rate_max,
+                window=settings.window,
+                clock=clock,
+            ),
+            certificates,
+            partial(alerts.disk, config.paths.state_dir, settings.disk_free_min_mb),
+            backup,
+        ]
+        if services.alegra is not None:
+            cache = services.alegra.cache
+            hit_rate = alerts.CacheHitRate(
+                settings.cache_hit_rate_min, window=settings.window, clock=clock
+            )
+
+            async def cache_rate() -> list[alerts.Observation]:
+                return hit_rate(await cache.metrics())
+
+            sources.append(cache_rate)
+        return partial(alerts.watch, engine, alerts.gathering(*sources), settings.interval)
 
     async def _alegra(self, alegra: Alegra) -> None:
         """Alegra's webhooks subscribed (deleted again at stop) and the cache warmed up when

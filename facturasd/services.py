@@ -24,7 +24,7 @@ from facturasd.alegra import service as alegra_service
 from facturasd.alegra.cache import AlegraCache
 from facturasd.authorities import Authority
 from facturasd.authorities.confirm import RECHECK, Confirm
-from facturasd.authorities.service import open_authorities
+from facturasd.authorities.service import Signing, open_authorities
 from facturasd.authorities.service import probe as authority_probe
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
@@ -56,6 +56,7 @@ class Services:
     ingest: Ingest
     process: Process
     confirm: Confirm
+    signing: dict[str | None, Signing]  # the DIAN certificates, by company (None: [dian]'s)
     alegra: alegra_service.Alegra | None  # None: Alegra not configured, nothing is booked
     scheduler: Scheduler
     pools: dict[WorkerGroup, WorkerPool]
@@ -202,6 +203,7 @@ async def build(
             ingest,
             process,
             authorities.confirm,
+            authorities.signing,
             alegra,
             scheduler,
             pools,

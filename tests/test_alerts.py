@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
+from facturasd import maintenance
 from facturasd.alegra.cache import open_cache
 from facturasd.config import QueueSettings
 from facturasd.config.sections import Cache
@@ -334,9 +335,11 @@ async def test_a_stale_backup_fires_and_resolves_with_a_new_copy(
 ) -> None:
     folder = tmp_path / "backups"
     two_days = 2 * 86400.0
+    first_invoice = clock().timestamp()
 
     async def look() -> list[Observation]:
-        return await alerts.backup(folder, "facturasd-*.db", two_days, clock())
+        newest = await anyio.to_thread.run_sync(maintenance.newest_backup, folder)
+        return alerts.backup(newest, two_days, clock(), since=first_invoice)
 
     def copy(name: str, age: float) -> None:
         path = folder / name
@@ -344,13 +347,17 @@ async def test_a_stale_backup_fires_and_resolves_with_a_new_copy(
         stamp = clock().timestamp() - age
         os.utime(path, (stamp, stamp))
 
-    assert len(await engine.evaluate(await look())) == 1  # no folder, no copy
+    # A new installation: no copy yet, and no alarm before its ledger is two days old.
+    assert await engine.evaluate(await look()) == []
+    assert alerts.backup(None, two_days, clock(), since=None)[0].holds is False
+    clock.advance(two_days + 60)
+    assert len(await engine.evaluate(await look())) == 1  # two days of invoices, no copy
     folder.mkdir()
-    copy("facturasd-old.db", 3 * 86400)
-    copy("notes.txt", 0)  # not a backup
+    copy("facturasd-nightly-20261101T090000Z.db", 3 * 86400)
+    copy("facturasd-v4-before-v5-20261101T090000Z.db", 0)  # a pre-migration copy: not one
     clock.advance(COOLDOWN)
     assert len(await engine.evaluate(await look())) == 1
-    copy("facturasd-new.db", 0)
+    copy("facturasd-nightly-20261102T090000Z.db", 0)
     assert len(await engine.evaluate(await look())) == 1
 
     old = datetime.fromtimestamp(clock().timestamp() - COOLDOWN - 3 * 86400, UTC)
@@ -374,7 +381,9 @@ async def test_a_source_that_cannot_look_leaves_its_conditions_as_they_are(
 
     fine = partial(alerts.disk, tmp_path, 1)
     clock.advance(COOLDOWN)
-    none = partial(alerts.backup, tmp_path / "backups", "*.db", 60.0, clock())
+    async def none() -> list[Observation]:  # no backup, invoices for longer than a minute
+        return alerts.backup(None, 60.0, clock(), since=clock().timestamp() - 120)
+
     gather = alerts.gathering(broken, none)
     assert len(await engine.evaluate(await gather())) == 1  # the backup: stale
     assert await holding(db) == ["BACKUP-STALE", "DISK-FULL"]  # the disk: left as it was

@@ -312,22 +312,22 @@ async def disk(state_dir: Path, min_free_mb: int) -> list[Observation]:
     return [Observation("DISK-FULL", "DISK-FULL", "critical", params, free_mb < min_free_mb)]
 
 
-async def backup(folder: Path, pattern: str, max_age: float, now: datetime) -> list[Observation]:
-    """BACKUP-STALE: the newest file of `folder` matching `pattern` is older than `max_age`
-    seconds, or there is none. `newest` is written in `now`'s zone."""
-
-    def newest() -> float | None:
-        times = [path.stat().st_mtime for path in folder.glob(pattern) if path.is_file()]
-        return max(times, default=None)
-
-    found = await anyio.to_thread.run_sync(newest)
+def backup(
+    newest: datetime | None, max_age: float, now: datetime, *, since: float | None
+) -> list[Observation]:
+    """BACKUP-STALE: the newest nightly copy (maintenance.newest_backup) is older than
+    `max_age` seconds, or there is none while the ledger has held invoices (`since`: the first
+    one's receipt) for longer: a new installation is not alarmed before its first night."""
+    if newest is None:
+        stale = since is not None and now.timestamp() - since > max_age
+    else:
+        stale = now.timestamp() - newest.timestamp() > max_age
     params = {
         "newest": None
-        if found is None
-        else datetime.fromtimestamp(found, now.tzinfo).isoformat(timespec="seconds"),
+        if newest is None
+        else newest.astimezone(now.tzinfo).isoformat("T", "seconds"),
         "max_age_days": round(max_age / 86400, 2),
     }
-    stale = found is None or now.timestamp() - found > max_age
     return [Observation("BACKUP-STALE", "BACKUP-STALE", "warning", params, stale)]
 
 
