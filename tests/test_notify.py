@@ -9,12 +9,14 @@ import email
 import email.policy
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from functools import partial
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from blockbuster import BlockBuster
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from facturasd.config import Config, load_config
@@ -179,11 +185,17 @@ def _login(
 
 
 @contextmanager
-def smtp_server(port: int) -> Iterator[Mailbox]:
-    """Asks for the user `facturas` with PASSWORD (over plain SMTP: a test on localhost)."""
+def smtp_server(port: int, tls: ssl.SSLContext | None = None) -> Iterator[Mailbox]:
+    """Asks for the user `facturas` with PASSWORD; with `tls`, only after STARTTLS."""
     mailbox = Mailbox()
     controller = Controller(
-        mailbox, hostname="127.0.0.1", port=port, authenticator=_login, auth_require_tls=False
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_login,
+        tls_context=tls,
+        require_starttls=tls is not None,
+        auth_require_tls=tls is not None,
     )
     controller.start()
     try:
@@ -192,10 +204,13 @@ def smtp_server(port: int) -> Iterator[Mailbox]:
         controller.stop()
 
 
-def email_toml(tmp_path: Path, port: int, password: str = PASSWORD) -> str:
+def email_toml(
+    tmp_path: Path, port: int, password: str = PASSWORD, *, starttls: bool = False
+) -> str:
     (tmp_path / "smtp-password").write_text(password + "\n")
     return (
-        f'[notify.email]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n'
+        f'[notify.email]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n'
+        f"starttls = {str(starttls).lower()}\n"
         'username = "facturas"\npassword_file = "smtp-password"\n'
         'sender = "facturasd@empresa.example.co"\n'
         'recipients = ["contabilidad@empresa.example.co", "gerencia@empresa.example.co"]\n'
@@ -295,6 +310,78 @@ async def test_without_an_smtp_server_the_alert_waits_and_goes_once_it_is_up(
             assert (await o.health("email"))["status"] == "pass"
             await o.outbox.dispatch()  # nothing new: nothing mailed again
             assert len(await o.jobs()) == 1
+
+
+def server_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A TLS context for a server at 127.0.0.1 with a certificate of its own, and the file
+    of that certificate (for a client to trust it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp.empresa.example.co")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "smtp.crt", folder / "smtp.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
+
+
+async def test_starttls_to_a_trusted_server_and_a_refusal_from_an_untrusted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    toml = email_toml(tmp_path, port, starttls=True) + "[notify.log]\nenabled = false\n"
+    config = await configured(tmp_path, toml)
+    context, certificate = server_tls(tmp_path)
+    clock = FakeClock()
+    with smtp_server(port, tls=context) as mailbox:
+        async with office(config, clock) as o:
+            await o.alert()
+            await o.outbox.dispatch()
+
+            async def refused() -> bool:
+                [job] = await o.jobs()
+                return job.attempts == 1 and job.state == "queued"
+
+            # Not trusted by this machine: refused (counted), not retried as if down.
+            await until(refused, "the certificate refused")
+            [job] = await o.jobs()
+            assert "TLS with 127.0.0.1" in (job.last_error or "")
+            assert mailbox.envelopes == []
+
+            # The machine's trust store now holds the certificate (as an office's own CA).
+            monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+            clock.advance(5)
+
+            async def delivered() -> bool:
+                return (await o.jobs())[0].state == "done"
+
+            await until(delivered, "the alert mailed over TLS")
+            [envelope] = mailbox.envelopes
+            assert envelope.rcpt_tos == [
+                "contabilidad@empresa.example.co",
+                "gerencia@empresa.example.co",
+            ]
 
 
 # ── a webhook receiver that verifies Standard Webhooks signatures ─────────────────────────
