@@ -117,7 +117,7 @@ class Email:
         self._password = password
         self._clock = clock
 
-    def compose(self, message: Message) -> EmailMessage:
+    def _compose(self, message: Message) -> EmailMessage:
         settings = self.settings
         mail = EmailMessage()
         mail["Subject"] = message.subject
@@ -139,11 +139,11 @@ class Email:
         settings = self.settings
         try:
             refused, _ = await aiosmtplib.send(
-                self.compose(message),
+                self._compose(message),
                 hostname=settings.host,
                 port=settings.port,
                 username=settings.username or None,
-                password=self._password if settings.username else None,
+                password=self._password,
                 use_tls=settings.tls,
                 start_tls=settings.starttls and not settings.tls,
                 timeout=SMTP_TIMEOUT,
@@ -204,6 +204,10 @@ class _Http:
         self.url = url
         self._secrets = tuple(secrets)
 
+    def _scrubbed(self, text: str) -> str:
+        # The URL too: a webhook service's token is in its path.
+        return _scrubbed(text, (*self._secrets, self.url))
+
     async def _post(self, body: bytes, headers: Mapping[str, str]) -> None:
         where = mask_url(self.url, secret_path=True)
         try:
@@ -212,19 +216,20 @@ class _Http:
                 content=body,
                 headers={"content-type": "application/json", **headers},
             )
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            # The configured URL itself: no retry helps.
+            raise Refused(self.name, self._scrubbed(f"{where} cannot be called: {exc}")) from None
         except httpx.TimeoutException:
             raise Unavailable(self.name, f"{where} did not answer in time", RETRY_DELAY) from None
         except httpx.TransportError as exc:
-            # (the exception's text is the socket's: no URL, no header)
-            reason = _scrubbed(f"cannot reach {where}: {type(exc).__name__}", self._secrets)
+            reason = self._scrubbed(f"cannot reach {where}: {exc or type(exc).__name__}")
             raise Unavailable(self.name, reason, RETRY_DELAY) from None
         if response.is_success:
             return
         answer = " ".join(response.text[:ANSWER_CHARS].split())
-        reason = _scrubbed(
+        reason = self._scrubbed(
             f"{where} answered {response.status_code} {response.reason_phrase}"
-            + (f": {answer}" if answer else ""),
-            self._secrets,
+            + (f": {answer}" if answer else "")
         )
         if response.status_code == 429 or response.is_server_error:
             raise Unavailable(self.name, reason, _retry_after(response))
