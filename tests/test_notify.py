@@ -366,7 +366,7 @@ async def test_starttls_to_a_trusted_server_and_a_refusal_from_an_untrusted_one(
             # Not trusted by this machine: refused (counted), not retried as if down.
             await until(refused, "the certificate refused")
             [job] = await o.jobs()
-            assert "TLS with 127.0.0.1" in (job.last_error or "")
+            assert f"TLS with 127.0.0.1:{port} failed: self" in (job.last_error or "")
             assert mailbox.envelopes == []
 
             # The machine's trust store now holds the certificate (as an office's own CA).

@@ -120,7 +120,8 @@ class Email:
     def _compose(self, message: Message) -> EmailMessage:
         settings = self.settings
         mail = EmailMessage()
-        mail["Subject"] = message.subject
+        # (a header's line break would end it: one line, whatever the wording gave)
+        mail["Subject"] = " ".join(message.subject.split())
         mail["From"] = settings.sender
         mail["To"] = ", ".join(settings.recipients)
         mail["Date"] = format_datetime(self._clock())
@@ -161,7 +162,8 @@ class Email:
             raise self._failure(True, f"cannot connect to {self._server}: {exc}") from None
         except ssl.SSLError as exc:
             # A certificate the system does not trust, or no TLS where it was configured.
-            raise self._failure(False, f"TLS with {self._server} failed: {exc.reason}") from None
+            why = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+            raise self._failure(False, f"TLS with {self._server} failed: {why}") from None
         except aiosmtplib.SMTPException as exc:
             # What the server lacks (STARTTLS, AUTH) is its setup or ours: no retry helps.
             raise self._failure(False, str(exc)) from None
