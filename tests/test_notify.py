@@ -347,7 +347,7 @@ def server_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
 
 
 async def test_starttls_to_a_trusted_server_and_a_refusal_from_an_untrusted_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    blockbuster: BlockBuster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
     toml = email_toml(tmp_path, port, starttls=True) + "[notify.log]\nenabled = false\n"
@@ -547,14 +547,16 @@ async def test_the_nanobot_agent_is_called_with_the_alert(
     async with http_server([web.post("/api/call", agents.call)]) as server:
         config = await configured(tmp_path, nanobot_toml(tmp_path, str(server.make_url("/"))))
         clock = FakeClock()
-        async with office(config, clock) as o:
+        async with office(config, clock) as o, anyio.create_task_group() as tg:
+            tg.start_soon(o.outbox.run)  # the daemon's loop hands alerts out
             await o.alert()
-            await o.outbox.dispatch()
+            o.outbox.wake()
 
             async def called() -> bool:
                 return bool(agents.calls)
 
             await until(called, "the agent called")
+            tg.cancel_scope.cancel()
             params = json.dumps({"invoice": INVOICE, "said": "Cancelado"}, sort_keys=True)
             assert agents.calls == [
                 {
