@@ -444,7 +444,15 @@ async def test_a_signed_webhook_keeps_its_id_across_a_retry(
                 return len(receiver.ids) >= n
 
             await until(partial(called, 1), "the first call")
-            clock.advance(60)  # the 500 hands the delivery back for a minute
+
+            async def handed_back() -> bool:
+                return any(
+                    j.payload["channel"] == "webhook" and j.state == "queued" and j.last_error
+                    for j in await o.jobs()
+                )
+
+            await until(handed_back, "the delivery handed back")
+            clock.advance(60)  # the 500 handed it back for a minute
             await until(partial(called, 2), "the second call")
             assert receiver.ids == [f"alert-{alert}", f"alert-{alert}"]
             [payload] = receiver.verified
