@@ -43,6 +43,9 @@ class Attempt:
     fields: dict[str, str]
 
 
+_ALERT_COLUMNS = "id, at, invoice_id, severity, code, params, status, condition, sent_at"
+
+
 @dataclass(frozen=True)
 class Alert:
     id: int
@@ -54,6 +57,20 @@ class Alert:
     status: str = "firing"  # firing | repeat | resolved (conditions: monitoring/alerts)
     condition: str | None = None  # the condition's key; None for an event's alert
     sent_at: float | None = None  # handed to the notification channels
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Alert:
+        return cls(
+            row["id"],
+            row["at"],
+            row["invoice_id"],
+            row["severity"],
+            row["code"],
+            json.loads(row["params"]),
+            row["status"],
+            row["condition"],
+            row["sent_at"],
+        )
 
 
 def record_attempt(
@@ -149,24 +166,15 @@ def raise_alert(
 
 async def alerts(db: Database, *, invoice_id: int | None = None) -> list[Alert]:
     rows = await db.fetchall(
-        "SELECT id, at, invoice_id, severity, code, params, status, condition, sent_at "
-        "FROM alerts WHERE ? IS NULL OR invoice_id = ? ORDER BY id",
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE ? IS NULL OR invoice_id = ? ORDER BY id",
         (invoice_id, invoice_id),
     )
-    return [
-        Alert(
-            row["id"],
-            row["at"],
-            row["invoice_id"],
-            row["severity"],
-            row["code"],
-            json.loads(row["params"]),
-            row["status"],
-            row["condition"],
-            row["sent_at"],
-        )
-        for row in rows
-    ]
+    return [Alert.from_row(row) for row in rows]
+
+
+async def alert(db: Database, alert_id: int) -> Alert | None:
+    row = await db.fetchone(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
+    return Alert.from_row(row) if row else None
 
 
 async def stats(db: Database) -> dict[str, Any]:
