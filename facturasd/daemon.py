@@ -323,6 +323,7 @@ class Daemon:
                 Component("watchdog", lambda: self._watchdog(pools)),
                 Component("scheduler", services.scheduler.run),
                 Component("alerts", self._alerts(services, ingested)),
+                Component("notify", services.outbox.run),
                 *(
                     [Component("alegra", partial(self._alegra, services.alegra))]
                     if services.alegra is not None

@@ -35,6 +35,7 @@ from facturasd.errors import Unavailable
 from facturasd.monitoring.alert_words import describe
 from facturasd.monitoring.health import Health
 from facturasd.monitoring.recommend import advisor
+from facturasd.notify import Outbox
 from facturasd.reports import Written, write_daily, write_monthly
 from facturasd.scheduler import Task
 from facturasd.store import compliance
@@ -42,6 +43,11 @@ from facturasd.store.db import Database
 from facturasd.wording import Language
 
 log = logging.getLogger(__name__)
+
+REPORT_SUBJECT: dict[Language, str] = {
+    "es": "facturasd: reporte de facturas recibidas el {day:%Y-%m-%d}",
+    "en": "facturasd: report of the invoices received on {day:%Y-%m-%d}",
+}
 
 Run = Callable[[], Awaitable[str]]
 
@@ -143,18 +149,14 @@ async def _warm(alegra: Alegra, what: str) -> str:
     return f"{what} warmed up: " + ", ".join(done)
 
 
-# Mails a report's files (notify.Outbox.queue_report, in a commit of its own).
-Mail = Callable[[Written], Awaitable[None]]
-
-
 def reporting(
     config: Config,
     db: Database,
     zone: ZoneInfo,
     alegra: Alegra | None,
     checker: Health,
+    outbox: Outbox,
     *,
-    mail: Mail | None,
     clock: Clock,
 ) -> list[Task]:
     """The reports: the previous day's at 08:00 (mailed with `reports.email`), the previous
@@ -185,11 +187,17 @@ def reporting(
         return clock().astimezone(zone).date()
 
     async def daily() -> str:
-        written = await write(today() - timedelta(days=1))
-        if config.reports.email and mail is not None:
-            await mail(written)
-            return f"{written.md.name} written and mailed"
-        return f"{written.md.name} written"
+        day = today() - timedelta(days=1)
+        written = await write(day)
+        if not config.reports.email:
+            return f"{written.md.name} written"
+        subject = REPORT_SUBJECT[config.reports.language].format(day=day)
+        queued = await db.write(
+            partial(outbox.queue_report, md=written.md, csv=written.csv, subject=subject)
+        )
+        if queued is None:
+            return f"{written.md.name} written; not mailed: notify.email is not enabled"
+        return f"{written.md.name} written and queued for e-mail"
 
     async def weekly() -> str:
         written = await write(today() - timedelta(days=7), today() - timedelta(days=1))

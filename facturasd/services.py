@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
-from facturasd import operations
+from facturasd import notify, operations
 from facturasd.alegra import service as alegra_service
 from facturasd.alegra.cache import AlegraCache
 from facturasd.authorities import Authority
@@ -31,6 +31,7 @@ from facturasd.config import Config
 from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerGroup
 from facturasd.inbox.archive import Folders
 from facturasd.monitoring import health
+from facturasd.monitoring.alert_words import describe
 from facturasd.monitoring.recommend import advisor
 from facturasd.pipeline.ingest import Ingest
 from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage, booking
@@ -59,6 +60,7 @@ class Services:
     signing: dict[str | None, Signing]  # the DIAN certificates, by company (None: [dian]'s)
     alegra: alegra_service.Alegra | None  # None: Alegra not configured, nothing is booked
     scheduler: Scheduler
+    outbox: notify.Outbox
     pools: dict[WorkerGroup, WorkerPool]
     health: health.Health
 
@@ -118,10 +120,16 @@ async def build(
         authorities = await stack.enter_async_context(
             open_authorities(config, db, lifecycle, clock=clock)
         )
+        channels = await stack.enter_async_context(notify.open_channels(config, clock=clock))
+        outbox = notify.Outbox(
+            db, queue, channels, describe=describe, lang=config.reports.language, clock=clock
+        )
         every: dict[str, Handler] = {
             **BUILTIN_HANDLERS,
             PROCESS.kind: process,
             CONFIRM.kind: authorities.confirm,
+            notify.NOTIFY: outbox,
+            notify.NOTIFY_REPORT: outbox,
         }
         alegra = None
         if booking_stages is not None:
@@ -141,7 +149,7 @@ async def build(
             queue,
             [
                 *operations.housekeeping(config, db, authorities.confirm, alegra, clock=clock),
-                *operations.reporting(config, db, zone, alegra, checker, mail=None, clock=clock),
+                *operations.reporting(config, db, zone, alegra, checker, outbox, clock=clock),
             ],
             zone,
             clock=clock,
@@ -192,6 +200,12 @@ async def build(
                 "cache:alegra", weights["cache"], alegra_service.cache_probe(alegra.cache)
             )
         checker.register("scheduler:tasks", weights["scheduler"], scheduler_probe(scheduler))
+        for name in outbox.channels:
+            checker.register(
+                f"notify:{name}",
+                weights["notify"] / len(outbox.channels),
+                notify.probe(outbox, name),
+            )
         yield Services(
             config,
             clock,
@@ -206,6 +220,7 @@ async def build(
             authorities.signing,
             alegra,
             scheduler,
+            outbox,
             pools,
             checker,
         )

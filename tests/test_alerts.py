@@ -381,6 +381,7 @@ async def test_a_source_that_cannot_look_leaves_its_conditions_as_they_are(
 
     fine = partial(alerts.disk, tmp_path, 1)
     clock.advance(COOLDOWN)
+
     async def none() -> list[Observation]:  # no backup, invoices for longer than a minute
         return alerts.backup(None, 60.0, clock(), since=clock().timestamp() - 120)
 

@@ -35,6 +35,7 @@ from facturasd.config import Config
 from facturasd.config.sections import EmailNotify, NanobotNotify, WebhookNotify
 from facturasd.config.types import mask_url
 from facturasd.errors import ConfigError, FacturasdError, Unavailable
+from facturasd.upstream import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +240,8 @@ class _Http:
 
 
 def _retry_after(response: httpx.Response) -> float:
-    try:
-        seconds = float(response.headers.get("retry-after", ""))
-    except ValueError:  # absent, or an HTTP date: our own pace
-        return RETRY_DELAY
-    return min(max(seconds, 1.0), RETRY_AFTER_CAP)
+    """The server's `Retry-After` (capped), else our own pace."""
+    return min(retry_after(response) or RETRY_DELAY, RETRY_AFTER_CAP)
 
 
 class Webhook(_Http):
