@@ -5,16 +5,13 @@ without an answer and never showing a secret."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from functools import partial
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -24,8 +21,6 @@ import anyio
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from blockbuster import BlockBuster
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,11 +39,11 @@ from facturasd.store.db import Database
 from facturasd.store.queue import Job, Queue
 from facturasd.wording import Language
 from facturasd.workers import WorkerPool
+from tests.smtp_server import PASSWORD, smtp_server
 from tests.support import free_port, write_config
 
 pytestmark = pytest.mark.anyio
 
-PASSWORD = "smtp-Pa55word-do-not-show"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TOKEN = "nanobot-t0ken-do-not-show"
 INVOICE = "#12 FV7 (proveedor.xml)"
@@ -147,61 +142,6 @@ async def office(config: Config, clock: FakeClock) -> AsyncIterator[Office]:
 
 async def configured(tmp_path: Path, toml: str) -> Config:
     return await anyio.to_thread.run_sync(load_config, write_config(tmp_path, toml), {})
-
-
-# ── a real SMTP server ────────────────────────────────────────────────────────────────────
-
-
-@dataclass
-class Mailbox:
-    """aiosmtpd's handler: keeps what it is given."""
-
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-    def messages(self) -> list[EmailMessage]:
-        parsed = []
-        for envelope in self.envelopes:
-            message = email.message_from_bytes(
-                envelope.original_content or b"", policy=email.policy.default
-            )
-            assert isinstance(message, EmailMessage)  # (what the default policy makes)
-            parsed.append(message)
-        return parsed
-
-
-def _login(
-    server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-) -> AuthResult:
-    ok = (
-        isinstance(data, LoginPassword)
-        and data.login == b"facturas"
-        and data.password == PASSWORD.encode()
-    )
-    return AuthResult(success=ok, handled=False)  # (the server answers 535)
-
-
-@contextmanager
-def smtp_server(port: int, tls: ssl.SSLContext | None = None) -> Iterator[Mailbox]:
-    """Asks for the user `facturas` with PASSWORD; with `tls`, only after STARTTLS."""
-    mailbox = Mailbox()
-    controller = Controller(
-        mailbox,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=_login,
-        tls_context=tls,
-        require_starttls=tls is not None,
-        auth_require_tls=tls is not None,
-    )
-    controller.start()
-    try:
-        yield mailbox
-    finally:
-        controller.stop()
 
 
 def email_toml(
