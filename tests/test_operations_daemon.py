@@ -38,7 +38,8 @@ pytestmark = pytest.mark.slow
 def mail_toml(port: int) -> str:
     return (
         f'[notify.email]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n'
-        'sender = "facturasd@empresa.example.co"\nrecipients = ["contabilidad@empresa.example.co"]\n'
+        'sender = "facturasd@empresa.example.co"\n'
+        'recipients = ["contabilidad@empresa.example.co"]\n'
     )
 
 
