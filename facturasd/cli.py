@@ -503,6 +503,19 @@ def _check_config(config: Config, as_json: bool, online: bool) -> int:
     report = check_folders(config)
     running, problems = _start_up(config)
     errors = report.errors + problems
+    # The notification channels as the daemon will open them (a secret file's absence is
+    # said once, by the folders' look above).
+    from facturasd.notify import open_channels
+
+    async def channels() -> list[str]:
+        try:
+            async with open_channels(config):
+                return []
+        except ConfigError as exc:
+            said = {line.partition(":")[0] for line in errors}
+            return [line for line in exc.problems if line.partition(":")[0] not in said]
+
+    errors += anyio.run(channels)
     if online and config.alegra.enabled:
         from facturasd.alegra.service import refusals
 

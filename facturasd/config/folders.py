@@ -51,13 +51,22 @@ def check_folders(config: Config) -> FolderReport:
             except OSError:
                 present = False
             if not present:
-                # Alegra's tokens are needed at start once Alegra is configured; other secret
-                # files only by the stage that reads them.
-                needed = key.startswith("alegra.") and config.alegra.enabled
+                # Alegra's tokens are needed at start once Alegra is configured, a channel's
+                # secret once it is enabled; other secret files only by the stage that reads
+                # them.
+                needed = (key.startswith("alegra.") and config.alegra.enabled) or (
+                    key.startswith("notify.") and _channel_enabled(config, key)
+                )
                 (errors if needed else warnings).append(
                     f"{key}: {str(value)!r} does not exist or cannot be read"
                 )
     return FolderReport(errors, warnings)
+
+
+def _channel_enabled(config: Config, key: str) -> bool:
+    """Whether the `[notify.<channel>]` a key belongs to is enabled."""
+    channel = getattr(config.notify, key.split(".")[1])
+    return bool(channel.enabled)
 
 
 def _database_problems(database: Path) -> list[str]:
