@@ -1119,7 +1119,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
     running daemon's, asked at its /health; without one the report says they are not
     available."""
     from facturasd.monitoring.alert_words import describe
-    from facturasd.monitoring.recommend import advisor
+    from facturasd.monitoring.recommend import worded
     from facturasd.reports import Written, write_daily, write_monthly
 
     zone = ZoneInfo(config.daemon.timezone)
@@ -1139,7 +1139,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
             health = await _daemon_health(config)
             checks = health["checks"] if health else None
             cache = ((checks or {}).get("cache:alegra") or [{}])[0]
-            advise = advisor(config.alerts.cache_hit_rate_min, lang)
+            threshold = config.alerts.cache_hit_rate_min
             return await write_daily(
                 db,
                 config,
@@ -1148,7 +1148,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
                 last=last,
                 lang=lang,
                 describe=describe,
-                recommend=None if checks is None else lambda _: [r.message for r in advise(checks)],
+                recommend=None if checks is None else worded(checks, threshold),
                 cache_metrics=cache.get("metrics"),
             )
 

@@ -34,7 +34,7 @@ from facturasd.constants import BACKUP_DIR
 from facturasd.errors import Unavailable
 from facturasd.monitoring.alert_words import describe
 from facturasd.monitoring.health import Health
-from facturasd.monitoring.recommend import advisor
+from facturasd.monitoring.recommend import worded
 from facturasd.notify import Outbox
 from facturasd.reports import Written, write_daily, write_monthly
 from facturasd.scheduler import Task
@@ -166,11 +166,6 @@ def reporting(
 
     async def write(day: date, last: date | None = None) -> Written:
         checks = (await checker.report())["checks"]
-
-        def recommend(lang: Language) -> list[str]:
-            advise = advisor(config.alerts.cache_hit_rate_min, lang)
-            return [found.message for found in advise(checks)]
-
         return await write_daily(
             db,
             config,
@@ -178,7 +173,7 @@ def reporting(
             day=day,
             last=last,
             describe=describe,
-            recommend=recommend,
+            recommend=worded(checks, config.alerts.cache_hit_rate_min),
             cache_metrics=await alegra.cache.metrics() if alegra is not None else None,
             clock=clock,
         )

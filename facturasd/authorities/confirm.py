@@ -56,6 +56,11 @@ C = ComplianceStatus
 FALLBACK_DIR = "fallback"
 RECHECK = "recheck"  # the job kind of the nightly re-check
 JITTER = 0.1  # a retry is due up to this share later than its step, so a batch spreads out
+_OUTCOMES = {
+    Verdict.VALID: Outcome.VALID,
+    Verdict.INVALID: Outcome.INVALID,
+    Verdict.NOT_FOUND: Outcome.NOT_FOUND,
+}
 # Statuses that wait for an answer: their invoices must hold a live confirm job.
 WAITING = (C.RETRY, C.FALLBACK)
 
@@ -177,6 +182,33 @@ class Confirm:
         """Not asked: it stays PENDING, the reason in its history, for a person."""
         self.lifecycle.comply(conn, invoice, to=C.PENDING, reason=f"not asked: {reason}")
 
+    def _record(
+        self,
+        conn: sqlite3.Connection,
+        invoice: Invoice,
+        answer: Answer,
+        latency: float | None,
+        *,
+        source: str,
+    ) -> str:
+        """The answer recorded as an attempt; returns what the authority said, in a line."""
+        compliance.record_attempt(
+            conn,
+            invoice.id,
+            at=self._now(),
+            authority=answer.authority,
+            endpoint=answer.endpoint or answer.source,
+            source=source,
+            outcome=_OUTCOMES[answer.verdict],
+            status=answer.status,
+            detail=answer.detail,
+            latency=latency,
+            fields=answer.fields,
+        )
+        return f"{answer.authority.upper()} says {answer.status}" + (
+            f" ({answer.detail})" if answer.detail else ""
+        )
+
     def _answered(
         self,
         conn: sqlite3.Connection,
@@ -185,28 +217,7 @@ class Confirm:
         answer: Answer,
         latency: float | None,
     ) -> None:
-        now = self._now()
-        outcome = {
-            Verdict.VALID: Outcome.VALID,
-            Verdict.INVALID: Outcome.INVALID,
-            Verdict.NOT_FOUND: Outcome.NOT_FOUND,
-        }[answer.verdict]
-        compliance.record_attempt(
-            conn,
-            invoice.id,
-            at=now,
-            authority=answer.authority,
-            endpoint=answer.endpoint or answer.source,
-            source=answer.source,
-            outcome=outcome,
-            status=answer.status,
-            detail=answer.detail,
-            latency=latency,
-            fields=answer.fields,
-        )
-        said = f"{answer.authority.upper()} says {answer.status}" + (
-            f" ({answer.detail})" if answer.detail else ""
-        )
+        said = self._record(conn, invoice, answer, latency, source=answer.source)
         if answer.alarm is not None:
             self._alert(conn, invoice, "critical", "SUPPLIER-EFOS", said=said, alarm=answer.alarm)
         if answer.verdict is Verdict.VALID:
@@ -485,29 +496,9 @@ class Confirm:
     def _rechecked(
         self, conn: sqlite3.Connection, *, invoice: Invoice, answer: Answer, latency: float
     ) -> None:
-        outcome = {
-            Verdict.VALID: Outcome.VALID,
-            Verdict.INVALID: Outcome.INVALID,
-            Verdict.NOT_FOUND: Outcome.NOT_FOUND,
-        }[answer.verdict]
-        compliance.record_attempt(
-            conn,
-            invoice.id,
-            at=self._now(),
-            authority=answer.authority,
-            endpoint=answer.endpoint or answer.source,
-            source="recheck",
-            outcome=outcome,
-            status=answer.status,
-            detail=answer.detail,
-            latency=latency,
-            fields=answer.fields,
-        )
+        said = self._record(conn, invoice, answer, latency, source="recheck")
         if answer.verdict is not Verdict.INVALID:
             return  # (not found after being found: SAT's index, not the CFDI; asked tomorrow)
-        said = f"{answer.authority.upper()} says {answer.status}" + (
-            f" ({answer.detail})" if answer.detail else ""
-        )
         if self.lifecycle.comply(conn, invoice, to=C.FAILED, reason=f"re-checked: {said}"):
             self._alert(
                 conn,

@@ -104,6 +104,11 @@ def advisor(hit_rate_min: float, lang: Language) -> Callable[[Checks], list[Reco
     return advise
 
 
+def worded(checks: Checks, hit_rate_min: float) -> Callable[[Language], list[str]]:
+    """A report's recommendations: what `checks` call for, in the language it is asked in."""
+    return lambda lang: [found.message for found in advisor(hit_rate_min, lang)(checks)]
+
+
 def _found(
     checks: Checks, hit_rate_min: float, groups: Mapping[str, str]
 ) -> Iterator[tuple[str, dict[str, Any]]]:
