@@ -30,6 +30,7 @@ from facturasd.config import Config
 from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerGroup
 from facturasd.inbox.archive import Folders
 from facturasd.monitoring import health
+from facturasd.monitoring.metrics import Metrics, State
 from facturasd.pipeline.ingest import Ingest
 from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage, booking
 from facturasd.pipeline.process import Process, Settings
@@ -54,6 +55,7 @@ class Services:
     alegra: alegra_service.Alegra | None  # None: Alegra not configured, nothing is booked
     pools: dict[WorkerGroup, WorkerPool]
     health: health.Health
+    metrics: Metrics
 
 
 @asynccontextmanager
@@ -80,6 +82,7 @@ async def build(
     # Parsing's worker processes, started as they are first needed.
     processes = ProcessPool(workers.processes or os.cpu_count() or 1)
     stack = AsyncExitStack()  # the upstreams' clients
+    metrics = Metrics()
     try:
         queue = Queue(
             db, config.queues, clock=clock, handoff=workers.concurrency(WorkerGroup.LOCAL)
@@ -109,7 +112,7 @@ async def build(
             clock=clock,
         )
         authorities = await stack.enter_async_context(
-            open_authorities(config, db, lifecycle, clock=clock)
+            open_authorities(config, db, lifecycle, clock=clock, metrics=metrics)
         )
         every: dict[str, Handler] = {
             **BUILTIN_HANDLERS,
@@ -120,7 +123,7 @@ async def build(
         if booking_stages is not None:
             alegra = await stack.enter_async_context(
                 alegra_service.open_alegra(
-                    config, db, lifecycle, booking_stages, clock=clock, cache=cache
+                    config, db, lifecycle, booking_stages, clock=clock, metrics=metrics, cache=cache
                 )
             )
             book, attach = booking_stages
@@ -137,9 +140,21 @@ async def build(
                 concurrency=workers.concurrency(group),
                 lease=workers.lease,
                 clock=clock,
+                metrics=metrics,
             )
             for group, queues in GROUP_QUEUES.items()
         }
+        metrics.watch(
+            State(
+                db,
+                queue,
+                queues=[q for g in GROUP_QUEUES.values() for q in g],
+                pools=list(pools.values()),
+                circuits=authorities.circuits,
+                alegra_users=list(alegra.users.values()) if alegra is not None else [],
+                cache=alegra.cache if alegra is not None else None,
+            )
+        )
         checker = health.Health(clock=clock)
         weights = health.WEIGHTS
         checker.register("database:write", weights["database"], health.database_probe(db))
@@ -184,6 +199,7 @@ async def build(
             alegra,
             pools,
             checker,
+            metrics,
         )
     finally:
         with anyio.CancelScope(shield=True):
