@@ -166,6 +166,15 @@ async def test_a_scrape_agrees_with_the_ledger_and_moves_as_invoices_go_through(
         size = (o.state_dir / DATABASE_FILE).stat().st_size
         assert value(first, "facturasd_ledger_size_bytes", file="database") == size
 
+        # The alert conditions holding (as the alerts engine records them).
+        assert by(first, "facturasd_alerts_open", "code") == {}
+        await o.services.db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO conditions (key, code, severity, since, said_at) "
+                "VALUES ('QUEUE-BACKLOG:alegra_sync', 'QUEUE-BACKLOG', 'warning', 0, 0)"
+            )
+        )
+
         # One more invoice: through SAT and into Alegra, and the figures follow.
         more = cfdi(4)
         known_to_sat(sandbox, more)
@@ -177,6 +186,7 @@ async def test_a_scrape_agrees_with_the_ledger_and_moves_as_invoices_go_through(
             value(second, "facturasd_upstream_requests_total", upstream="sat", outcome="2xx")
             == value(first, "facturasd_upstream_requests_total", upstream="sat", outcome="2xx") + 1
         )
+        assert value(second, "facturasd_alerts_open", code="QUEUE-BACKLOG", severity="warning") == 1
         # Booking the same supplier again: its contact comes from the cache.
         assert value(second, "facturasd_cache_hits_total") > value(
             first, "facturasd_cache_hits_total"

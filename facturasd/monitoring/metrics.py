@@ -281,7 +281,7 @@ def _cache(metrics: Mapping[str, Any], unreachable: bool) -> Iterator[Metric]:
 def _conditions(rows: Iterable[tuple[str, str, int]]) -> Metric:
     family = GaugeMetricFamily(
         "facturasd_alerts_open",
-        "Alert conditions holding now (a queue backlog, a circuit, the disk…), by code",
+        "Alert conditions holding now (a queue backlog, no live worker, the disk…), by code",
         labels=["code", "severity"],
     )
     for code, severity, count in rows:
