@@ -40,11 +40,14 @@ JOB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # A request's outcome: the answer's status class, or none (given up waiting, or no connection).
 OUTCOMES = ("2xx", "4xx", "5xx", "timeout", "error")
-# A probe is out (half-open): neither calling freely nor stopped.
+# Calls go (0) or are stopped (1); half-open, one probe call is out to see which.
 CIRCUIT_VALUES = {CircuitState.CLOSED: 0.0, CircuitState.HALF_OPEN: 0.5, CircuitState.OPEN: 1.0}
 
 
 class Metrics:
+    """The daemon's registry: the pools and the upstreams' clients count into it as work
+    happens; `watch` says what each scrape reads besides."""
+
     def __init__(self) -> None:
         # The daemon's own registry: the process's default one would also carry whatever
         # else in the process registers there, and tests build several daemons in one.
@@ -196,7 +199,7 @@ def _ledger(
 
 
 def _sizes(database: Path) -> dict[str, int]:
-    """Bytes of the database file and of its write-ahead log (none between checkpoints)."""
+    """Bytes of the database file and of its write-ahead log (0 while there is none)."""
     found = {}
     for name, path in (("database", database), ("wal", database.with_name(database.name + "-wal"))):
         try:
@@ -213,7 +216,7 @@ def _labelled(name: str, documentation: str, label: str, values: Mapping[str, fl
     return family
 
 
-def _queues(stats: Iterable[QueueStats]) -> Iterator[Metric]:
+def _queues(stats: Iterable[QueueStats]) -> list[Metric]:
     jobs = GaugeMetricFamily(
         "facturasd_queue_jobs", "Jobs in a queue, by state", labels=["queue", "state"]
     )
@@ -230,20 +233,19 @@ def _queues(stats: Iterable[QueueStats]) -> Iterator[Metric]:
             jobs.add_metric([queue.name, state], count)
         ready.add_metric([queue.name], queue.ready)
         oldest.add_metric([queue.name], queue.oldest_ready_age)
-    return iter((jobs, ready, oldest))
+    return [jobs, ready, oldest]
 
 
 def _pools(pools: Sequence[Pool]) -> Iterator[Metric]:
-    figures = {
-        "alive": "Workers of a pool running",
-        "busy": "Workers of a pool running a job",
-        "configured": "Workers a pool is configured to run",
-    }
-    for figure, documentation in figures.items():
+    figures: tuple[tuple[str, str, Callable[[Pool], int]], ...] = (
+        ("alive", "Workers of a pool running", lambda pool: pool.alive),
+        ("busy", "Workers of a pool running a job", lambda pool: pool.busy),
+        ("configured", "Workers a pool is configured to run", lambda pool: pool.concurrency),
+    )
+    for figure, documentation, of in figures:
         family = GaugeMetricFamily(f"facturasd_workers_{figure}", documentation, labels=["pool"])
         for pool in pools:
-            value = pool.concurrency if figure == "configured" else getattr(pool, figure)
-            family.add_metric([pool.name], value)
+            family.add_metric([pool.name], of(pool))
         yield family
 
 
@@ -254,7 +256,7 @@ def _cache(metrics: Mapping[str, Any], unreachable: bool) -> Iterator[Metric]:
     for figure, documentation in (
         ("hits", "Look-ups Alegra's cache answered"),
         ("misses", "Look-ups Alegra's cache did not answer: asked of Alegra"),
-        ("invalidations", "Entries Alegra's cache forgot because Alegra said they changed"),
+        ("invalidations", "Entries Alegra's cache forgot: changed in Alegra, or found stale"),
     ):
         counter = CounterMetricFamily(f"facturasd_cache_{figure}", documentation, labels=["type"])
         for kind, counters in by_type.items():
