@@ -13,6 +13,7 @@ import anyio
 import httpx
 import pytest
 from aiohttp.test_utils import TestServer
+from blockbuster import blockbuster_ctx
 from prometheus_client.parser import text_string_to_metric_families
 
 from facturasd.constants import DATABASE_FILE, GROUP_QUEUES, JobState, QueueName, WorkerGroup
@@ -98,7 +99,8 @@ async def test_a_scrape_agrees_with_the_ledger_and_moves_as_invoices_go_through(
     files["desconocida.xml"] = cfdi(9)  # SAT does not know it yet: asked again later
     files["nota.xml"] = b"no es una factura"
     async with office(tmp_path, files, sandbox, alegra=True) as o, serving(o) as url:
-        first = await scrape(url)
+        with blockbuster_ctx("facturasd"):  # a scrape never blocks the daemon's event loop
+            first = await scrape(url)
 
         # What the ledger holds, every state named (none: 0).
         states = await ledger(o, "SELECT state, COUNT(*) FROM invoices GROUP BY state")
