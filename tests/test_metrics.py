@@ -24,7 +24,7 @@ from facturasd.store.db import Database
 from facturasd.store.queue import Effect, Job, Queue
 from facturasd.web.app import create_app
 from facturasd.workers import WorkerPool
-from tests.office import ALEGRA_USER, Office, cfdi, known_to_sat, office
+from tests.office import ALEGRA_USER, Clock, Office, cfdi, known_to_sat, office
 from tests.support import (
     REPO,
     DaemonProcess,
@@ -236,7 +236,8 @@ async def test_sat_without_answers_shows_in_the_requests_jobs_and_circuit(
 async def test_each_outcome_of_a_job_is_counted_by_pool_and_kind(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / DATABASE_FILE)
     try:
-        queue = Queue(db)
+        clock = Clock()  # (standing still: a job handed back or failed never comes due again)
+        queue = Queue(db, clock=clock)
         metrics = Metrics()
         settled = anyio.Event()
         seen: list[str] = []
@@ -264,6 +265,7 @@ async def test_each_outcome_of_a_job_is_counted_by_pool_and_kind(tmp_path: Path)
             queues=[QueueName.DIAN_VALIDATION],
             concurrency=2,
             lease=30,
+            clock=clock,
             metrics=metrics,
         )
         for kind in kinds:
