@@ -315,7 +315,9 @@ class Daemon:
         )
         services.health.register("inbox:unreadable", WEIGHTS["inbox"], inbox_probe(watcher))
         hooks = services.alegra.hooks if services.alegra is not None else None
-        runner = await web_app.start(web_app.create_app(services.health, hooks), sock)
+        runner = await web_app.start(
+            web_app.create_app(services.health, hooks, services.metrics), sock
+        )
         try:
             components = [
                 *(Component(f"workers:{pool.name}", pool.run) for pool in pools),

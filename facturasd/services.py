@@ -32,6 +32,7 @@ from facturasd.constants import BACKUP_DIR, DATABASE_FILE, GROUP_QUEUES, WorkerG
 from facturasd.inbox.archive import Folders
 from facturasd.monitoring import health
 from facturasd.monitoring.alert_words import describe
+from facturasd.monitoring.metrics import Metrics, State
 from facturasd.monitoring.recommend import advisor
 from facturasd.pipeline.ingest import Ingest
 from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage, booking
@@ -63,6 +64,7 @@ class Services:
     outbox: notify.Outbox
     pools: dict[WorkerGroup, WorkerPool]
     health: health.Health
+    metrics: Metrics
 
 
 @asynccontextmanager
@@ -89,6 +91,7 @@ async def build(
     # Parsing's worker processes, started as they are first needed.
     processes = ProcessPool(workers.processes or os.cpu_count() or 1)
     stack = AsyncExitStack()  # the upstreams' clients
+    metrics = Metrics()
     try:
         queue = Queue(
             db, config.queues, clock=clock, handoff=workers.concurrency(WorkerGroup.LOCAL)
@@ -118,7 +121,7 @@ async def build(
             clock=clock,
         )
         authorities = await stack.enter_async_context(
-            open_authorities(config, db, lifecycle, clock=clock)
+            open_authorities(config, db, lifecycle, clock=clock, metrics=metrics)
         )
         channels = await stack.enter_async_context(notify.open_channels(config, clock=clock))
         outbox = notify.Outbox(
@@ -135,7 +138,7 @@ async def build(
         if booking_stages is not None:
             alegra = await stack.enter_async_context(
                 alegra_service.open_alegra(
-                    config, db, lifecycle, booking_stages, clock=clock, cache=cache
+                    config, db, lifecycle, booking_stages, clock=clock, metrics=metrics, cache=cache
                 )
             )
             book, attach = booking_stages
@@ -167,9 +170,21 @@ async def build(
                 concurrency=workers.concurrency(group),
                 lease=workers.lease,
                 clock=clock,
+                metrics=metrics,
             )
             for group, queues in GROUP_QUEUES.items()
         }
+        metrics.watch(
+            State(
+                db,
+                queue,
+                queues=[q for g in GROUP_QUEUES.values() for q in g],
+                pools=list(pools.values()),
+                circuits=authorities.circuits,
+                alegra_users=list(alegra.users.values()) if alegra is not None else [],
+                cache=alegra.cache if alegra is not None else None,
+            )
+        )
         weights = health.WEIGHTS
         checker.register("database:write", weights["database"], health.database_probe(db))
         # Weighed within the database group: its weight is the write probe's.
@@ -223,6 +238,7 @@ async def build(
             outbox,
             pools,
             checker,
+            metrics,
         )
     finally:
         with anyio.CancelScope(shield=True):

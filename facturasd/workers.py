@@ -5,17 +5,24 @@ eight hung calls to an upstream never stop the parsing of the office's invoices.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import anyio
 
 from facturasd.clock import Clock, utcnow
+from facturasd.constants import JobState
 from facturasd.errors import JobFailed, LeaseLost, RetryLater, StoreUnavailable
 from facturasd.logs import job_id_var
 from facturasd.monitoring.tally import Tally
 from facturasd.store.queue import Effect, Job, Queue, backoff
+
+if TYPE_CHECKING:
+    from facturasd.monitoring.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,15 @@ async def ping(job: Job) -> Effect | None:
 BUILTIN_HANDLERS: Mapping[str, Handler] = {"ping": ping}
 
 
+class Outcome(StrEnum):
+    """How a pool settled a job, as the metrics count it."""
+
+    DONE = "done"
+    FAILED = "failed"  # an attempt counted; the job runs again after its backoff
+    DEAD = "dead"
+    HANDED_BACK = "handed_back"  # uncounted: no upstream answer, later asked, or shutdown
+
+
 class WorkerPool:
     def __init__(
         self,
@@ -47,6 +63,7 @@ class WorkerPool:
         concurrency: int,
         lease: float,
         clock: Clock = utcnow,
+        metrics: Metrics | None = None,
     ):
         self.queue = queue
         self.name = name  # the group's, in logs and /health
@@ -55,6 +72,7 @@ class WorkerPool:
         self.concurrency = concurrency
         self.lease = lease
         self._clock = clock
+        self._metrics = metrics
         # Answers only: a job handed back for want of an upstream's answer is neither.
         self.tally = Tally(clock=clock)
         self.last_claim = clock().timestamp()  # (since it started: no alarm before a minute)
@@ -119,24 +137,31 @@ class WorkerPool:
 
     async def _run(self, job: Job) -> None:
         token = job_id_var.set(job.id)
+        started = time.perf_counter()
+        outcome: Outcome | None = None  # (none when the outcome could not be recorded)
         try:
-            await self._attempt(job)
+            outcome = await self._attempt(job)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self.queue.release(job, reason="interrupted by shutdown")
             log.info("job %d (%s) handed back unfinished", job.id, job.kind)
+            outcome = Outcome.HANDED_BACK
             raise
         finally:
             job_id_var.reset(token)
+            if self._metrics is not None and outcome is not None:
+                self._metrics.job(self.name, job.kind, outcome, time.perf_counter() - started)
 
-    async def _attempt(self, job: Job) -> None:
+    async def _attempt(self, job: Job) -> Outcome | None:
+        """The job run and its outcome recorded; None when its lease was lost meanwhile (the
+        job is in other hands, which settle it)."""
         handler = self.handlers.get(job.kind)
         if handler is None:
             error = f"no handler for job kind {job.kind!r}"
             await self.queue.fail(job, error, permanent=True)
             self.tally.failed(error)
             log.error("job %d has unknown kind %r: marked dead", job.id, job.kind)
-            return
+            return Outcome.DEAD
         key = job.lease_token  # (a job id can be in two hands: one whose lease expired)
         with anyio.CancelScope() as scope:
             running = self._running[key] = _Running(job, scope)
@@ -147,19 +172,21 @@ class WorkerPool:
             finally:
                 self._running.pop(key, None)
         try:
-            await self._settle(running)
+            return await self._settle(running)
         except LeaseLost as exc:
             log.warning("%s; its result is dropped", exc)
+            return None
         except RetryLater as exc:
             # The effect found the world changed since the handler looked: run again.
             await self.queue.release(job, self._clock() + timedelta(seconds=exc.delay), str(exc))
             log.info("job %d (%s) runs again: %s", job.id, job.kind, exc)
+            return Outcome.HANDED_BACK
         except Exception as exc:
             # The handler's effect raised, or the outcome could not be written: a failed
             # attempt. If even that cannot be written, the lease runs out and the job reruns.
-            await self._record_failure(job, exc)
+            return await self._record_failure(job, exc)
 
-    async def _settle(self, running: _Running) -> None:
+    async def _settle(self, running: _Running) -> Outcome:
         job, error = running.job, running.error
         if running.lost is not None:
             raise running.lost
@@ -167,20 +194,22 @@ class WorkerPool:
             await self.queue.complete(job, running.effect)
             self.tally.succeeded()
             log.debug("job %d (%s) done", job.id, job.kind)
-        elif isinstance(error, RetryLater):
+            return Outcome.DONE
+        if isinstance(error, RetryLater):
             await self.queue.release(
                 job, self._clock() + timedelta(seconds=error.delay), str(error)
             )
             # (debug: the handler says why, once, where it knows what a person can do)
             log.debug("job %d (%s) deferred %.0fs: %s", job.id, job.kind, error.delay, error)
-        elif isinstance(error, JobFailed):
+            return Outcome.HANDED_BACK
+        if isinstance(error, JobFailed):
             await self.queue.fail(job, str(error), permanent=True)
             self.tally.failed(error)
             log.error("job %d (%s) failed for good: %s", job.id, job.kind, error)
-        else:
-            await self._record_failure(job, error)
+            return Outcome.DEAD
+        return await self._record_failure(job, error)
 
-    async def _record_failure(self, job: Job, error: BaseException) -> None:
+    async def _record_failure(self, job: Job, error: BaseException) -> Outcome:
         text = f"{type(error).__name__}: {error}"
         self.tally.failed(error)
         state = await self.queue.fail(job, text, self._clock() + backoff(job.attempts))
@@ -194,6 +223,7 @@ class WorkerPool:
             state.value,
             exc_info=error,
         )
+        return Outcome.DEAD if state is JobState.DEAD else Outcome.FAILED
 
     async def _keep_leases(self) -> None:
         """Renews the leases of the jobs running long (every third of a lease); a job whose

@@ -35,6 +35,7 @@ from facturasd.config import Config
 from facturasd.config.sections import AlegraUser
 from facturasd.errors import ConfigError, Unavailable
 from facturasd.monitoring.health import Item, ProbeFn, Status
+from facturasd.monitoring.metrics import Metrics
 from facturasd.pipeline.lifecycle import Lifecycle, Stage
 from facturasd.store import kv
 from facturasd.store.db import Database
@@ -73,13 +74,14 @@ async def open_alegra(
     stages: tuple[Stage, Stage],
     *,
     clock: Clock,
+    metrics: Metrics,
     cache: AlegraCache | None = None,
 ) -> AsyncIterator[Alegra]:
     """Alegra's services for `config` (Alegra enabled). `cache`: one already open (a test's),
     else the one `[cache]` configures."""
     settings = config.alegra
     async with AsyncExitStack() as stack:
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.timeout))
+        http = await stack.enter_async_context(metrics.client("alegra", timeout=settings.timeout))
         if cache is None:
             cache = await stack.enter_async_context(open_cache(config.cache))
         people: dict[str, User] = {}

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from functools import partial
 
 import anyio
-import httpx
 
 from facturasd.authorities import Authority, dian, sat
 from facturasd.authorities.circuit import Circuit, CircuitState
@@ -24,6 +23,7 @@ from facturasd.constants import ComplianceStatus
 from facturasd.errors import FacturasdError
 from facturasd.formats.model import Document
 from facturasd.monitoring.health import Item, ProbeFn, Status
+from facturasd.monitoring.metrics import Metrics
 from facturasd.pipeline.lifecycle import ASKED, Lifecycle
 from facturasd.store.compliance import Outcome
 from facturasd.store.db import Database
@@ -56,14 +56,16 @@ class Authorities:
 
 @asynccontextmanager
 async def open_authorities(
-    config: Config, db: Database, lifecycle: Lifecycle, *, clock: Clock
+    config: Config, db: Database, lifecycle: Lifecycle, *, clock: Clock, metrics: Metrics
 ) -> AsyncIterator[Authorities]:
     settings = config.authorities
     retry = config.retry
     async with AsyncExitStack() as stack:
-        sat_http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.sat.timeout))
+        sat_http = await stack.enter_async_context(
+            metrics.client(Authority.SAT, timeout=settings.sat.timeout)
+        )
         dian_http = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=settings.dian.timeout)
+            metrics.client(Authority.DIAN, timeout=settings.dian.timeout)
         )
         signing = await anyio.to_thread.run_sync(_load_certificates, config)
         for found in signing.values():

@@ -7,13 +7,16 @@ import json
 import socket
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from facturasd.alegra.service import HOOK_PATH, Hooks
 from facturasd.config import Http
 from facturasd.errors import CannotListen
 from facturasd.monitoring.health import Health
+from facturasd.monitoring.metrics import Metrics
 
 HEALTH = web.AppKey("health", Health)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -26,11 +29,24 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def create_app(checker: Health, hooks: Hooks | None = None) -> web.Application:
-    """`hooks`: Alegra's webhooks, answered when Alegra is configured."""
+async def scrape(request: web.Request) -> web.Response:
+    return web.Response(
+        body=await request.app[METRICS].scrape(),
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+    )
+
+
+def create_app(
+    checker: Health, hooks: Hooks | None = None, metrics: Metrics | None = None
+) -> web.Application:
+    """`hooks`: Alegra's webhooks, answered when Alegra is configured; `metrics`: the
+    daemon's, at GET /metrics."""
     app = web.Application()
     app[HEALTH] = checker
     app.router.add_get("/health", health)
+    if metrics is not None:
+        app[METRICS] = metrics
+        app.router.add_get("/metrics", scrape)
     if hooks is not None:
         app.router.add_post(HOOK_PATH, hooks.handle)
     return app
