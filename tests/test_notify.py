@@ -211,7 +211,11 @@ async def test_an_alert_and_the_daily_report_are_mailed(
             assert attached.get_filename() == "reporte-2026-11-28.csv"
             assert attached.get_content_type() == "text/csv"
             assert attached.get_payload(decode=True) == table
-            assert [j.state for j in await o.jobs()] == ["done", "done", "done"]  # and the log
+
+            async def finished() -> bool:  # (the mail is out before its job's commit)
+                return [j.state for j in await o.jobs()] == ["done", "done", "done"]
+
+            await until(finished, "the three deliveries done (and the log's)")
             assert (await o.health("email"))["status"] == "pass"
     assert alert == 1
 
