@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from facturasd.config.sections import Schedule
 from facturasd.scheduler import KIND, QUEUE, Scheduler, Task, probe
 from facturasd.store import compliance
 from facturasd.store.db import Database
@@ -192,3 +193,43 @@ async def test_the_retry_loop_runs_every_interval_and_in_the_repeated_hour_too(
 def test_a_bad_expression_is_refused_naming_the_task(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="report"):
         Scheduler(None, None, [Task("report", ran, cron="every day")], BOGOTA)  # type: ignore[arg-type]
+
+
+async def test_every_seed_time_fires_once_at_its_hour(tmp_path: Path) -> None:
+    """The shipped [schedule] over eight days in Bogotá: each task at its wall-clock time, once
+    per due time (the retry loop aside: it runs every retry.interval)."""
+    schedule = Schedule()
+    crons = {
+        name: getattr(schedule, name)
+        for name in Schedule.model_fields
+        if not name.endswith(("_after", "_within"))  # (how long, not when)
+    }
+    assert len(crons) == 10
+    clock = Clock(datetime(2026, 11, 29, 5, 0, tzinfo=UTC))  # Sunday 00:00 in Bogotá
+    db = await Database.open(tmp_path / "ledger.db")
+    queue = Queue(db, clock=clock)
+    tasks = [Task(name, ran, cron=cron) for name, cron in crons.items()]
+    scheduler = Scheduler(db, queue, tasks, BOGOTA, clock=clock)
+    try:
+        await scheduler.tick()
+        fired: dict[str, list[str]] = {name: [] for name in crons}
+        for _ in range(8 * 24 * 2):  # every half hour (the tasks' minutes) for eight days
+            clock.now += timedelta(minutes=30)
+            for job in await scheduler.tick():
+                fired[job.payload["task"]].append(job.payload["due"][5:16])
+        days = [f"{11 if d < 31 else 12}-{d if d < 31 else d - 30:02d}" for d in range(29, 37)]
+        for name, hour in (
+            ("contacts_sync", "01:00"),
+            ("items_sync", "01:30"),
+            ("file_cleanup", "02:00"),
+            ("sat_recheck", "02:30"),
+            ("compliance_cleanup", "03:00"),
+            ("backup", "04:00"),
+            ("daily_report", "08:00"),
+        ):
+            assert fired[name] == [f"{day}T{hour}" for day in days], name
+        assert fired["weekly_statistics"] == ["11-30T09:00"]  # Monday
+        assert fired["archive_check"] == ["11-29T05:00", "12-06T05:00"]  # Sundays
+        assert fired["monthly_summary"] == ["12-01T08:00"]
+    finally:
+        await db.close()
