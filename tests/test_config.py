@@ -450,8 +450,10 @@ def test_check_config_exits_2_without_traceback(tmp_path: Path, text: str, expec
 @pytest.mark.slow
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
+    secret = "whsec_aHVudGVyMi1odW50ZXIyLWh1bnRlcjI="
+    (tmp_path / "webhook-secret").write_text(secret)
     config.write_text(
-        "[notify.webhook]\nenabled = true\n"
+        '[notify.webhook]\nenabled = true\nsecret_file = "webhook-secret"\n'
         'url = "https://hooks.example/services/T0/B0/hunter2?token=hunter2&team=7"\n'
         '[notify.nanobot]\nurl = "https://hunter2@bot.example:8443/api"\n'
         '[alegra]\nbase_url = "https://user:hunter2@[::1]:9/api?api_key=hunter2&v=1"\n'
@@ -462,6 +464,7 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "s3cr3t-pass" not in result.stdout + result.stderr
         assert "hunter2" not in result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr
         assert "redis://***@cache:6379/0" in result.stdout
         assert "https://hooks.example/***?token=***&team=7" in result.stdout
         assert "https://***@bot.example:8443/***" in result.stdout

@@ -108,18 +108,23 @@ class Directory:
         """The item id of each name (`bill.item_names`), created when Alegra has none."""
         ids: dict[str, str] = {}
         for name in dict.fromkeys(names):
-            key = fold(name)
-            cached = await self.cache.get(self.scope, "items", key)
-            if cached is not None:
-                ids[name] = str(cached["id"])
-                continue
-            found = await self.client.get("/items", query=name)
-            item = next((i for i in found or [] if fold(str(i.get("name") or "")) == key), None)
-            if item is None:
-                item = await self.client.post("/items", {"name": name, "price": 0})
-            await self._remember_item(item, key)
-            ids[name] = str(item["id"])
+            # One look-up at a time per item, as per provider: two bookings of a new item
+            # make one item.
+            async with self._locks[f"items:{fold(name)}"]:
+                ids[name] = await self._item(name)
         return ids
+
+    async def _item(self, name: str) -> str:
+        key = fold(name)
+        cached = await self.cache.get(self.scope, "items", key)
+        if cached is not None:
+            return str(cached["id"])
+        found = await self.client.get("/items", query=name)
+        item = next((i for i in found or [] if fold(str(i.get("name") or "")) == key), None)
+        if item is None:
+            item = await self.client.post("/items", {"name": name, "price": 0})
+        await self._remember_item(item, key)
+        return str(item["id"])
 
     async def _remember_item(self, item: dict[str, Any], key: str) -> None:
         await self.cache.set(self.scope, "items", key, {"id": str(item["id"]), "name": key})
