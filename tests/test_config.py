@@ -171,6 +171,15 @@ def test_durations_round_trip(millis: int) -> None:
             "[[companies]]\nslug='a'\nname='B'\ncountry='CO'\ntax_id='2'\n",
             "companies: slug a appears more than once",
         ),
+        (
+            "[reports]\nemail = true\n",
+            "reports.email = true mails the daily report by [notify.email]: enable it "
+            "(notify.email.enabled = true, with its host and recipients)",
+        ),
+        (
+            "[notify.log]\nmin_severity = 'info'\n",
+            "notify.log.min_severity: \"info\" is not one of 'warning' or 'critical'",
+        ),
         ("http = 3\n", "http: 3 is not a section"),
         (
             "[daemon]\nshutdown_timeout = nan\n",

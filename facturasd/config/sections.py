@@ -420,6 +420,17 @@ class Config(_Section):
         return value
 
     @model_validator(mode="after")
+    def _report_mail(self) -> Config:
+        if self.reports.email and not self.notify.email.enabled:
+            raise PydanticCustomError(
+                "report_mail",
+                "reports.email = true mails the daily report by [notify.email]: enable it "
+                "(notify.email.enabled = true, with its host and recipients)",
+                {},
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_companies(self) -> Config:
         for key in ("slug", "tax_id"):
             seen = [getattr(c, key) for c in self.companies]

@@ -47,6 +47,11 @@ _BOUNDS = {
 UNKNOWN_QUEUE = "unknown_queue"
 
 
+# The problems of the configuration as a whole (Config's own validators): their message names
+# the keys.
+WHOLE = frozenset({"unique", "unknown_company", "report_mail"})
+
+
 def problem(error: ErrorDetails, loc: tuple[int | str, ...], kind: str, origin: str | None) -> str:
     """The line for one validation error at `loc`; `origin` is the variable that set it."""
     where = format_loc(loc) + (f" (from {origin})" if origin else "")
@@ -56,7 +61,7 @@ def problem(error: ErrorDetails, loc: tuple[int | str, ...], kind: str, origin: 
         return f"{where}: unknown queue; the queues are {', '.join(q.value for q in QueueName)}"
     if kind == "missing":
         return f"{where}: is required"
-    if kind == "unique":
+    if kind in WHOLE:
         return error["msg"]
     why = _MESSAGES.get(kind) or _lower_first(error["msg"])
     ctx = error.get("ctx", {})
