@@ -24,7 +24,8 @@ three times, the median printed with N and the size of what it gave:
 1. `write_daily` (the day the invoices were received) and `write_monthly` (their month).
 2. A `/metrics` scrape (`services.metrics.scrape()`): the text's size.
 3. A `/health` report (`services.health.report()`), the clock moved past `REUSE_FOR` before
-   each, so each is a fresh report.
+   each, so each is a fresh report. The checks that do not pass are named: the worker pools
+   are not running here, and DIAN has no certificate.
 4. The scheduler's tasks `backup`, `archive_check`, `file_cleanup`, `compliance_cleanup`
    (`services.scheduler.tasks[name].run()`), with the line each returns; the archive check's
    MiB hashed per second. A fresh ledger has little for the cleanups (the fallback copies of
@@ -33,7 +34,9 @@ three times, the median printed with N and the size of what it gave:
 5. One round of the alerts engine (gather and evaluate) over the daemon's sources, rebuilt
    here as facturasd/daemon.py builds them (less the watcher's tally and the certificates).
 
-The peak RSS of this process is printed after each step.
+Each line also says how long the operation held the event loop at most (a ticker on the
+loop, every 5 ms, woken late): in the daemon, everything else on that loop waits as long. The
+peak RSS of this process is printed after each step.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -80,7 +84,7 @@ from facturasd.constants import (
     WorkerGroup,
 )
 from facturasd.monitoring import alerts
-from facturasd.reports import write_daily, write_monthly
+from facturasd.reports import Written, write_daily, write_monthly
 from facturasd.sandbox.server import base_urls, create_app, load_documents
 from facturasd.sandbox.state import Fault, Sandbox
 from facturasd.services import Services, build
@@ -111,6 +115,7 @@ WRONG_TOTAL = 30  # one in thirty has a wrong total
 CANCELLED = 50  # one CFDI in fifty was cancelled by its issuer
 UNANSWERED = 0.03  # SAT's share of calls answered with a 503
 REPEAT = 3
+TICK = 0.005  # the event-loop ticker's period, seconds
 LATER = timedelta(days=31)  # past every cleanup's age
 UNLIMITED = (
     '[queues.dian_validation]\nrate_limit = ""\n[queues.compliance_retry]\nrate_limit = ""\n'
@@ -251,90 +256,126 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def line(what: str, n: int, seconds: list[float], size: str) -> None:
-    runs = ", ".join(f"{s:.3f}" for s in seconds)
-    print(
-        f"{what:<34} N={n:<6} median {statistics.median(seconds):8.3f} s  (runs {runs})  "
-        f"{size}  [peak RSS {rss_mb():.0f} MB]",
-        flush=True,
-    )
+class Loop:
+    """A ticker on the event loop: how late it wakes is how long an operation kept the loop
+    from everything else the daemon runs on it (the worker pools, /health, the watcher)."""
+
+    def __init__(self) -> None:
+        self.stall = 0.0
+
+    async def tick(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await anyio.sleep(TICK)
+            self.stall = max(self.stall, time.perf_counter() - started - TICK)
+
+
+@dataclass
+class Timing:
+    seconds: list[float]
+    results: list[Any]
+    stall: float  # the event loop's longest stall over the runs, seconds
 
 
 async def timed(
-    fn: Callable[[], Awaitable[Any]], before: Callable[[], None] | None = None
-) -> tuple[list[float], list[Any]]:
-    """`fn` run REPEAT times (`before` each, untimed): the seconds and the result of each."""
-    seconds, results = [], []
-    for _ in range(REPEAT):
+    loop: Loop,
+    fn: Callable[[], Awaitable[Any]],
+    before: Callable[[], None] | None = None,
+    repeat: int = REPEAT,
+) -> Timing:
+    """`fn` run `repeat` times (`before` each, untimed): the seconds and result of each."""
+    timing = Timing([], [], 0.0)
+    for _ in range(repeat):
         if before is not None:
             before()
+        await anyio.sleep(2 * TICK)
+        loop.stall = 0.0
         started = time.perf_counter()
-        results.append(await fn())
-        seconds.append(time.perf_counter() - started)
-    return seconds, results
+        timing.results.append(await fn())
+        timing.seconds.append(time.perf_counter() - started)
+        await anyio.sleep(2 * TICK)  # the ticker wakes, and counts the last stall
+        timing.stall = max(timing.stall, loop.stall)
+    return timing
+
+
+def line(what: str, n: int, timing: Timing, size: str) -> None:
+    runs = ", ".join(f"{s:.3f}" for s in timing.seconds)
+    print(
+        f"{what:<30} N={n:<6} median {statistics.median(timing.seconds):7.3f} s  (runs {runs}); "
+        f"event loop held up to {timing.stall * 1000:.0f} ms; {size}; "
+        f"peak RSS {rss_mb():.0f} MB",
+        flush=True,
+    )
 
 
 def kib(path: Path) -> str:
     return f"{path.stat().st_size / 1024:.0f} KiB"
 
 
+def files(written: Written) -> str:
+    rows = written.csv.read_text(encoding="utf-8-sig").count("\n") - 1
+    return (
+        f"{rows} CSV rows; md {kib(written.md)}, json {kib(written.json)}, csv {kib(written.csv)}"
+    )
+
+
 async def measure(root: Path, n: int) -> None:
     config = load_config(root / "facturasd.toml", {})
     clock = Clock()
-    async with build(config, clock=clock) as services:
+    loop = Loop()
+    async with build(config, clock=clock) as services, anyio.create_task_group() as tg:
+        tg.start_soon(loop.tick)
         db = services.db
-        row = await db.fetchone("SELECT MIN(received_at) AS at, COUNT(*) AS n FROM invoices")
+        row = await db.fetchone(
+            "SELECT MIN(received_at) AS at, COUNT(*) AS n, MAX(substr(issued_at, 1, 7)) AS month "
+            "FROM invoices"
+        )
         assert row is not None
         day = datetime.fromtimestamp(row["at"], UTC).astimezone(services.zone).date()
-        month = (await db.fetchone("SELECT MAX(substr(issued_at, 1, 7)) AS m FROM invoices"))["m"]
         print(f"ledger: {row['n']} invoices, received on {day} ({services.zone})")
 
         # 1. reports
-        seconds, (written, *_) = await timed(
-            lambda: write_daily(db, config, zone=services.zone, day=day, clock=clock)
+        timing = await timed(
+            loop, lambda: write_daily(db, config, zone=services.zone, day=day, clock=clock)
         )
-        rows = written.csv.read_text(encoding="utf-8-sig").count("\n") - 1
-        line(
-            f"write_daily {day}",
-            n,
-            seconds,
-            f"{rows} CSV rows; md {kib(written.md)}, json {kib(written.json)}, "
-            f"csv {kib(written.csv)}",
-        )
-        seconds, (written, *_) = await timed(lambda: write_monthly(db, config, month=month))
-        rows = written.csv.read_text(encoding="utf-8-sig").count("\n") - 1
-        line(
-            f"write_monthly {month}",
-            n,
-            seconds,
-            f"{rows} CSV rows; md {kib(written.md)}, json {kib(written.json)}, "
-            f"csv {kib(written.csv)}",
-        )
+        line(f"write_daily {day}", n, timing, files(timing.results[0]))
+        month = row["month"]
+        timing = await timed(loop, lambda: write_monthly(db, config, month=month))
+        line(f"write_monthly {month}", n, timing, files(timing.results[0]))
 
         # 2. /metrics
-        seconds, (text, *_) = await timed(services.metrics.scrape)
+        timing = await timed(loop, services.metrics.scrape)
+        text = timing.results[0]
         samples = sum(1 for t in text.splitlines() if t and not t.startswith(b"#"))
-        line("metrics.scrape()", n, seconds, f"{len(text)} bytes, {samples} samples")
+        line("metrics.scrape()", n, timing, f"{len(text)} bytes, {samples} samples")
 
-        # 3. /health, fresh each time
+        # 3. /health, a fresh report each time
         def later() -> None:
             clock.offset += timedelta(seconds=2)
 
-        seconds, (*_, report) = await timed(services.health.report, later)
+        timing = await timed(loop, services.health.report, later)
+        report = timing.results[-1]
         items = sum(len(v) for v in report["checks"].values())
+        warned = sorted(
+            f"{key}:{item.get('componentId', '')}".rstrip(":")
+            for key, found in report["checks"].items()
+            for item in found
+            if item["status"] != "pass"
+        )
         line(
             "health.report() (fresh)",
             n,
-            seconds,
+            timing,
             f"{len(report['checks'])} checks, {items} items, status {report['status']} "
-            f"score {report['score']}",
+            f"score {report['score']} (not pass: {', '.join(warned) or 'none'})",
         )
 
         # 4. the scheduler's tasks
         tasks = services.scheduler.tasks
         for name in ("backup", "archive_check", "file_cleanup", "compliance_cleanup"):
-            # (a backup's name is its second: each run a second later, as a fresh report)
-            seconds, said = await timed(tasks[name].run, later)
+            # (a backup is named by its second: each run two seconds later, as for /health)
+            timing = await timed(loop, tasks[name].run, later)
+            said = timing.results
             # The first run does what there is to do; the others say so if it differs (each
             # backup has a name of its own).
             size = f"said: {said[0]}" + "".join(
@@ -344,21 +385,19 @@ async def measure(root: Path, n: int) -> None:
             )
             if name == "archive_check":
                 mib = await _archived_bytes(services) / 2**20
-                size += f"; {mib:.1f} MiB, {mib / statistics.median(seconds):.0f} MiB/s"
-            line(f"task {name}", n, seconds, size)
+                size += f"; {mib:.1f} MiB, {mib / statistics.median(timing.seconds):.0f} MiB/s"
+            line(f"task {name}", n, timing, size)
 
         # 5. one round of the alerts engine
-        seconds, (raised, *_) = await timed(partial(alert_round, services, clock))
-        line("alerts: gather + evaluate", n, seconds, raised)
+        timing = await timed(loop, partial(alert_round, services, clock))
+        line("alerts: gather + evaluate", n, timing, timing.results[0])
 
         clock.offset += LATER
         for name in ("file_cleanup", "compliance_cleanup"):
-            started = time.perf_counter()
-            said = await tasks[name].run()
-            line(
-                f"task {name} (+31 days, once)", n, [time.perf_counter() - started], f"said: {said}"
-            )
+            timing = await timed(loop, tasks[name].run, repeat=1)
+            line(f"task {name} +31 d", n, timing, f"said: {timing.results[0]}")
         clock.offset -= LATER
+        tg.cancel_scope.cancel()
 
 
 async def alert_round(services: Services, clock: Clock) -> str:
