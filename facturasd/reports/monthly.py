@@ -14,6 +14,7 @@ ones), by rate where its concepts give one.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,6 +122,11 @@ async def gather(db: Database, config: Config, month: str) -> dict[str, Any]:
         f"AND kind IN ({', '.join('?' for _ in TAXED_KINDS)}) ORDER BY company, issued_at, id",
         (month, *ACCEPTED, ComplianceStatus.FAILED, *TAXED_KINDS),
     )
+    # Off the event loop: each invoice's stored document is parsed.
+    return await anyio.to_thread.run_sync(_summary, rows, config, month)
+
+
+def _summary(rows: list[sqlite3.Row], config: Config, month: str) -> dict[str, Any]:
     companies = {c.slug: c for c in config.companies}
     summaries: dict[str | None, dict[str, Any]] = {}
     for row in rows:
@@ -201,6 +207,11 @@ async def write_monthly(
     `reports.language`."""
     lang = lang or config.reports.language
     data = await gather(db, config, month)
+    return await anyio.to_thread.run_sync(_write, data, config, lang, month)
+
+
+def _write(data: dict[str, Any], config: Config, lang: Language, month: str) -> Written:
+    """The summary's three files, composed from its data and written. Blocking."""
     words = WORDS[lang]
     form = dialect(config)
     columns = (
@@ -230,9 +241,9 @@ async def write_monthly(
         for invoice in figure["invoices"]
     ]
     body = csv_text([words[f"csv.{c}"] for c in columns], rows, form)
-    machines = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    return await anyio.to_thread.run_sync(
-        write_report, config.paths.reports, f"resumen-{month}", render(data, lang), machines, body
+    machines = json.dumps(data, ensure_ascii=False) + "\n"
+    return write_report(
+        config.paths.reports, f"resumen-{month}", render(data, lang), machines, body
     )
 
 
