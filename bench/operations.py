@@ -31,8 +31,8 @@ three times, the median printed with N and the size of what it gave:
    MiB hashed per second. A fresh ledger has little for the cleanups (the fallback copies of
    settled invoices), so each runs once more with the clock 31 days ahead, when every
    finished job and every intermediate attempt is old enough: that run does the deleting.
-5. One round of the alerts engine (gather and evaluate) over the daemon's sources, rebuilt
-   here as facturasd/daemon.py builds them (less the watcher's tally and the certificates).
+5. One round of the alerts engine (gather and evaluate) over the daemon's sources
+   (facturasd/daemon.py `conditions`).
 
 Each line also says how long the operation held the event loop at most (a ticker on the
 loop, every 5 ms, woken late): in the daemon, everything else on that loop waits as long. The
@@ -73,16 +73,14 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from facturasd import maintenance
 from facturasd.authorities.confirm import FALLBACK_DIR
 from facturasd.config import load_config
 from facturasd.constants import (
-    BACKUP_DIR,
     DATABASE_FILE,
-    GROUP_QUEUES,
     ComplianceStatus,
     WorkerGroup,
 )
+from facturasd.daemon import conditions
 from facturasd.monitoring import alerts
 from facturasd.reports import Written, write_daily, write_monthly
 from facturasd.sandbox.server import base_urls, create_app, load_documents
@@ -401,44 +399,10 @@ async def measure(root: Path, n: int) -> None:
 
 
 async def alert_round(services: Services, clock: Clock) -> str:
-    """The daemon's alert sources (facturasd/daemon.py `_alerts`) gathered once and evaluated:
-    all but the ingest tally's error rate (the watcher is not running) and the certificates
-    (none configured); the pools' tallies are empty here."""
-    config, settings = services.config, services.config.alerts
-    engine = alerts.AlertEngine(services.db, cooldown=settings.cooldown, clock=clock)
-    pools = list(services.pools.values())
-
-    async def error_rates() -> list[alerts.Observation]:
-        tallies = {pool.name: pool.tally for pool in pools}
-        return alerts.error_rates(tallies, settings.error_rate_max)
-
-    async def backup() -> list[alerts.Observation]:
-        folder = config.paths.state_dir / BACKUP_DIR
-        newest = await anyio.to_thread.run_sync(maintenance.newest_backup, folder)
-        first = await services.db.fetchone("SELECT MIN(received_at) AS at FROM invoices")
-        since = first["at"] if first is not None else None
-        now = clock().astimezone(services.zone)
-        return alerts.backup(newest, config.backup.max_age, now, since=since)
-
-    gather = alerts.gathering(
-        partial(
-            alerts.queue_backlog,
-            services.queue,
-            [queue for queues in GROUP_QUEUES.values() for queue in queues],
-            settings.queue_backlog,
-        ),
-        partial(alerts.no_worker, services.queue, pools),
-        error_rates,
-        partial(
-            alerts.authority_failures,
-            services.db,
-            settings.authority_failure_rate_max,
-            window=settings.window,
-            clock=clock,
-        ),
-        partial(alerts.disk, config.paths.state_dir, settings.disk_free_min_mb),
-        backup,
-    )
+    """The daemon's alert sources (facturasd/daemon.py `conditions`) gathered once and
+    evaluated; the pools' tallies are empty here (no worker runs)."""
+    engine = alerts.AlertEngine(services.db, cooldown=services.config.alerts.cooldown, clock=clock)
+    gather = conditions(services, {}, clock=clock)
     observed = await gather()
     raised = await engine.evaluate(observed)
     holding = sorted(o.key for o in observed if o.holds)

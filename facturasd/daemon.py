@@ -155,6 +155,67 @@ def _mark_run(conn: sqlite3.Connection, *, state: str, at: float) -> str | None:
     return str(row[0]) if row else None
 
 
+def conditions(services: Services, tallies: Mapping[str, Tally], *, clock: Clock) -> alerts.Gather:
+    """What the alerts look at (SPEC §2.6, docs/alerts.md) against `[alerts]`'s thresholds:
+    the queues, the pools (their tallies, and `tallies` of other work), the authorities, the
+    DIAN certificates, the disk, the nightly backup and, with Alegra, its cache."""
+    config = services.config
+    settings = config.alerts
+    pools = list(services.pools.values())
+    every_tally = {**tallies, **{pool.name: pool.tally for pool in pools}}
+    backups = config.paths.state_dir / BACKUP_DIR
+
+    async def error_rates() -> list[alerts.Observation]:
+        return alerts.error_rates(every_tally, settings.error_rate_max)
+
+    async def certificates() -> list[alerts.Observation]:
+        ends = [
+            (company, signing.credentials.not_after)
+            for company, signing in services.signing.items()
+            if signing.credentials is not None
+        ]
+        return alerts.certificates(ends, settings.certificate_days, clock())
+
+    async def backup() -> list[alerts.Observation]:
+        newest = await anyio.to_thread.run_sync(maintenance.newest_backup, backups)
+        first = await services.db.fetchone("SELECT MIN(received_at) AS at FROM invoices")
+        now = clock().astimezone(services.zone)
+        since = first["at"] if first is not None else None
+        return alerts.backup(newest, config.backup.max_age, now, since=since)
+
+    sources: list[alerts.Gather] = [
+        partial(
+            alerts.queue_backlog,
+            services.queue,
+            [queue for queues in GROUP_QUEUES.values() for queue in queues],
+            settings.queue_backlog,
+        ),
+        partial(alerts.no_worker, services.queue, pools),
+        error_rates,
+        partial(
+            alerts.authority_failures,
+            services.db,
+            settings.authority_failure_rate_max,
+            window=settings.window,
+            clock=clock,
+        ),
+        certificates,
+        partial(alerts.disk, config.paths.state_dir, settings.disk_free_min_mb),
+        backup,
+    ]
+    if services.alegra is not None:
+        cache = services.alegra.cache
+        hit_rate = alerts.CacheHitRate(
+            settings.cache_hit_rate_min, window=settings.window, clock=clock
+        )
+
+        async def cache_rate() -> list[alerts.Observation]:
+            return hit_rate(await cache.metrics())
+
+        sources.append(cache_rate)
+    return alerts.gathering(*sources)
+
+
 def _create_folders(config: Config) -> None:
     """The data folders, and each company's inbox/<slug>/ (where its people drop files)."""
     paths = config.paths
@@ -324,7 +385,17 @@ class Daemon:
                 Component("inbox", watcher.run),
                 Component("watchdog", lambda: self._watchdog(pools)),
                 Component("scheduler", services.scheduler.run),
-                Component("alerts", self._alerts(services, ingested)),
+                Component(
+                    "alerts",
+                    partial(
+                        alerts.watch,
+                        alerts.AlertEngine(
+                            services.db, cooldown=config.alerts.cooldown, clock=self.clock
+                        ),
+                        conditions(services, {"ingest": ingested}, clock=self.clock),
+                        config.alerts.interval,
+                    ),
+                ),
                 Component("notify", services.outbox.run),
                 *(
                     [Component("alegra", partial(self._alegra, services.alegra))]
@@ -364,66 +435,6 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
-
-    def _alerts(self, services: Services, ingested: Tally) -> Callable[[], Awaitable[None]]:
-        """The alerts' conditions (SPEC §2.6, docs/alerts.md), looked at every
-        `alerts.interval` against `[alerts]`'s thresholds."""
-        config, clock = self.config, self.clock
-        settings = config.alerts
-        engine = alerts.AlertEngine(services.db, cooldown=settings.cooldown, clock=clock)
-        pools = list(services.pools.values())
-        tallies = {"ingest": ingested, **{pool.name: pool.tally for pool in pools}}
-        backups = config.paths.state_dir / BACKUP_DIR
-
-        async def error_rates() -> list[alerts.Observation]:
-            return alerts.error_rates(tallies, settings.error_rate_max)
-
-        async def certificates() -> list[alerts.Observation]:
-            ends = [
-                (company, signing.credentials.not_after)
-                for company, signing in services.signing.items()
-                if signing.credentials is not None
-            ]
-            return alerts.certificates(ends, settings.certificate_days, clock())
-
-        async def backup() -> list[alerts.Observation]:
-            newest = await anyio.to_thread.run_sync(maintenance.newest_backup, backups)
-            first = await services.db.fetchone("SELECT MIN(received_at) AS at FROM invoices")
-            now = clock().astimezone(services.zone)
-            since = first["at"] if first is not None else None
-            return alerts.backup(newest, config.backup.max_age, now, since=since)
-
-        sources: list[alerts.Gather] = [
-            partial(
-                alerts.queue_backlog,
-                services.queue,
-                [queue for queues in GROUP_QUEUES.values() for queue in queues],
-                settings.queue_backlog,
-            ),
-            partial(alerts.no_worker, services.queue, pools),
-            error_rates,
-            partial(
-                alerts.authority_failures,
-                services.db,
-                settings.authority_failure_rate_max,
-                window=settings.window,
-                clock=clock,
-            ),
-            certificates,
-            partial(alerts.disk, config.paths.state_dir, settings.disk_free_min_mb),
-            backup,
-        ]
-        if services.alegra is not None:
-            cache = services.alegra.cache
-            hit_rate = alerts.CacheHitRate(
-                settings.cache_hit_rate_min, window=settings.window, clock=clock
-            )
-
-            async def cache_rate() -> list[alerts.Observation]:
-                return hit_rate(await cache.metrics())
-
-            sources.append(cache_rate)
-        return partial(alerts.watch, engine, alerts.gathering(*sources), settings.interval)
 
     async def _alegra(self, alegra: Alegra) -> None:
         """Alegra's webhooks subscribed (deleted again at stop) and the cache warmed up when
