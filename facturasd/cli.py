@@ -9,8 +9,8 @@ import logging
 import os
 import sys
 import unicodedata
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict
 from datetime import date, datetime
 from functools import partial
@@ -284,6 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     for action in (assign, accept, discard, bill):
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     _alerts_parser(command("alerts", ALERTS_HELP))
+    _status_parsers(command)
     report_help = (
         "write the daily report of the invoices received (today's so far unless told) or the "
         "monthly tax summary in paths.reports, and print the files written"
@@ -407,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _alerts(config, args)
         if args.command == "report":
             return _report(config, args)
+        if args.command in ("status", "monitor"):
+            return _status(config, args)
         return _jobs(config, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -1120,6 +1123,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
     available."""
     from facturasd.monitoring.alert_words import describe
     from facturasd.monitoring.recommend import worded
+    from facturasd.monitoring.snapshot import cache_metrics
     from facturasd.reports import Written, write_daily, write_monthly
 
     zone = ZoneInfo(config.daemon.timezone)
@@ -1138,7 +1142,6 @@ def _report(config: Config, args: argparse.Namespace) -> int:
                 return await write_monthly(db, config, month=args.month, lang=lang)
             health = await _daemon_health(config)
             checks = health["checks"] if health else None
-            cache = ((checks or {}).get("cache:alegra") or [{}])[0]
             threshold = config.alerts.cache_hit_rate_min
             return await write_daily(
                 db,
@@ -1149,7 +1152,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
                 lang=lang,
                 describe=describe,
                 recommend=None if checks is None else worded(checks, threshold),
-                cache_metrics=cache.get("metrics"),
+                cache_metrics=cache_metrics(health),
             )
 
     written = anyio.run(work)
@@ -1177,3 +1180,102 @@ async def _daemon_health(config: Config) -> dict[str, Any] | None:
     except (httpx.HTTPError, ValueError):
         return None
     return found
+
+
+# ── status and monitor ────────────────────────────────────────────────────────────────────
+
+STATUS_HELP = (
+    "one screen: health, queues, the invoices received today, what needs a person, the "
+    "Alegra cache, the last report and the alerts open"
+)
+MONITOR_HELP = "the figures of status, for a terminal left open or for scripts"
+# Seconds between two screens of `monitor --watch` and `--dashboard`, unless told.
+INTERVAL = 5
+# Cursor home; clear to the end of the line; clear to the end of the screen. Each line is
+# written over the last screen's, so a redraw does not blink.
+HOME, CLEAR_LINE, CLEAR_REST = "\x1b[H", "\x1b[K", "\x1b[J"
+
+
+def _status_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    status = command("status", STATUS_HELP)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+    monitor = command("monitor", MONITOR_HELP)
+    view = monitor.add_mutually_exclusive_group(required=True)
+    for flag, what in (
+        ("dashboard", "a full-terminal view, refreshed until Ctrl-C"),
+        ("watch", "the status screen, redrawn in place until Ctrl-C"),
+        ("json", "one JSON object: the figures of status --json"),
+    ):
+        view.add_argument(f"--{flag}", action="store_const", const=flag, dest="view", help=what)
+    monitor.add_argument(
+        "--interval",
+        type=_positive,
+        default=INTERVAL,
+        metavar="S",
+        help="seconds between refreshes (default: %(default)s)",
+    )
+    monitor.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+
+
+def _status(config: Config, args: argparse.Namespace) -> int:
+    """`status`, `monitor`: the snapshot once (a screen or JSON), or again and again until
+    Ctrl-C."""
+    from facturasd.monitoring.snapshot import screen
+
+    lang = _lang(args, config)
+    view = args.view if args.command == "monitor" else "json" if args.json else "screen"
+    if view in ("watch", "dashboard"):
+        with suppress(KeyboardInterrupt):  # how a person leaves it
+            anyio.run(_monitor, config, lang, view, args.interval)
+        return EXIT_OK
+
+    async def once() -> dict[str, Any]:
+        async with _database(config) as db:
+            return await _snapshot(db, config, lang)
+
+    snap = anyio.run(once)
+    if view == "json":
+        print(json.dumps(snap, indent=2, ensure_ascii=False))
+    else:
+        print(screen(snap, lang))
+    return EXIT_OK
+
+
+async def _snapshot(db: Database, config: Config, lang: Language) -> dict[str, Any]:
+    """The snapshot now, with the running daemon's health when one answers."""
+    from facturasd.clock import utcnow
+    from facturasd.monitoring.snapshot import snapshot
+
+    return await snapshot(
+        db,
+        config,
+        zone=ZoneInfo(config.daemon.timezone),
+        clock=utcnow,
+        health=await _daemon_health(config),
+        lang=lang,
+    )
+
+
+async def _monitor(config: Config, lang: Language, view: str, interval: int) -> None:
+    """The snapshot drawn every `interval` seconds, until cancelled."""
+    from rich.live import Live
+
+    from facturasd.monitoring.snapshot import dashboard, screen
+
+    async with _database(config) as db:
+        if view == "watch":
+            while True:
+                text = screen(await _snapshot(db, config, lang), lang)
+                end = "\n\n"  # to a file or a pipe: one screen after another
+                if sys.stdout.isatty():
+                    lines = text.splitlines()
+                    text = HOME + "\n".join(f"{line}{CLEAR_LINE}" for line in lines) + CLEAR_REST
+                    end = ""  # (a last line break would scroll a full screen)
+                print(text, end=end, flush=True)
+                await anyio.sleep(interval)
+        # (the terminal's alternate screen: what was on it is back when the view ends)
+        with Live(screen=True, auto_refresh=False) as live:
+            while True:
+                live.update(dashboard(await _snapshot(db, config, lang), lang), refresh=True)
+                await anyio.sleep(interval)

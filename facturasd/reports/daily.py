@@ -63,6 +63,8 @@ REVIEW_CODES = (*STILL_IN_REVIEW, "DOC-RECEIVER-NOT-COMPANY")
 # A booking that may have left a bill in Alegra: a person looks there.
 UNDECIDED = (Booking.UNDECIDED, Booking.MAYBE)
 
+# How the report's files are named (`stem`).
+PREFIX = "reporte-"
 # Each invoice with what explains its state: the reason recorded when it entered it, the
 # last answer of the tax authority, and how its booking ended.
 _SELECT = """
@@ -91,7 +93,7 @@ def period(
 
 def stem(day: date, last: date | None) -> str:
     """The files' name: `reporte-2026-11-29`, or for a range `reporte-2026-11-01_2026-11-29`."""
-    return f"reporte-{day}" if last is None or last == day else f"reporte-{day}_{last}"
+    return f"{PREFIX}{day}" if last is None or last == day else f"{PREFIX}{day}_{last}"
 
 
 async def write_daily(
@@ -184,20 +186,16 @@ async def gather(
             f"{_SELECT} WHERE i.received_at >= ? AND i.received_at < ? ORDER BY i.id",
             (since, until),
         ).fetchall()
-        still_open = conn.execute(
-            f"{_SELECT} WHERE i.state IN ({_marks(OPEN_STATES)}) OR (i.compliance IN "
-            f"({_marks(OPEN_COMPLIANCE)}) AND i.state IN ({_marks(ASKED)})) ORDER BY i.id",
-            (*OPEN_STATES, *OPEN_COMPLIANCE, *ASKED),
-        ).fetchall()
-        return received, still_open
+        return received, still_open(conn)
 
     received, open_rows = await db.read(rows)
 
-    def read() -> tuple[dict[int, tuple[str, str]], list[dict[str, Any]]]:
-        reasons = {row["id"]: _why(row, lang) for row in open_rows}
-        return reasons, [_invoice(row, zone, reasons.get(row["id"])) for row in received]
+    def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        people = needing(open_rows, zone, lang)
+        reasons = {person["id"]: person["reason"] for person in people}
+        return people, [_invoice(row, zone, reasons.get(row["id"])) for row in received]
 
-    reasons, invoices = await anyio.to_thread.run_sync(read)  # (stored documents parsed)
+    people, invoices = await anyio.to_thread.run_sync(read)  # (stored documents parsed)
     alerts = [a for a in await compliance.alerts(db) if since <= a.at < until]
     figures = await performance.figures(db, since=since, until=min(until, now.timestamp()))
     return {
@@ -211,22 +209,11 @@ async def gather(
         "language": lang,
         "counts": {
             "total": len(invoices),
-            "by_state": _counted([i["state"] for i in invoices], S),
-            "by_compliance": _counted([i["compliance"] for i in invoices], C),
+            "by_state": counted([i["state"] for i in invoices], S),
+            "by_compliance": counted([i["compliance"] for i in invoices], C),
         },
         "amounts": _amounts(received),
-        "needs_person": [
-            {
-                "id": row["id"],
-                "invoice": ledger.Invoice.from_row(row).describe(),
-                "received_at": _local(row["received_at"], zone),
-                "state": row["state"],
-                "compliance": row["compliance"],
-                "reason": reasons[row["id"]][0],
-                "todo": reasons[row["id"]][1],
-            }
-            for row in open_rows
-        ],
+        "needs_person": people,
         "compliance": _percentages([i["compliance"] for i in invoices if i["state"] in ASKED]),
         "recommendations": list(recommend(lang)) if recommend is not None else [],
         "cache": cache_metrics,
@@ -234,6 +221,37 @@ async def gather(
         "alerts": [_alert(a, lang, zone, describe) for a in alerts],
         "invoices": invoices,
     }
+
+
+def still_open(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """The invoices that need a person whatever their day, oldest first, with what explains
+    their state (for `needing`)."""
+    rows: list[sqlite3.Row] = conn.execute(
+        f"{_SELECT} WHERE i.state IN ({_marks(OPEN_STATES)}) OR (i.compliance IN "
+        f"({_marks(OPEN_COMPLIANCE)}) AND i.state IN ({_marks(ASKED)})) ORDER BY i.id",
+        (*OPEN_STATES, *OPEN_COMPLIANCE, *ASKED),
+    ).fetchall()
+    return rows
+
+
+def needing(rows: Sequence[sqlite3.Row], zone: tzinfo, lang: Language) -> list[dict[str, Any]]:
+    """The rows of `still_open` as the report lists them: each invoice with why it waits and
+    what to do, in `lang`. Blocking: it parses the stored inspections."""
+    people = []
+    for row in rows:
+        reason, todo = _why(row, lang)
+        people.append(
+            {
+                "id": row["id"],
+                "invoice": ledger.Invoice.from_row(row).describe(),
+                "received_at": _local(row["received_at"], zone),
+                "state": row["state"],
+                "compliance": row["compliance"],
+                "reason": reason,
+                "todo": todo,
+            }
+        )
+    return people
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -244,7 +262,7 @@ def _local(timestamp: float, zone: tzinfo) -> str:
     return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
 
 
-def _counted(values: list[str], known: type[S] | type[C]) -> dict[str, int]:
+def counted(values: list[str], known: type[S] | type[C]) -> dict[str, int]:
     """How many of each, every known value named (zero too), then any this version does not
     know."""
     found = Counter(values)
@@ -285,7 +303,7 @@ def withholdings(stored: dict[str, Any], doc: dict[str, Any]) -> str | None:
     return printed
 
 
-def _invoice(row: sqlite3.Row, zone: tzinfo, why: tuple[str, str] | None) -> dict[str, Any]:
+def _invoice(row: sqlite3.Row, zone: tzinfo, reason: str | None) -> dict[str, Any]:
     stored, doc = _document(row)
     totals = doc.get("totals") or {}
     return {
@@ -307,7 +325,7 @@ def _invoice(row: sqlite3.Row, zone: tzinfo, why: tuple[str, str] | None) -> dic
         "state": row["state"],
         "compliance": row["compliance"],
         "alegra_bill_id": row["alegra_bill_id"],
-        "reason": why[0] if why else None,
+        "reason": reason,
     }
 
 
