@@ -101,6 +101,7 @@ def test_status_json_agrees_with_the_invoice_listing(
         "status": "unknown",
         "score": None,
         "daemon": "offline",
+        "sandbox": None,
         "failing": [],
     }
     assert snap["cache"] is None

@@ -52,6 +52,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "unknown": "desconocida (el daemon no está corriendo o no respondió)",
         "score": "puntaje {score}",
         "sandbox": "modo sandbox",
+        "failing": "Lo que no pasa (como lo dice /health, en inglés):",
         "queues": "Colas",
         "queue": "COLA",
         "depth": "EN COLA",
@@ -79,6 +80,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "unknown": "unknown (the daemon is not running or did not answer)",
         "score": "score {score}",
         "sandbox": "sandbox mode",
+        "failing": "What does not pass:",
         "queues": "Queues",
         "queue": "QUEUE",
         "depth": "QUEUED",
@@ -177,7 +179,13 @@ def cache_metrics(health: dict[str, Any] | None) -> dict[str, Any] | None:
 def _health(report: dict[str, Any] | None) -> dict[str, Any]:
     """The health's status and score, and the checks that do not pass."""
     if report is None:
-        return {"status": UNKNOWN, "score": None, "daemon": "offline", "failing": []}
+        return {
+            "status": UNKNOWN,
+            "score": None,
+            "daemon": "offline",
+            "sandbox": None,
+            "failing": [],
+        }
     failing = [
         {
             "check": key,
@@ -224,7 +232,7 @@ def screen(snap: dict[str, Any], lang: Language) -> str:
     at = snap["generated_at"][:16].replace("T", " ")
     lines = [words["title"].format(at=at, zone=snap["timezone"]), ""]
     lines.append(f"{words['health']}: {_health_line(snap['health'], lang)}")
-    lines += [f"  {line}" for line in _failing(snap["health"])]
+    lines += [f"  {line}" for line in _failing(snap["health"], lang)]
     lines += ["", f"{words['queues']}:"]
     lines += [f"  {line}" for line in _columns(_queue_rows(snap["queues"], lang))]
     lines += ["", words["today"].format(n=wording.count(snap["today"]["total"], lang))]
@@ -255,7 +263,7 @@ def dashboard(snap: dict[str, Any], lang: Language) -> Layout:
     health: list[RenderableType] = [
         Text(_health_line(snap["health"], lang), style=STYLES.get(status, ""))
     ]
-    health += [Text(line, style="yellow") for line in _failing(snap["health"])]
+    health += [Text(line, style="yellow") for line in _failing(snap["health"], lang)]
     health += [
         Text(f"{words['cache']}: {_cache(snap['cache'], lang)}"),
         Text(f"{words['last_report']}: {_report(snap['last_report'], lang)}"),
@@ -306,13 +314,18 @@ def _health_line(health: dict[str, Any], lang: Language) -> str:
     return line + (f" ({words['sandbox']})" if health.get("sandbox") else "")
 
 
-def _failing(health: dict[str, Any]) -> list[str]:
-    """A line per check that does not pass: its name, status and what it says (in English,
-    as /health gives it)."""
+def _failing(health: dict[str, Any], lang: Language) -> list[str]:
+    """Under a heading, a line per check that does not pass: its name, status and what it
+    says (in English, as /health gives it)."""
+    if not health["failing"]:
+        return []
     return [
-        f"{f['check']}{'/' + f['component'] if f['component'] else ''} [{f['status']}]"
-        + (f": {f['output']}" if f["output"] else "")
-        for f in health["failing"]
+        WORDS[lang]["failing"],
+        *(
+            f"  {f['check']}{'/' + f['component'] if f['component'] else ''} [{f['status']}]"
+            + (f": {f['output']}" if f["output"] else "")
+            for f in health["failing"]
+        ),
     ]
 
 
