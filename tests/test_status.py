@@ -112,6 +112,21 @@ def test_status_json_agrees_with_the_invoice_listing(
     assert isinstance(snap["alerts_open"], list)
 
 
+def test_past_the_first_ten_that_need_a_person_the_rest_are_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    take(config, {f"basura {n:02}.xml": f"nada {n}".encode() for n in range(12)})
+    snap = json.loads(cli(capsys, "status", "--json", "--config", str(config)))
+    assert snap["needs_person"]["count"] == 12
+    assert [p["invoice"].split()[-1] for p in snap["needs_person"]["first"]] == [
+        f"{n:02}.xml)" for n in range(10)
+    ]
+    out = cli(capsys, "status", "--config", str(config))
+    assert "Necesitan una persona: 12" in out
+    assert "… y 2 más (el reporte diario las lista todas: facturasd report)" in out
+
+
 def test_the_last_report_written_is_named(ledger: Path, capsys: pytest.CaptureFixture[str]) -> None:
     written = json.loads(cli(capsys, "report", "--json", "--config", str(ledger)))
     snap = json.loads(cli(capsys, "status", "--json", "--config", str(ledger)))

@@ -117,17 +117,17 @@ async def snapshot(
     now = clock()
     start, end, _ = daily.period(now.astimezone(zone).date(), None, zone, now)
 
-    def rows(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
-        """Today's invoices, and those that need a person whatever their day."""
+    def rows(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int, list[sqlite3.Row]]:
+        """Today's invoices; how many need a person whatever their day, and the first few
+        (read whole: their reasons parse the stored inspections)."""
         received = conn.execute(
             "SELECT state, compliance FROM invoices WHERE received_at >= ? AND received_at < ?",
             (start.timestamp(), end.timestamp()),
         ).fetchall()
-        return received, daily.still_open(conn)
+        return received, daily.open_count(conn), daily.still_open(conn, FIRST)
 
-    received, open_rows = await db.read(rows)
-    # (the reasons of the first few only: each parses a stored inspection)
-    first = await anyio.to_thread.run_sync(daily.needing, open_rows[:FIRST], zone, lang)
+    received, waiting, open_rows = await db.read(rows)
+    first = await anyio.to_thread.run_sync(daily.needing, open_rows, zone, lang)
     stats = await Queue(db, config.queues, clock=clock).stats([q.value for q in QueueName])
     alerts = await listed(db, open_only=True, now=now.timestamp())
     return {
@@ -149,7 +149,7 @@ async def snapshot(
             "by_compliance": daily.counted([r["compliance"] for r in received], ComplianceStatus),
         },
         "needs_person": {
-            "count": len(open_rows),
+            "count": waiting,
             "first": [
                 {k: p[k] for k in ("id", "invoice", "state", "compliance", "reason", "todo")}
                 for p in first

@@ -65,6 +65,18 @@ UNDECIDED = (Booking.UNDECIDED, Booking.MAYBE)
 
 # How the report's files are named (`stem`).
 PREFIX = "reporte-"
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+# What makes an invoice open (the states and statuses above), as SQL on `invoices i`.
+_OPEN = (
+    f"(i.state IN ({_marks(OPEN_STATES)}) OR (i.compliance IN ({_marks(OPEN_COMPLIANCE)}) "
+    f"AND i.state IN ({_marks(ASKED)})))"
+)
+_OPEN_VALUES = (*OPEN_STATES, *OPEN_COMPLIANCE, *ASKED)
 # Each invoice with what explains its state: the reason recorded when it entered it, the
 # last answer of the tax authority, and how its booking ended.
 _SELECT = """
@@ -223,15 +235,21 @@ async def gather(
     }
 
 
-def still_open(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """The invoices that need a person whatever their day, oldest first, with what explains
-    their state (for `needing`)."""
+def still_open(conn: sqlite3.Connection, limit: int = -1) -> list[sqlite3.Row]:
+    """The invoices that need a person whatever their day, oldest first (the first `limit`;
+    all by default), with what explains their state (for `needing`)."""
     rows: list[sqlite3.Row] = conn.execute(
-        f"{_SELECT} WHERE i.state IN ({_marks(OPEN_STATES)}) OR (i.compliance IN "
-        f"({_marks(OPEN_COMPLIANCE)}) AND i.state IN ({_marks(ASKED)})) ORDER BY i.id",
-        (*OPEN_STATES, *OPEN_COMPLIANCE, *ASKED),
+        f"{_SELECT} WHERE {_OPEN} ORDER BY i.id LIMIT ?", (*_OPEN_VALUES, limit)
     ).fetchall()
     return rows
+
+
+def open_count(conn: sqlite3.Connection) -> int:
+    """How many invoices `still_open` gives."""
+    found: int = conn.execute(
+        f"SELECT COUNT(*) FROM invoices i WHERE {_OPEN}", _OPEN_VALUES
+    ).fetchone()[0]
+    return found
 
 
 def needing(rows: Sequence[sqlite3.Row], zone: tzinfo, lang: Language) -> list[dict[str, Any]]:
@@ -252,10 +270,6 @@ def needing(rows: Sequence[sqlite3.Row], zone: tzinfo, lang: Language) -> list[d
             }
         )
     return people
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" for _ in values)
 
 
 def _local(timestamp: float, zone: tzinfo) -> str:
