@@ -237,7 +237,8 @@ async def gather(
 
 def still_open(conn: sqlite3.Connection, limit: int = -1) -> list[sqlite3.Row]:
     """The invoices that need a person whatever their day, oldest first (the first `limit`;
-    all by default), with what explains their state (for `needing`)."""
+    all by default: -1 is SQLite's "no limit"), with what explains their state (for
+    `needing`)."""
     rows: list[sqlite3.Row] = conn.execute(
         f"{_SELECT} WHERE {_OPEN} ORDER BY i.id LIMIT ?", (*_OPEN_VALUES, limit)
     ).fetchall()
