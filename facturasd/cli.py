@@ -46,7 +46,8 @@ from facturasd.errors import (
     ReviewRefused,
     StoreError,
 )
-from facturasd.findings import LANGUAGES, Finding, Language, located, shown
+from facturasd.findings import LANGUAGES, Language, located
+from facturasd.rows import alert_row, attempt_row, inspection, invoice_row, local
 
 if TYPE_CHECKING:
     from facturasd.store.db import Database
@@ -644,7 +645,7 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
                 "state": j.state.value,
                 "attempts": j.attempts,
                 "max_attempts": j.max_attempts,
-                "created_at": _local(j.created_at, zone),
+                "created_at": local(j.created_at, zone),
                 "last_error": j.last_error,
             }
             for j in found
@@ -701,7 +702,7 @@ def _invoice_list(config: Config, args: argparse.Namespace) -> int:
 
     found, matched = anyio.run(work)
     if args.json:
-        print(json.dumps([_invoice_row(i, zone) for i in found], indent=2, ensure_ascii=False))
+        print(json.dumps([invoice_row(i, zone) for i in found], indent=2, ensure_ascii=False))
         return EXIT_OK
     columns = (
         "id", "state", "compliance", "received", "issued", "number", "issuer", "total",
@@ -882,19 +883,19 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                 if invoice is None:
                     raise ReviewRefused("no_invoice", id=args.id)
                 return {
-                    **_invoice_row(invoice, zone),
+                    **invoice_row(invoice, zone),
                     "history": [
-                        {**asdict(e), "at": _local(e.at, zone)}
+                        {**asdict(e), "at": local(e.at, zone)}
                         for e in await ledger.events(db, args.id)
                     ],
                     "attempts": [
-                        _attempt_row(a, zone) for a in await compliance.attempts(db, args.id)
+                        attempt_row(a, zone) for a in await compliance.attempts(db, args.id)
                     ],
                     "alerts": [
-                        {**asdict(a), "at": _local(a.at, zone)}
+                        {**asdict(a), "at": local(a.at, zone)}
                         for a in await compliance.alerts(db, invoice_id=args.id)
                     ],
-                    "inspection": _inspection(
+                    "inspection": inspection(
                         await db.read(partial(ledger.inspection, invoice_id=args.id)),
                         lang,
                         invoice.country,
@@ -915,38 +916,6 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
         assert isinstance(result, dict)
         print(_show(result, lang))
     return EXIT_OK
-
-
-def _inspection(
-    stored: dict[str, Any] | None, lang: Language, country: str | None
-) -> dict[str, Any] | None:
-    """The ledger's inspection of an invoice, its findings' messages rendered in `lang`, amounts
-    as `country` writes them. Kept as the stored JSON, not read into today's Inspection: a row
-    an earlier version wrote need not fit it."""
-    if stored is None:
-        return None
-    findings = [shown(Finding.model_validate(f), lang, country) for f in stored.get("findings", [])]
-    return {**stored, "findings": findings}
-
-
-def _attempt_row(attempt: Any, zone: ZoneInfo) -> dict[str, Any]:
-    row = asdict(attempt)
-    row["at"] = _local(attempt.at, zone)
-    del row["latency"]
-    row["latency_ms"] = None if attempt.latency is None else round(attempt.latency * 1000)
-    return row
-
-
-def _invoice_row(invoice: Any, zone: ZoneInfo) -> dict[str, Any]:
-    row = asdict(invoice)
-    row["state"] = str(invoice.state)
-    row["received_at"] = _local(invoice.received_at, zone)
-    row["updated_at"] = _local(invoice.updated_at, zone)
-    return row
-
-
-def _local(timestamp: float, zone: ZoneInfo) -> str:
-    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
 
 
 def _minute(timestamp: float, zone: ZoneInfo) -> str:
@@ -1080,22 +1049,7 @@ def _alerts(config: Config, args: argparse.Namespace) -> int:
     found = anyio.run(work)
     shown = found[:limit]
     if args.json:
-        rows = [
-            {
-                "id": a.id,
-                "at": _local(a.at, zone),
-                "severity": a.severity,
-                "code": a.code,
-                "status": a.status,
-                "condition": a.condition,
-                "invoice_id": a.invoice_id,
-                "params": a.params,
-                "subject": (said := describe(a, lang)).subject,
-                "message": said.text,
-                "sent_at": None if a.sent_at is None else _local(a.sent_at, zone),
-            }
-            for a in shown
-        ]
+        rows = [alert_row(a, zone, lang) for a in shown]
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return EXIT_OK
     cells = [
