@@ -50,7 +50,10 @@ from facturasd.findings import LANGUAGES, Language, located
 from facturasd.rows import alert_row, attempt_row, inspection, invoice_row, local
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from facturasd.store.db import Database
+    from facturasd.store.queue import Job
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 LANG_HELP = "language of what is printed (default: reports.language)"
@@ -285,6 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     for action in (assign, accept, discard, bill):
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     _alerts_parser(command("alerts", ALERTS_HELP))
+    _audit_parser(command("audit", AUDIT_HELP))
     report_help = (
         "write the daily report of the invoices received (today's so far unless told) or the "
         "monthly tax summary in paths.reports, and print the files written"
@@ -406,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invoices(config, args)
         if args.command == "alerts":
             return _alerts(config, args)
+        if args.command == "audit":
+            return _audit(config, args)
         if args.command == "report":
             return _report(config, args)
         return _jobs(config, args)
@@ -612,7 +618,7 @@ def _rebuild_ledger(config: Config, add_missing: bool) -> int:
 
 
 def _jobs(config: Config, args: argparse.Namespace) -> int:
-    from facturasd.store.queue import Job, Queue
+    from facturasd.store.queue import Queue
 
     lang = _lang(args, config)
     words = LISTING_WORDS[lang]
@@ -624,10 +630,10 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
         async with _database(config) as db:
             queue = Queue(db, config.queues)
             if args.retry:
-                found = [await queue.requeue(job_id) for job_id in args.retry]
+                found = [await queue.requeue(job_id, also=_requeued) for job_id in args.retry]
                 return found, len(found)
             if args.retry_dead:
-                found = await queue.requeue_dead(args.queue)
+                found = await queue.requeue_dead(args.queue, also=_requeued)
                 return found, len(found)
             found = await queue.find(state=state, queue=args.queue, limit=limit)
             if len(found) != limit:  # all of them
@@ -1058,6 +1064,95 @@ def _alerts(config: Config, args: argparse.Namespace) -> int:
     ]
     _print_listing(ALERT_WORDS[lang], "alerts", ("id", "at", "code", "alert"), cells, len(found))
     return EXIT_OK
+
+
+# ── audit ─────────────────────────────────────────────────────────────────────────────────
+
+AUDIT_HELP = "the actions people and systems took through the CLI and the HTTP API, newest first"
+AUDIT_WORDS: dict[Language, dict[str, str]] = {
+    "es": {
+        "id": "ID",
+        "at": "FECHA",
+        "actor": "QUIÉN",
+        "via": "VÍA",
+        "action": "ACCIÓN",
+        "target": "SOBRE",
+        "reason": "MOTIVO",
+        "no entries": "No hay acciones que mostrar.",
+        "more entries": "… y {more} más antiguas: --limit {matched} las muestra todas.",
+    },
+    "en": {
+        "id": "ID",
+        "at": "AT",
+        "actor": "WHO",
+        "via": "VIA",
+        "action": "ACTION",
+        "target": "ON",
+        "reason": "REASON",
+        "no entries": "No actions to show.",
+        "more entries": "… and {more} older: --limit {matched} shows them all.",
+    },
+}
+
+
+def _audit_parser(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--since", type=_day, metavar="DAY", help=f"taken on or after DAY: {DAY_EXAMPLES}"
+    )
+    sub.add_argument("--limit", type=_positive, metavar="N", help=LIMIT_HELP)
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+
+
+def _audit(config: Config, args: argparse.Namespace) -> int:
+    from facturasd.store.audit import Entry, entries
+
+    lang = _lang(args, config)
+    zone = ZoneInfo(config.daemon.timezone)
+    since = _start_of(args.since, zone) if args.since else None
+
+    async def work() -> list[Entry]:
+        async with _database(config) as db:
+            return await entries(db, since=since)
+
+    found = anyio.run(work)
+    shown = found[: _limit(args)]
+    if args.json:
+        rows = [{**asdict(e), "at": local(e.at, zone)} for e in shown]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    columns = ("id", "at", "actor", "via", "action", "target", "reason")
+    cells = [
+        [
+            str(e.id),
+            _minute(e.at, zone),
+            _cell(e.actor, 30),
+            e.via,
+            e.action,
+            e.target,
+            _cell(e.reason, 80),
+        ]
+        for e in shown
+    ]
+    _print_listing(AUDIT_WORDS[lang], "entries", columns, cells, len(found))
+    return EXIT_OK
+
+
+def _requeued(conn: sqlite3.Connection, job: Job) -> None:
+    """`jobs --retry`'s row in the audit trail, in the transaction that revives the job."""
+    from facturasd.store import audit
+
+    audit.record(
+        conn,
+        audit.Who(getpass.getuser(), "cli"),
+        at=datetime.now().timestamp(),
+        action="requeue",
+        target=f"job/{job.id}",
+        reason="run again from the command line",
+        queue=job.queue,
+        kind=job.kind,
+        invoice=job.payload.get("invoice"),
+    )
 
 
 def _month(text: str) -> str:
