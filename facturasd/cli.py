@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import os
 import sys
 import unicodedata
@@ -28,7 +27,6 @@ from facturasd.config import (
     effective,
     find_config_file,
     flatten,
-    inert_warnings,
     load_config,
 )
 from facturasd.constants import (
@@ -494,8 +492,6 @@ def _run(config: Config, log_format: str | None, new_ledger: bool) -> int:
     from facturasd.daemon import Daemon
 
     logs.configure(log_format or config.daemon.log_format, config.daemon.log_level)
-    for line in inert_warnings(config, os.environ):
-        logging.getLogger("facturasd.config").warning("%s", line)
     try:
         anyio.run(Daemon(config, new_ledger=new_ledger).run)
     except OSError as exc:
@@ -523,11 +519,12 @@ def _check_config(config: Config, as_json: bool, online: bool) -> int:
             return [line for line in exc.problems if line.partition(":")[0] not in said]
 
     errors += anyio.run(channels)
+    errors += _token_problems(config, said=errors)
     if online and config.alegra.enabled:
         from facturasd.alegra.service import refusals
 
         errors += anyio.run(refusals, config)
-    warnings = inert_warnings(config, os.environ) + report.warnings
+    warnings = report.warnings
     data = effective(config)
     if as_json:
         print(
@@ -555,6 +552,20 @@ def _check_config(config: Config, as_json: bool, online: bool) -> int:
         sys.stdout.flush()  # before the verdict, when both streams go to one place
         print(_verdict(len(errors), len(warnings)), file=sys.stderr)
     return EXIT_USAGE if errors else EXIT_OK
+
+
+def _token_problems(config: Config, *, said: list[str]) -> list[str]:
+    """What the daemon would refuse in http.token_file's lines (a file that cannot be read is
+    said once, by the folders' look)."""
+    from facturasd.web import tokens
+
+    if any(line.startswith(f"{tokens.KEY}:") for line in said):
+        return []
+    try:
+        tokens.read(config.http.token_file)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def _verdict(problems: int, warnings: int) -> str:
