@@ -64,6 +64,7 @@ class Api:
 
 
 API = web.AppKey("api", Api)
+ACTOR = web.RequestKey("actor", str)  # the token's name
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -90,7 +91,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     api = request.app[API]
     try:
         if request.method != "GET" or not api.open_reads:
-            request["actor"] = _actor(request, api.tokens)
+            request[ACTOR] = _actor(request, api.tokens)
         return await handler(request)
     except Refused as exc:
         return error(exc.status, exc.code, exc.message)
@@ -316,7 +317,7 @@ async def act(request: web.Request) -> web.Response:
         services.db,
         services.lifecycle,
         services.config.companies,
-        request["actor"],
+        request[ACTOR],
         via="api",
         clock=services.clock,
     )
@@ -325,7 +326,7 @@ async def act(request: web.Request) -> web.Response:
     except ReviewRefused as exc:
         status = 404 if exc.reason == "no_invoice" else 409
         raise Refused(status, exc.reason, exc.words(lang)) from None
-    done.update(action=action, invoice=invoice_id, actor=request["actor"], reason=reason)
+    done.update(action=action, invoice=invoice_id, actor=request[ACTOR], reason=reason)
     return _json(done, status=202)
 
 
