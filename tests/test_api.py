@@ -18,13 +18,14 @@ from aiohttp.test_utils import TestServer
 
 from facturasd.cli import main
 from facturasd.config import load_config
+from facturasd.constants import DATABASE_FILE
 from facturasd.errors import ConfigError
 from facturasd.services import Services, build
 from facturasd.store import audit
 from facturasd.web import tokens
 from facturasd.web.api import PREFIX, Api
 from facturasd.web.app import create_app
-from tests.support import free_port, invoice, take, write_config
+from tests.support import enqueue, free_port, invoice, query, take, write_config
 
 CONTABILIDAD, ERP = "s3cret-contabilidad-0001", "s3cret-erp-0002"
 TOKEN_FILE = f"# who may act through the API\ncontabilidad:{CONTABILIDAD}\n\nerp:{ERP}\n"
@@ -232,3 +233,31 @@ def test_the_cli_actions_are_in_the_audit_trail_too(
     assert line.split()[-4:] == ["cli", "discard", "invoice/2", "copia"]
     assert main(["audit", "--since", "2999-01-01", "--config", config]) == 0
     assert capsys.readouterr().out == "No hay acciones que mostrar.\n"
+
+
+def test_a_job_run_again_is_in_the_audit_trail(
+    office: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_path = office.parent / "state" / DATABASE_FILE
+    (dead,) = enqueue(db_path, [("alegra_sync", "ping", {"invoice": 1})])
+    query(db_path, "UPDATE jobs SET state = 'dead' WHERE id = ?", (dead,))
+    assert main(["jobs", "--retry", str(dead), "--config", str(office)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--json", "--config", str(office)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["via"], row["action"], row["target"]) == ("cli", "requeue", f"job/{dead}")
+    assert row["detail"] == {"queue": "alegra_sync", "kind": "ping", "invoice": 1}
+    # Nothing to run again: refused, and nothing recorded.
+    assert main(["jobs", "--retry", str(dead), "--config", str(office)]) == 1
+    assert query(db_path, "SELECT COUNT(*) FROM audit") == [(1,)]
+
+
+def test_check_config_names_a_wrong_token_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "http-token").write_text("contabilidad:abc123\nerp secreto-del-erp\n")
+    config = write_config(tmp_path, 'token_file = "http-token"\n')
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: http.token_file ({tmp_path / 'http-token'}): line 2 is not name:token" in err
+    assert "secreto" not in err and "abc123" not in err
