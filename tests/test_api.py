@@ -25,7 +25,19 @@ from facturasd.store import audit
 from facturasd.web import tokens
 from facturasd.web.api import PREFIX, Api
 from facturasd.web.app import create_app
-from tests.support import enqueue, free_port, invoice, query, take, write_config
+from tests.support import (
+    DaemonProcess,
+    daemon_env,
+    enqueue,
+    free_port,
+    invoice,
+    port_of,
+    query,
+    take,
+    wait_healthy,
+    wait_until,
+    write_config,
+)
 
 CONTABILIDAD, ERP = "s3cret-contabilidad-0001", "s3cret-erp-0002"
 TOKEN_FILE = f"# who may act through the API\ncontabilidad:{CONTABILIDAD}\n\nerp:{ERP}\n"
@@ -261,3 +273,37 @@ def test_check_config_names_a_wrong_token_line(
     err = capsys.readouterr().err
     assert f"error: http.token_file ({tmp_path / 'http-token'}): line 2 is not name:token" in err
     assert "secreto" not in err and "abc123" not in err
+
+
+@pytest.mark.slow
+def test_the_running_daemon_serves_the_api(office: Path) -> None:
+    """`facturasd run` as a subprocess: its /api/v1 takes an action by the token's name, and
+    its workers take the job the action queued (the invoice is read again)."""
+    port = port_of(office)
+    daemon = DaemonProcess(office, daemon_env(), log_dir=office.parent)
+    try:
+        wait_healthy(port, daemon)
+        base = f"http://127.0.0.1:{port}{PREFIX}"
+        before = httpx.get(f"{base}/invoices/1", timeout=10).json()
+        refused = httpx.post(f"{base}/invoices/1/reprocess", json={"reason": "x"}, timeout=10)
+        assert refused.status_code == 401
+        done = httpx.post(
+            f"{base}/invoices/1/reprocess",
+            json={"reason": "reglas nuevas"},
+            headers=bearer(ERP),
+            timeout=10,
+        )
+        assert done.status_code == 202, done.text
+
+        def read_again() -> bool:
+            shown = httpx.get(f"{base}/invoices/1", timeout=10).json()
+            return bool(
+                shown["state"] == before["state"] and shown["history"][-1]["actor"] != "erp"
+            )
+
+        wait_until(read_again, what="the reprocessed invoice read again by the daemon")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    rows = query(office.parent / "state" / DATABASE_FILE, "SELECT actor, via, action FROM audit")
+    assert rows == [("erp", "api", "reprocess")]
