@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import os
 import sys
 import unicodedata
@@ -28,7 +27,6 @@ from facturasd.config import (
     effective,
     find_config_file,
     flatten,
-    inert_warnings,
     load_config,
 )
 from facturasd.constants import (
@@ -46,10 +44,14 @@ from facturasd.errors import (
     ReviewRefused,
     StoreError,
 )
-from facturasd.findings import LANGUAGES, Finding, Language, located, shown
+from facturasd.findings import LANGUAGES, Language, located
+from facturasd.rows import alert_row, attempt_row, inspection, invoice_row, local
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from facturasd.store.db import Database
+    from facturasd.store.queue import Job
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 LANG_HELP = "language of what is printed (default: reports.language)"
@@ -285,6 +287,7 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     _alerts_parser(command("alerts", ALERTS_HELP))
     _status_parsers(command)
+    _audit_parser(command("audit", AUDIT_HELP))
     report_help = (
         "write the daily report of the invoices received (today's so far unless told) or the "
         "monthly tax summary in paths.reports, and print the files written"
@@ -406,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invoices(config, args)
         if args.command == "alerts":
             return _alerts(config, args)
+        if args.command == "audit":
+            return _audit(config, args)
         if args.command == "report":
             return _report(config, args)
         if args.command in ("status", "monitor"):
@@ -490,8 +495,6 @@ def _run(config: Config, log_format: str | None, new_ledger: bool) -> int:
     from facturasd.daemon import Daemon
 
     logs.configure(log_format or config.daemon.log_format, config.daemon.log_level)
-    for line in inert_warnings(config, os.environ):
-        logging.getLogger("facturasd.config").warning("%s", line)
     try:
         anyio.run(Daemon(config, new_ledger=new_ledger).run)
     except OSError as exc:
@@ -519,11 +522,12 @@ def _check_config(config: Config, as_json: bool, online: bool) -> int:
             return [line for line in exc.problems if line.partition(":")[0] not in said]
 
     errors += anyio.run(channels)
+    errors += _token_problems(config, said=errors)
     if online and config.alegra.enabled:
         from facturasd.alegra.service import refusals
 
         errors += anyio.run(refusals, config)
-    warnings = inert_warnings(config, os.environ) + report.warnings
+    warnings = report.warnings
     data = effective(config)
     if as_json:
         print(
@@ -551,6 +555,20 @@ def _check_config(config: Config, as_json: bool, online: bool) -> int:
         sys.stdout.flush()  # before the verdict, when both streams go to one place
         print(_verdict(len(errors), len(warnings)), file=sys.stderr)
     return EXIT_USAGE if errors else EXIT_OK
+
+
+def _token_problems(config: Config, *, said: list[str]) -> list[str]:
+    """What the daemon would refuse in http.token_file's lines (a file that cannot be read is
+    said once, by the folders' look)."""
+    from facturasd.web import tokens
+
+    if any(line.startswith(f"{tokens.KEY}:") for line in said):
+        return []
+    try:
+        tokens.read(config.http.token_file)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def _verdict(problems: int, warnings: int) -> str:
@@ -614,7 +632,7 @@ def _rebuild_ledger(config: Config, add_missing: bool) -> int:
 
 
 def _jobs(config: Config, args: argparse.Namespace) -> int:
-    from facturasd.store.queue import Job, Queue
+    from facturasd.store.queue import Queue
 
     lang = _lang(args, config)
     words = LISTING_WORDS[lang]
@@ -626,10 +644,10 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
         async with _database(config) as db:
             queue = Queue(db, config.queues)
             if args.retry:
-                found = [await queue.requeue(job_id) for job_id in args.retry]
+                found = [await queue.requeue(job_id, also=_requeued) for job_id in args.retry]
                 return found, len(found)
             if args.retry_dead:
-                found = await queue.requeue_dead(args.queue)
+                found = await queue.requeue_dead(args.queue, also=_requeued)
                 return found, len(found)
             found = await queue.find(state=state, queue=args.queue, limit=limit)
             if len(found) != limit:  # all of them
@@ -647,7 +665,7 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
                 "state": j.state.value,
                 "attempts": j.attempts,
                 "max_attempts": j.max_attempts,
-                "created_at": _local(j.created_at, zone),
+                "created_at": local(j.created_at, zone),
                 "last_error": j.last_error,
             }
             for j in found
@@ -704,7 +722,7 @@ def _invoice_list(config: Config, args: argparse.Namespace) -> int:
 
     found, matched = anyio.run(work)
     if args.json:
-        print(json.dumps([_invoice_row(i, zone) for i in found], indent=2, ensure_ascii=False))
+        print(json.dumps([invoice_row(i, zone) for i in found], indent=2, ensure_ascii=False))
         return EXIT_OK
     columns = (
         "id", "state", "compliance", "received", "issued", "number", "issuer", "total",
@@ -885,19 +903,19 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                 if invoice is None:
                     raise ReviewRefused("no_invoice", id=args.id)
                 return {
-                    **_invoice_row(invoice, zone),
+                    **invoice_row(invoice, zone),
                     "history": [
-                        {**asdict(e), "at": _local(e.at, zone)}
+                        {**asdict(e), "at": local(e.at, zone)}
                         for e in await ledger.events(db, args.id)
                     ],
                     "attempts": [
-                        _attempt_row(a, zone) for a in await compliance.attempts(db, args.id)
+                        attempt_row(a, zone) for a in await compliance.attempts(db, args.id)
                     ],
                     "alerts": [
-                        {**asdict(a), "at": _local(a.at, zone)}
+                        {**asdict(a), "at": local(a.at, zone)}
                         for a in await compliance.alerts(db, invoice_id=args.id)
                     ],
-                    "inspection": _inspection(
+                    "inspection": inspection(
                         await db.read(partial(ledger.inspection, invoice_id=args.id)),
                         lang,
                         invoice.country,
@@ -918,38 +936,6 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
         assert isinstance(result, dict)
         print(_show(result, lang))
     return EXIT_OK
-
-
-def _inspection(
-    stored: dict[str, Any] | None, lang: Language, country: str | None
-) -> dict[str, Any] | None:
-    """The ledger's inspection of an invoice, its findings' messages rendered in `lang`, amounts
-    as `country` writes them. Kept as the stored JSON, not read into today's Inspection: a row
-    an earlier version wrote need not fit it."""
-    if stored is None:
-        return None
-    findings = [shown(Finding.model_validate(f), lang, country) for f in stored.get("findings", [])]
-    return {**stored, "findings": findings}
-
-
-def _attempt_row(attempt: Any, zone: ZoneInfo) -> dict[str, Any]:
-    row = asdict(attempt)
-    row["at"] = _local(attempt.at, zone)
-    del row["latency"]
-    row["latency_ms"] = None if attempt.latency is None else round(attempt.latency * 1000)
-    return row
-
-
-def _invoice_row(invoice: Any, zone: ZoneInfo) -> dict[str, Any]:
-    row = asdict(invoice)
-    row["state"] = str(invoice.state)
-    row["received_at"] = _local(invoice.received_at, zone)
-    row["updated_at"] = _local(invoice.updated_at, zone)
-    return row
-
-
-def _local(timestamp: float, zone: ZoneInfo) -> str:
-    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
 
 
 def _minute(timestamp: float, zone: ZoneInfo) -> str:
@@ -1083,22 +1069,7 @@ def _alerts(config: Config, args: argparse.Namespace) -> int:
     found = anyio.run(work)
     shown = found[:limit]
     if args.json:
-        rows = [
-            {
-                "id": a.id,
-                "at": _local(a.at, zone),
-                "severity": a.severity,
-                "code": a.code,
-                "status": a.status,
-                "condition": a.condition,
-                "invoice_id": a.invoice_id,
-                "params": a.params,
-                "subject": (said := describe(a, lang)).subject,
-                "message": said.text,
-                "sent_at": None if a.sent_at is None else _local(a.sent_at, zone),
-            }
-            for a in shown
-        ]
+        rows = [alert_row(a, zone, lang) for a in shown]
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return EXIT_OK
     cells = [
@@ -1107,6 +1078,95 @@ def _alerts(config: Config, args: argparse.Namespace) -> int:
     ]
     _print_listing(ALERT_WORDS[lang], "alerts", ("id", "at", "code", "alert"), cells, len(found))
     return EXIT_OK
+
+
+# ── audit ─────────────────────────────────────────────────────────────────────────────────
+
+AUDIT_HELP = "the actions people and systems took through the CLI and the HTTP API, newest first"
+AUDIT_WORDS: dict[Language, dict[str, str]] = {
+    "es": {
+        "id": "ID",
+        "at": "FECHA",
+        "actor": "QUIÉN",
+        "via": "VÍA",
+        "action": "ACCIÓN",
+        "target": "SOBRE",
+        "reason": "MOTIVO",
+        "no entries": "No hay acciones que mostrar.",
+        "more entries": "… y {more} más antiguas: --limit {matched} las muestra todas.",
+    },
+    "en": {
+        "id": "ID",
+        "at": "AT",
+        "actor": "WHO",
+        "via": "VIA",
+        "action": "ACTION",
+        "target": "ON",
+        "reason": "REASON",
+        "no entries": "No actions to show.",
+        "more entries": "… and {more} older: --limit {matched} shows them all.",
+    },
+}
+
+
+def _audit_parser(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--since", type=_day, metavar="DAY", help=f"taken on or after DAY: {DAY_EXAMPLES}"
+    )
+    sub.add_argument("--limit", type=_positive, metavar="N", help=LIMIT_HELP)
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
+
+
+def _audit(config: Config, args: argparse.Namespace) -> int:
+    from facturasd.store.audit import Entry, entries
+
+    lang = _lang(args, config)
+    zone = ZoneInfo(config.daemon.timezone)
+    since = _start_of(args.since, zone) if args.since else None
+
+    async def work() -> list[Entry]:
+        async with _database(config) as db:
+            return await entries(db, since=since)
+
+    found = anyio.run(work)
+    shown = found[: _limit(args)]
+    if args.json:
+        rows = [{**asdict(e), "at": local(e.at, zone)} for e in shown]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    columns = ("id", "at", "actor", "via", "action", "target", "reason")
+    cells = [
+        [
+            str(e.id),
+            _minute(e.at, zone),
+            _cell(e.actor, 30),
+            e.via,
+            e.action,
+            e.target,
+            _cell(e.reason, 80),
+        ]
+        for e in shown
+    ]
+    _print_listing(AUDIT_WORDS[lang], "entries", columns, cells, len(found))
+    return EXIT_OK
+
+
+def _requeued(conn: sqlite3.Connection, job: Job) -> None:
+    """`jobs --retry`'s row in the audit trail, in the transaction that revives the job."""
+    from facturasd.store import audit
+
+    audit.record(
+        conn,
+        audit.Who(getpass.getuser(), "cli"),
+        at=datetime.now().timestamp(),
+        action="requeue",
+        target=f"job/{job.id}",
+        reason="run again from the command line",
+        queue=job.queue,
+        kind=job.kind,
+        invoice=job.payload.get("invoice"),
+    )
 
 
 def _month(text: str) -> str:

@@ -51,6 +51,9 @@ from facturasd.pipeline.rebuild import refuse_new_ledger
 from facturasd.services import Services, build
 from facturasd.systemd import Notifier
 from facturasd.web import app as web_app
+from facturasd.web import tokens
+from facturasd.web.api import Api
+from facturasd.web.tokens import Tokens
 from facturasd.workers import Handler, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -314,12 +317,16 @@ class Daemon:
             async with state_lock(self.config.paths.state_dir):
                 sock = await anyio.to_thread.run_sync(web_app.listen, self.config.http)
                 try:
+                    # (a token file that cannot be read stops the start before the ledger)
+                    api_tokens = await anyio.to_thread.run_sync(
+                        tokens.read, self.config.http.token_file
+                    )
                     if not self.new_ledger:
                         await anyio.to_thread.run_sync(refuse_new_ledger, self.config)
                     async with build(
                         self.config, clock=self.clock, stages=self.stages, handlers=self.handlers
                     ) as services:
-                        await self._serve(services, stop, signals, sock)
+                        await self._serve(services, stop, signals, sock, api_tokens)
                 finally:
                     sock.close()
         log.info("stopped")
@@ -330,6 +337,7 @@ class Daemon:
         stop: anyio.Event,
         signals: AsyncIterator[signal.Signals],
         sock: socket.socket,
+        api_tokens: Tokens,
     ) -> None:
         config = self.config
         crashed = (
@@ -377,7 +385,8 @@ class Daemon:
         services.health.register("inbox:unreadable", WEIGHTS["inbox"], inbox_probe(watcher))
         hooks = services.alegra.hooks if services.alegra is not None else None
         runner = await web_app.start(
-            web_app.create_app(services.health, hooks, services.metrics), sock
+            web_app.create_app(services.health, hooks, services.metrics, Api(services, api_tokens)),
+            sock,
         )
         try:
             components = [

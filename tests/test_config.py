@@ -12,12 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from facturasd.config import (
-    INERT,
     Config,
     RateLimit,
     flatten,
     format_duration,
-    inert_warnings,
     load_config,
     parse_duration,
 )
@@ -26,12 +24,9 @@ from tests.support import (
     PYTHON,
     REPO,
     SHIPPED_CONFIG,
-    DaemonProcess,
     daemon_env,
     free_port,
     run_facturasd,
-    wait_healthy,
-    write_config,
 )
 
 
@@ -315,9 +310,9 @@ def test_secret_files_come_from_systemd_credentials(tmp_path: Path) -> None:
 
 
 def test_shipped_file_shows_every_key_of_the_schema() -> None:
-    """Unknown keys are refused; this keeps the schema and the shipped file in step. Keys
-    with no effect yet, and optional files, are shown commented out, so a fresh start is
-    quiet and the file still documents every key."""
+    """Unknown keys are refused; this keeps the schema and the shipped file in step. Optional
+    files are shown commented out, so a fresh start is quiet and the file still documents
+    every key."""
     text = SHIPPED_CONFIG.read_text(encoding="utf-8")
     shipped = flatten(tomllib.loads(text))
     # The commented-out keys and sections read as TOML once their "# " goes (the example
@@ -329,7 +324,7 @@ def test_shipped_file_shows_every_key_of_the_schema() -> None:
     for key, value in flatten(Config().model_dump(mode="json")).items():
         if key.startswith("companies"):
             continue
-        if key in INERT or value is None:
+        if value is None:
             assert key not in shipped, f"{key} is set in facturasd.toml"
             assert key in shown, f"{key} is not shown commented out in facturasd.toml"
             if value is not None:
@@ -338,37 +333,6 @@ def test_shipped_file_shows_every_key_of_the_schema() -> None:
             assert key in shipped, f"{key} is missing from facturasd.toml"
     # and the values it sets are the schema's defaults, so the documentation in it does not lie
     assert load_config(SHIPPED_CONFIG, {}) == Config.model_validate({}, context={"base_dir": REPO})
-
-
-def test_inert_keys_are_keys_of_the_schema() -> None:
-    """Each name in INERT is a key a file can set, so no warning is lost to a typo there."""
-    assert set(flatten(Config().model_dump(mode="json"))) >= INERT
-
-
-@pytest.mark.parametrize(
-    ("text", "environ", "expected"),
-    [
-        ("", {}, []),
-        ('[http]\nbind = "127.0.0.1:9000"\n[alerts]\nqueue_backlog = 5\n', {}, []),
-        (  # (the notifications and the scheduler work: no warning for them)
-            '[notify.email]\nenabled = true\nrecipients = ["a@b.co"]\n[http]\ntoken_file = "t"\n',
-            {},
-            ["http.token_file: no effect in this version"],
-        ),
-        (
-            "[retry]\nmax_retries = 1\n",
-            {"DIAN_MAX_RETRIES": "5", "FACTURASD_HTTP__TOKEN_FILE": "t", "REDIS_URL": "redis://c"},
-            # (the cache works: REDIS_URL gives no warning)
-            ["http.token_file (from FACTURASD_HTTP__TOKEN_FILE): no effect in this version"],
-        ),
-        ("", {"FACTURASD_SCHEDULE__DAILY_REPORT": "0 7 * * *"}, []),
-    ],
-)
-def test_keys_with_no_effect_are_named_when_set(
-    tmp_path: Path, text: str, environ: dict[str, str], expected: list[str]
-) -> None:
-    warnings = inert_warnings(load(tmp_path, text, environ), environ)
-    assert [w.split(" (accepted")[0] for w in warnings] == expected
 
 
 def run_cli(
@@ -389,52 +353,7 @@ def test_check_config_accepts_the_shipped_file() -> None:
     assert result.returncode == 0, result.stderr
     assert 'daemon.timezone = "America/Bogota"' in result.stdout
     assert "Traceback" not in result.stderr
-    assert "no effect" not in result.stderr  # a fresh start is quiet
-
-
-@pytest.mark.slow
-def test_check_config_warns_about_each_key_with_no_effect(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text('[http]\ntoken_file = "t"\n[notify.email]\nenabled = true\n')
-    result = run_cli("check-config", "--config", str(config))
-    warned = [line for line in result.stderr.splitlines() if "no effect in this version" in line]
-    # The notifications work now: only the API's key is named.
-    assert [line.split(":")[:2] for line in warned] == [["warning", " http.token_file"]]
-    seeded = run_cli(
-        "check-config",
-        "--config",
-        str(config),
-        "--json",
-        env=free_bind(FACTURASD_HTTP__TOKEN_FILE="t"),
-    )
-    assert any(
-        w.startswith("http.token_file (from FACTURASD_HTTP__TOKEN_FILE): no effect in this version")
-        for w in json.loads(seeded.stdout)["warnings"]
-    )
-    quiet = tmp_path / "quiet.toml"
-    quiet.write_text('[http]\nbind = "127.0.0.1:9000"\n')
-    result = run_cli("check-config", "--config", str(quiet))
-    assert result.returncode == 0, result.stderr
-    assert "no effect" not in result.stderr
-
-
-@pytest.mark.slow
-def test_the_daemon_logs_each_key_with_no_effect_at_start(tmp_path: Path) -> None:
-    port = free_port()
-    config = write_config(tmp_path, "[notify.log]\nenabled = true\n", port=port)
-    daemon = DaemonProcess(config, daemon_env(FACTURASD_HTTP__TOKEN_FILE="t"), log_dir=tmp_path)
-    try:
-        wait_healthy(port, daemon)
-        assert daemon.stop() == 0
-    finally:
-        daemon.kill()
-    logged = [line for line in daemon.stderr().splitlines() if "no effect" in line]
-    # ([notify.log] works: only the API's key is named)
-    assert len(logged) == 1
-    assert (
-        "http.token_file (from FACTURASD_HTTP__TOKEN_FILE): no effect in this version"
-        in (logged[0])
-    )
+    assert "warning" not in result.stderr  # a fresh start is quiet
 
 
 @pytest.mark.slow
@@ -528,12 +447,12 @@ def test_check_config_puts_the_problems_first_and_ends_with_a_verdict(tmp_path: 
 
     (tmp_path / "inbox").write_text("not a folder")
     wrong = tmp_path / "wrong.toml"
-    (tmp_path / "t").write_text("api:0123456789\n")
-    wrong.write_text('[paths]\ninbox = "inbox"\n[http]\ntoken_file = "t"\n')
+    # (a secret file of a channel that is off: only a warning)
+    wrong.write_text('[paths]\ninbox = "inbox"\n[notify.nanobot]\ntoken_file = "nada"\n')
     code, lines = seen(wrong)
     assert code == 2
     assert lines[0] == f"error: paths.inbox: '{tmp_path / 'inbox'}' exists and is not a folder"
-    assert lines[1].startswith("warning: http.token_file: no effect in this version")
+    assert lines[1].startswith("warning: notify.nanobot.token_file: ")
     assert lines[2].startswith("paths.state_dir = ")
     assert lines[-1] == "1 problem, 1 warning"
 

@@ -1,9 +1,9 @@
 """The configuration: facturasd.toml and the environment, validated into `Config`.
 
     types     the values: durations, rate limits, paths, secret files, masked URLs
-    sections  the pydantic sections, `Config`, and `INERT` (keys with no effect yet)
+    sections  the pydantic sections and `Config`
     loading   find_config_file, load_config (file, seed names, FACTURASD_ variables)
-    wording   the lines a person reads about a problem or an inert key
+    wording   the lines a person reads about a problem
     folders   check-config's look at the folders and secret files
 
 The company profile is the checks' model (facturasd.checks.company), listed here under
@@ -15,9 +15,8 @@ when they run (tests/test_imports.py walks the imports).
 # that still take it from the configuration; new code imports it from facturasd.checks.company.
 from facturasd.checks.company import Company
 from facturasd.config.folders import FolderReport, check_folders
-from facturasd.config.loading import find_config_file, inert_warnings, load_config
+from facturasd.config.loading import find_config_file, load_config
 from facturasd.config.sections import (
-    INERT,
     Checks,
     Config,
     Http,
@@ -26,12 +25,10 @@ from facturasd.config.sections import (
     QueueSettings,
     effective,
     flatten,
-    inert_keys,
 )
 from facturasd.config.types import RateLimit, format_duration, parse_duration
 
 __all__ = [
-    "INERT",
     "Checks",
     "Company",
     "Config",
@@ -46,8 +43,6 @@ __all__ = [
     "find_config_file",
     "flatten",
     "format_duration",
-    "inert_keys",
-    "inert_warnings",
     "load_config",
     "parse_duration",
 ]

@@ -52,10 +52,12 @@ def check_folders(config: Config) -> FolderReport:
                 present = False
             if not present:
                 # Alegra's tokens are needed at start once Alegra is configured, a channel's
-                # secret once it is enabled; other secret files only by the stage that reads
-                # them.
-                needed = (key.startswith("alegra.") and config.alegra.enabled) or (
-                    key.startswith("notify.") and _channel_enabled(config, key)
+                # secret once it is enabled, the API's tokens whenever set; other secret files
+                # only by the stage that reads them.
+                needed = (
+                    (key.startswith("alegra.") and config.alegra.enabled)
+                    or (key.startswith("notify.") and _channel_enabled(config, key))
+                    or key == "http.token_file"
                 )
                 (errors if needed else warnings).append(
                     f"{key}: {str(value)!r} does not exist or cannot be read"

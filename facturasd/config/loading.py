@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from facturasd.config import wording
-from facturasd.config.sections import Config, inert_keys
+from facturasd.config.sections import Config
 from facturasd.constants import CONFIG_ENV, CONFIG_SEARCH_PATH, ENV_PREFIX
 from facturasd.errors import ConfigError
 
@@ -67,17 +67,6 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def inert_warnings(config: Config, environ: Mapping[str, str]) -> list[str]:
-    """One warning per key that `config` was given and that has no effect in this version,
-    naming the variable that set it when it came from `environ` (the one it was loaded with)."""
-    overrides, _ = _overrides(environ)
-    sources = {keys: name for name, keys, _ in overrides}  # a later override wins, as in _apply
-    return [
-        wording.no_effect(key, _origin(tuple(key.split(".")), sources))
-        for key in inert_keys(config)
-    ]
 
 
 def _env_value(text: str) -> object:

@@ -1,5 +1,4 @@
-"""The configuration's sections as pydantic models, `Config` over them, and which of their
-keys have no effect yet (`INERT`).
+"""The configuration's sections as pydantic models, and `Config` over them.
 
 Defaults are written here once; the shipped facturasd.toml repeats them (a test keeps the two
 equal). The company profile is the checks' own model (facturasd.checks.company); the
@@ -8,7 +7,7 @@ configuration only lists companies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -452,34 +451,6 @@ class Config(_Section):
                     {"where": where, "unknown": ", ".join(unknown)},
                 )
         return self
-
-
-# The keys no code reads yet. They stay in the schema, validated, as the contract the next
-# stages fill in; but setting one changes nothing, so check-config and the daemon's start-up
-# say so, key by key. The change that makes a key work removes it from this list.
-INERT: frozenset[str] = frozenset(
-    {
-        # the HTTP API's actions
-        "http.token_file",
-    }
-)
-
-
-def inert_keys(config: Config) -> list[str]:
-    """The keys of INERT that `config` was given (by its file or the environment), in the
-    schema's order. A default is not counted: a fresh configuration gives none."""
-    return [key for key in _given_keys(config) if key in INERT]
-
-
-def _given_keys(model: BaseModel, prefix: str = "") -> Iterator[str]:
-    for name in type(model).model_fields:
-        if name not in model.model_fields_set:
-            continue
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            yield from _given_keys(value, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}"
 
 
 def section_model(annotation: object) -> type[BaseModel] | None:

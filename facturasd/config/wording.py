@@ -1,6 +1,6 @@
 """What a person reads about their configuration: one line per problem naming the key (and
-the variable it came from), the value and why; a "did you mean" for a misspelt key; the
-warning for a key that has no effect yet. No line ever shows a secret.
+the variable it came from), the value and why; a "did you mean" for a misspelt key. No line
+ever shows a secret.
 """
 
 from __future__ import annotations
@@ -83,12 +83,6 @@ def toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> str:
             f"{path}:{line}:{column}: TOML syntax error at line {line}, column {column}: {reason}"
         )
     return f"{path}: TOML syntax error: {message}"
-
-
-def no_effect(key: str, origin: str | None) -> str:
-    """The warning for a key that was set and that nothing reads in this version."""
-    where = f"{key} (from {origin})" if origin else key
-    return f"{where}: no effect in this version (accepted, but nothing reads it yet)"
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

@@ -1,11 +1,11 @@
-"""What a person does to an invoice from the CLI: reprocess, assign, accept, discard, and ask
-the tax authority again.
+"""What a person does to an invoice, from the CLI or the HTTP API alike: reprocess, assign,
+accept, discard, and ask the tax authority again.
 
 Each is one write transaction through `Lifecycle.advance` (`Lifecycle.comply`), recorded as an
-event with who did it and why, so an invoice a person moves on gets the same next job as one
-the daemon moved. They run beside the daemon on the same SQLite file (WAL: the daemon keeps
-working; a write waits for the other's commit). A job they queue is taken by the daemon now,
-or at its next start.
+event with who did it and why, and as a row of the audit trail (who, by which way), so an
+invoice a person moves on gets the same next job as one the daemon moved. They run beside the
+daemon on the same SQLite file (WAL: the daemon keeps working; a write waits for the other's
+commit). A job they queue is taken by the daemon now, or at its next start.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from facturasd.config import Company
 from facturasd.constants import ComplianceStatus, InvoiceState, JobState
 from facturasd.errors import ReviewRefused
 from facturasd.pipeline.lifecycle import ASKED, BOOK, CONFIRM, Lifecycle, Stage
-from facturasd.store import bookings, compliance, ledger
+from facturasd.store import audit, bookings, compliance, ledger
+from facturasd.store.audit import Via
 from facturasd.store.db import Database
 
 # Findings that keep an invoice in review whoever it is assigned to.
@@ -35,12 +36,16 @@ class Review:
         companies: Sequence[Company],
         actor: str,
         *,
+        via: Via = "cli",
         clock: Clock = utcnow,
     ):
+        """`actor`: who acts (the OS user on the CLI, the token's name on the API), `via`:
+        by which way, both recorded in the audit trail."""
         self.db = db
         self.lifecycle = lifecycle
         self.companies = tuple(companies)
         self.actor = actor
+        self._who = audit.Who(actor, via)
         self._clock = clock
 
     async def _get(self, invoice_id: int) -> ledger.Invoice:
@@ -54,7 +59,7 @@ class Review:
         invoice = await self._get(invoice_id)
         if not invoice.archived or invoice.state is InvoiceState.RECEIVED:
             raise ReviewRefused("being_read", id=invoice_id)
-        await self._set(invoice, f"reprocess: {reason}", InvoiceState.RECEIVED)
+        await self._set(invoice, "reprocess", reason, InvoiceState.RECEIVED)
 
     async def assign(self, invoice_id: int, company: str, reason: str) -> InvoiceState:
         """Give the invoice to a company; one in review only for want of a company is then
@@ -71,7 +76,9 @@ class Review:
             codes = {f["code"] for f in found.get("findings", [])}
             if not codes & set(STILL_IN_REVIEW):
                 state = InvoiceState.CHECKED
-        await self._set(invoice, f"assigned to {company}: {reason}", state, company=company)
+        await self._set(
+            invoice, "assign", reason, state, said=f"assigned to {company}", company=company
+        )
         return state
 
     async def accept(self, invoice_id: int, reason: str) -> None:
@@ -81,13 +88,13 @@ class Review:
             raise ReviewRefused("not_in_review", id=invoice_id, state=invoice.state)
         if invoice.format == "pdf":
             raise ReviewRefused("pdf_alone", id=invoice_id)
-        await self._set(invoice, f"accepted: {reason}", InvoiceState.CHECKED)
+        await self._set(invoice, "accept", reason, InvoiceState.CHECKED, said="accepted")
 
     async def discard(self, invoice_id: int, reason: str) -> None:
         invoice = await self._get(invoice_id)
         if invoice.state is InvoiceState.DISCARDED:
             raise ReviewRefused("discarded_already", id=invoice_id)
-        await self._set(invoice, f"discarded: {reason}", InvoiceState.DISCARDED)
+        await self._set(invoice, "discard", reason, InvoiceState.DISCARDED, said="discarded")
 
     async def checked_with(self, status: ComplianceStatus) -> list[int]:
         """The checked invoices whose compliance status is `status`, oldest first: those
@@ -121,6 +128,7 @@ class Review:
                 )
             ):
                 self._book_again(conn, invoice, book, reason)
+                self._audit(conn, "retry", invoice_id, reason, outcome="booking_again")
                 return invoice, "booking_again"
             if invoice.state not in ASKED:
                 raise ReviewRefused("not_checked", id=invoice_id, state=invoice.state)
@@ -133,6 +141,7 @@ class Review:
                 actor=self.actor,
             )
             compliance.restart_count(conn, invoice_id)
+            self._audit(conn, "retry", invoice_id, reason, outcome="asked_again")
             return invoice, "asked_again"
 
         return await self.db.write(record)
@@ -167,6 +176,7 @@ class Review:
                     detail=f"no bill in Alegra, says {self.actor}: {reason}",
                 )
                 self._book_again(conn, invoice, book, f"no bill in Alegra: {reason}")
+                self._audit(conn, "bill", invoice_id, reason, bill=None)
                 return
             bookings.record(
                 conn, invoice_id, account=found.account, outcome=bookings.Outcome.BOOKED, at=now
@@ -179,6 +189,7 @@ class Review:
                 actor=self.actor,
                 alegra_bill_id=bill_id,
             )
+            self._audit(conn, "bill", invoice_id, reason, bill=bill_id)
 
         await self.db.write(record)
 
@@ -212,16 +223,44 @@ class Review:
             raise ReviewRefused(busy, id=invoice_id)
         self.lifecycle.queue.due_now(conn, [job.id])
 
+    def _audit(
+        self, conn: sqlite3.Connection, action: str, invoice_id: int, reason: str, **detail: Any
+    ) -> None:
+        audit.record(
+            conn,
+            self._who,
+            at=self._clock().timestamp(),
+            action=action,
+            target=f"invoice/{invoice_id}",
+            reason=reason,
+            **detail,
+        )
+
     async def _set(
-        self, invoice: ledger.Invoice, reason: str, state: InvoiceState, **columns: Any
+        self,
+        invoice: ledger.Invoice,
+        action: str,
+        reason: str,
+        state: InvoiceState,
+        *,
+        said: str | None = None,
+        **columns: Any,
     ) -> None:
         """The change, only if the invoice is still as it was read (the daemon may have moved
-        it on meanwhile)."""
+        it on meanwhile). The history says "`said`: `reason`" ("`action`: …" without it)."""
 
         def record(conn: sqlite3.Connection) -> bool:
-            return self.lifecycle.advance(
-                conn, invoice, to=state, reason=reason, actor=self.actor, **columns
+            changed = self.lifecycle.advance(
+                conn,
+                invoice,
+                to=state,
+                reason=f"{said or action}: {reason}",
+                actor=self.actor,
+                **columns,
             )
+            if changed:
+                self._audit(conn, action, invoice.id, reason, state=str(state), **columns)
+            return changed
 
         if not await self.db.write(record):
             raise ReviewRefused("changed", id=invoice.id)

@@ -214,4 +214,24 @@ MIGRATIONS: tuple[str, ...] = (
         said_at  REAL NOT NULL
     );
     """,
+    # 6: the audit trail: each action a person or a system took through the CLI or the HTTP
+    # API (who, when, by which way, what, on what, why), written in the action's own
+    # transaction; append-only, like the invoices' history.
+    """
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      REAL NOT NULL,
+        actor   TEXT NOT NULL,
+        via     TEXT NOT NULL CHECK (via IN ('api', 'cli')),
+        action  TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        reason  TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_at ON audit(at);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+    """,
 )

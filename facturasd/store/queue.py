@@ -88,6 +88,10 @@ class Job:
         )
 
 
+# What runs beside a revived job, in its transaction (the audit trail's row).
+Revived = Callable[[sqlite3.Connection, Job], None]
+
+
 @dataclass(frozen=True)
 class Reservation:
     """A place among the jobs handed over, reserved before the write that adds one claimed
@@ -482,8 +486,9 @@ class Queue:
 
         await self.db.write(give_back)
 
-    async def requeue(self, job_id: int) -> Job:
-        """Runs a dead job again, with its attempts reset."""
+    async def requeue(self, job_id: int, *, also: Revived | None = None) -> Job:
+        """Runs a dead job again, with its attempts reset; `also(conn, job)` in the same
+        transaction (the audit trail's row)."""
 
         def revive(conn: sqlite3.Connection) -> Job:
             now = self._now()
@@ -501,16 +506,21 @@ class Queue:
                 ) from None
             if row is None:
                 raise StoreError(f"job {job_id}: no dead job with this id")
-            return Job.from_row(row)
+            job = Job.from_row(row)
+            if also is not None:
+                also(conn, job)
+            return job
 
         job = await self.db.write(revive)
         self.wake(job.queue)
         return job
 
-    async def requeue_dead(self, queue: str | None = None) -> list[Job]:
+    async def requeue_dead(
+        self, queue: str | None = None, *, also: Revived | None = None
+    ) -> list[Job]:
         """Runs every dead job (of `queue`) again, with its attempts reset: of several dead
         jobs with one dedupe key the newest, and none whose key a live job holds (its work is
-        under way already)."""
+        under way already); `also(conn, job)` for each, in the same transaction."""
 
         def revive(conn: sqlite3.Connection) -> list[Job]:
             now = self._now()
@@ -526,7 +536,11 @@ class Queue:
                     RETURNING {_COLUMNS}""",
                 (now, now, queue, queue),
             ).fetchall()
-            return [Job.from_row(row) for row in rows]
+            jobs = [Job.from_row(row) for row in rows]
+            if also is not None:
+                for job in jobs:
+                    also(conn, job)
+            return jobs
 
         jobs = await self.db.write(revive)
         for name in {job.queue for job in jobs}:

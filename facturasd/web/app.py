@@ -14,6 +14,7 @@ from facturasd.config import Http
 from facturasd.errors import CannotListen
 from facturasd.monitoring.health import Health
 from facturasd.monitoring.metrics import Metrics
+from facturasd.web.api import Api, add_routes
 
 HEALTH = web.AppKey("health", Health)
 METRICS = web.AppKey("metrics", Metrics)
@@ -37,10 +38,13 @@ async def scrape(request: web.Request) -> web.Response:
 
 
 def create_app(
-    checker: Health, hooks: Hooks | None = None, metrics: Metrics | None = None
+    checker: Health,
+    hooks: Hooks | None = None,
+    metrics: Metrics | None = None,
+    api: Api | None = None,
 ) -> web.Application:
     """`hooks`: Alegra's webhooks, answered when Alegra is configured; `metrics`: the
-    daemon's, at GET /metrics."""
+    daemon's, at GET /metrics; `api`: the REST API under /api/v1/ (web/api.py)."""
     app = web.Application()
     app[HEALTH] = checker
     app.router.add_get("/health", health)
@@ -49,6 +53,8 @@ def create_app(
         app.router.add_get("/metrics", scrape)
     if hooks is not None:
         app.router.add_post(HOOK_PATH, hooks.handle)
+    if api is not None:
+        add_routes(app, api)
     return app
 
 

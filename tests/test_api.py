@@ -1,0 +1,309 @@
+"""The REST API under /api/v1/ as an integrator uses it, over real HTTP against the app built
+from the daemon's real services on a ledger filled as the daemon fills it: actions need a
+token of http.token_file and are recorded in the audit trail under its name, reads are open on
+loopback only, errors are JSON, and openapi.json lists exactly the routes the server has."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+
+from facturasd.cli import main
+from facturasd.config import load_config
+from facturasd.constants import DATABASE_FILE
+from facturasd.errors import ConfigError
+from facturasd.services import Services, build
+from facturasd.store import audit
+from facturasd.web import tokens
+from facturasd.web.api import PREFIX, Api
+from facturasd.web.app import create_app
+from tests.support import (
+    DaemonProcess,
+    daemon_env,
+    enqueue,
+    free_port,
+    invoice,
+    port_of,
+    query,
+    take,
+    wait_healthy,
+    wait_until,
+    write_config,
+)
+
+CONTABILIDAD, ERP = "s3cret-contabilidad-0001", "s3cret-erp-0002"
+TOKEN_FILE = f"# who may act through the API\ncontabilidad:{CONTABILIDAD}\n\nerp:{ERP}\n"
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Path:
+    """A configuration with two tokens, two invoices read and checked, and today's report."""
+    (tmp_path / "http-token").write_text(TOKEN_FILE)
+    config = write_config(tmp_path, 'token_file = "http-token"\n')
+    take(config, {"factura 1.xml": invoice(1), "factura 2.xml": invoice(2)})
+    assert main(["report", "--config", str(config)]) == 0
+    return config
+
+
+@pytest.fixture
+def listed(office: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    """`invoices list --json` of the office."""
+    capsys.readouterr()
+    assert main(["invoices", "list", "--json", "--config", str(office)]) == 0
+    found: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    return found
+
+
+@asynccontextmanager
+async def serving(config_file: Path, bind: str | None = None) -> AsyncIterator[Services]:
+    """The daemon's HTTP app on a real port, on services built from `config_file` (listening,
+    as far as the API knows, on `bind`); the services carry the base URL in `.url`."""
+    environ = {"FACTURASD_HTTP__BIND": bind} if bind else {}
+    config = load_config(config_file, environ)
+    async with build(config) as services:
+        found = await anyio.to_thread.run_sync(tokens.read, config.http.token_file)
+        app = create_app(services.health, None, services.metrics, Api(services, found))
+        server = TestServer(app, host="127.0.0.1", port=free_port())
+        await server.start_server()
+        try:
+            object.__setattr__(services, "url", str(server.make_url(PREFIX)))
+            yield services
+        finally:
+            await server.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.anyio
+async def test_an_action_needs_a_token_and_is_audited_under_its_name(office: Path) -> None:
+    async with serving(office) as services, httpx.AsyncClient(timeout=30) as http:
+        url = f"{services.url}/invoices/1/reprocess"  # type: ignore[attr-defined]
+        body = {"reason": "reglas nuevas"}
+        missing = await http.post(url, json=body)
+        assert missing.status_code == 401
+        assert missing.json()["error"]["code"] == "unauthorized"
+        assert missing.headers["WWW-Authenticate"] == "Bearer"
+        wrong = await http.post(url, json=body, headers=bearer(CONTABILIDAD + "x"))
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "invalid_token"
+        # Refused: nothing done, nothing recorded.
+        assert await audit.entries(services.db) == []
+        done = await http.post(url, json=body, headers=bearer(CONTABILIDAD))
+        assert done.status_code == 202, done.text
+        said = done.json()
+        assert (said["action"], said["result"], said["state"]) == (
+            "reprocess",
+            "queued_again",
+            "received",
+        )
+        assert said["actor"] == "contabilidad"
+        (entry,) = await audit.entries(services.db)
+        assert (entry.actor, entry.via, entry.action, entry.target, entry.reason) == (
+            "contabilidad",
+            "api",
+            "reprocess",
+            "invoice/1",
+            "reglas nuevas",
+        )
+        # The invoice's history says who, as for an action from the CLI.
+        shown = (await http.get(f"{services.url}/invoices/1")).json()  # type: ignore[attr-defined]
+        assert shown["state"] == "received"
+        assert shown["history"][-1]["actor"] == "contabilidad"
+        assert shown["history"][-1]["reason"] == "reprocess: reglas nuevas"
+
+
+@pytest.mark.anyio
+async def test_a_refused_action_is_a_json_error_in_the_office_language(office: Path) -> None:
+    async with serving(office) as services, httpx.AsyncClient(timeout=30) as http:
+        base = services.url  # type: ignore[attr-defined]
+        state = (await http.get(f"{base}/invoices/2")).json()["state"]
+        assert state != "needs_review"
+        refused = await http.post(
+            f"{base}/invoices/2/accept", json={"reason": "visto"}, headers=bearer(ERP)
+        )
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "not_in_review"
+        assert "#2" in refused.json()["error"]["message"]
+        no_reason = await http.post(f"{base}/invoices/2/discard", headers=bearer(ERP))
+        assert no_reason.status_code == 400
+        assert no_reason.json()["error"]["code"] == "bad_request"
+        missing = await http.post(
+            f"{base}/invoices/99/discard", json={"reason": "x"}, headers=bearer(ERP)
+        )
+        assert missing.status_code == 404
+        assert missing.json()["error"] == {"code": "no_invoice", "message": "no hay factura #99"}
+        assert await audit.entries(services.db) == []
+
+
+@pytest.mark.anyio
+async def test_reads_are_open_on_loopback_and_give_what_the_cli_gives(
+    office: Path, listed: list[dict[str, object]]
+) -> None:
+    async with serving(office) as services, httpx.AsyncClient(timeout=30) as http:
+        base = services.url  # type: ignore[attr-defined]
+        found = (await http.get(f"{base}/invoices")).json()
+        assert found == {"invoices": listed, "matched": len(listed)}
+        one = (await http.get(f"{base}/invoices", params={"limit": "1"})).json()
+        assert [i["id"] for i in one["invoices"]] == [listed[0]["id"]]
+        assert one["matched"] == 2
+        state = listed[0]["state"]
+        same = (await http.get(f"{base}/invoices", params={"state": state})).json()
+        assert same["matched"] == sum(i["state"] == state for i in listed)
+        wrong = await http.get(f"{base}/invoices", params={"state": "nonsense"})
+        assert wrong.status_code == 400
+        assert wrong.json()["error"]["code"] == "bad_parameter"
+        shown = (await http.get(f"{base}/invoices/1", params={"lang": "en"})).json()
+        assert {"history", "attempts", "alerts", "inspection", "booking"} <= set(shown)
+        assert (await http.get(f"{base}/invoices/9")).json()["error"]["code"] == "not_found"
+        stats = (await http.get(f"{base}/stats")).json()
+        assert set(stats) == {"compliance", "queues"}
+        assert (await http.get(f"{base}/alerts")).status_code == 200
+        reports = (await http.get(f"{base}/reports")).json()["reports"]
+        assert reports and set(reports[0]["formats"]) == {"csv", "json", "md"}
+        day = reports[0]["date"]
+        report = (await http.get(f"{base}/reports/{day}")).json()
+        written = services.config.paths.reports / f"reporte-{day}.json"
+        assert report == json.loads(written.read_text(encoding="utf-8"))
+        sneaky = await http.get(f"{base}/reports/..%2Ffacturasd")
+        assert sneaky.status_code == 404
+        assert (await http.get(f"{base}/nothing-here")).json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.anyio
+async def test_reads_need_a_token_when_listening_beyond_loopback(office: Path) -> None:
+    async with (
+        serving(office, bind=f"0.0.0.0:{free_port()}") as services,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        base = services.url  # type: ignore[attr-defined]
+        assert (await http.get(f"{base}/invoices")).status_code == 401
+        assert (await http.get(f"{base}/invoices", headers=bearer(ERP))).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_openapi_lists_every_route_and_no_other(office: Path) -> None:
+    async with serving(office) as services, httpx.AsyncClient(timeout=30) as http:
+        document = (await http.get(f"{services.url}/openapi.json")).json()  # type: ignore[attr-defined]
+    assert document["openapi"].startswith("3.1")
+    documented = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    app = create_app(services.health, None, None, Api(services, tokens.Tokens()))
+    served = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+        and route.resource.canonical.startswith(PREFIX)
+        and route.method != "HEAD"  # (aiohttp answers HEAD beside each GET)
+    }
+    assert documented == served
+
+
+def test_a_token_file_line_that_is_wrong_is_named_by_its_number_not_its_content() -> None:
+    text = "# tokens\nok:abc123\nsin-dos-puntos-secreto\nok:otro\nerp:abc123\n"
+    with pytest.raises(ConfigError) as refused:
+        tokens.parse(text)
+    problems = refused.value.problems
+    assert [p.split(":")[1].strip() for p in problems] == ["line 3 is not name", "line 4", "line 5"]
+    assert not any("secreto" in p or "abc123" in p or "otro" in p for p in problems)
+    found = tokens.parse("contabilidad:abc\n\n# fin\n")
+    assert found.name_of("abc") == "contabilidad"
+    assert found.name_of("ab") is None
+
+
+def test_the_cli_actions_are_in_the_audit_trail_too(
+    office: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(office)
+    assert main(["invoices", "discard", "2", "--reason", "copia", "--config", config]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--json", "--config", config]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["actor"], row["via"], row["action"], row["target"], row["reason"]) == (
+        getpass.getuser(),
+        "cli",
+        "discard",
+        "invoice/2",
+        "copia",
+    )
+    assert row["detail"] == {"state": "discarded"}
+    assert main(["audit", "--config", config]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ID", "FECHA", "QUIÉN", "VÍA", "ACCIÓN", "SOBRE", "MOTIVO"]
+    assert line.split()[-4:] == ["cli", "discard", "invoice/2", "copia"]
+    assert main(["audit", "--since", "2999-01-01", "--config", config]) == 0
+    assert capsys.readouterr().out == "No hay acciones que mostrar.\n"
+
+
+def test_a_job_run_again_is_in_the_audit_trail(
+    office: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_path = office.parent / "state" / DATABASE_FILE
+    (dead,) = enqueue(db_path, [("alegra_sync", "ping", {"invoice": 1})])
+    query(db_path, "UPDATE jobs SET state = 'dead' WHERE id = ?", (dead,))
+    assert main(["jobs", "--retry", str(dead), "--config", str(office)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--json", "--config", str(office)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["via"], row["action"], row["target"]) == ("cli", "requeue", f"job/{dead}")
+    assert row["detail"] == {"queue": "alegra_sync", "kind": "ping", "invoice": 1}
+    # Nothing to run again: refused, and nothing recorded.
+    assert main(["jobs", "--retry", str(dead), "--config", str(office)]) == 1
+    assert query(db_path, "SELECT COUNT(*) FROM audit") == [(1,)]
+
+
+def test_check_config_names_a_wrong_token_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "http-token").write_text("contabilidad:abc123\nerp secreto-del-erp\n")
+    config = write_config(tmp_path, 'token_file = "http-token"\n')
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: http.token_file ({tmp_path / 'http-token'}): line 2 is not name:token" in err
+    assert "secreto" not in err and "abc123" not in err
+
+
+@pytest.mark.slow
+def test_the_running_daemon_serves_the_api(office: Path) -> None:
+    """`facturasd run` as a subprocess: its /api/v1 takes an action by the token's name, and
+    its workers take the job the action queued (the invoice is read again)."""
+    port = port_of(office)
+    daemon = DaemonProcess(office, daemon_env(), log_dir=office.parent)
+    try:
+        wait_healthy(port, daemon)
+        base = f"http://127.0.0.1:{port}{PREFIX}"
+        before = httpx.get(f"{base}/invoices/1", timeout=10).json()
+        refused = httpx.post(f"{base}/invoices/1/reprocess", json={"reason": "x"}, timeout=10)
+        assert refused.status_code == 401
+        done = httpx.post(
+            f"{base}/invoices/1/reprocess",
+            json={"reason": "reglas nuevas"},
+            headers=bearer(ERP),
+            timeout=10,
+        )
+        assert done.status_code == 202, done.text
+
+        def read_again() -> bool:
+            shown = httpx.get(f"{base}/invoices/1", timeout=10).json()
+            return bool(
+                shown["state"] == before["state"] and shown["history"][-1]["actor"] != "erp"
+            )
+
+        wait_until(read_again, what="the reprocessed invoice read again by the daemon")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    rows = query(office.parent / "state" / DATABASE_FILE, "SELECT actor, via, action FROM audit")
+    assert rows == [("erp", "api", "reprocess")]
