@@ -85,9 +85,7 @@ def test_online_makes_an_unreachable_upstream_an_error(
 
 
 @pytest.mark.usefixtures("offline")
-def test_a_damaged_database_is_an_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_damaged_database_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = shipped(tmp_path)
     state = tmp_path / "var" / "state"
     state.mkdir(parents=True)
