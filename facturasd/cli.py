@@ -154,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start an empty ledger although the archive holds files (else refused: "
         "restore a backup or run rebuild-ledger)",
     )
+    run.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="with local SAT, DIAN and Alegra servers on sandbox.bind instead of the real "
+        "services, to try facturasd offline",
+    )
     check = command("check-config", "validate the configuration and print it, secrets masked")
     check.add_argument("--json", action="store_true", help="print JSON")
     check.add_argument(
@@ -161,6 +167,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also ask Alegra whether it accepts the configured credentials",
     )
+    doctor = command(
+        "doctor",
+        "look over the installation and say what to fix, one line each (exit 1 on an error)",
+    )
+    doctor.add_argument(
+        "--online",
+        action="store_true",
+        help="an upstream (SAT, DIAN, Alegra) unreachable or not configured is an error, "
+        "not a warning",
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
     backup = command("backup", "copy the database consistently, even while the daemon runs")
     backup.add_argument(
         "dest", help="a file to create, or a folder (that exists) to put it in, named by time"
@@ -394,9 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sandbox(args)
         config = load_config(find_config_file(args.config, os.environ), os.environ)
         if args.command == "run":
-            return _run(config, args.log_format, args.new_ledger)
+            return _run(config, args.log_format, args.new_ledger, args.sandbox)
         if args.command == "check-config":
             return _check_config(config, args.json, args.online)
+        if args.command == "doctor":
+            return _doctor(config, args.json, args.online)
         if args.command == "backup":
             return _backup(config, args.dest)
         if args.command == "rebuild-ledger":
@@ -490,13 +509,17 @@ def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(config: Config, log_format: str | None, new_ledger: bool) -> int:
+def _run(config: Config, log_format: str | None, new_ledger: bool, sandbox: bool) -> int:
     from facturasd import logs
     from facturasd.daemon import Daemon
+    from facturasd.sandbox.run import Refused
 
     logs.configure(log_format or config.daemon.log_format, config.daemon.log_level)
     try:
-        anyio.run(Daemon(config, new_ledger=new_ledger).run)
+        anyio.run(Daemon(config, new_ledger=new_ledger, sandbox=sandbox).run)
+    except Refused as exc:
+        print(f"facturasd: cannot start the sandbox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"facturasd: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -506,22 +529,14 @@ def _run(config: Config, log_format: str | None, new_ledger: bool) -> int:
 def _check_config(config: Config, as_json: bool, online: bool) -> int:
     """The configuration as it will run, its problems (exit 2) and warnings; `online`: with
     Alegra's word on its credentials."""
+    from facturasd.doctor import channel_problems, start_up
+
     report = check_folders(config)
-    running, problems = _start_up(config)
+    running, problems = start_up(config)
     errors = report.errors + problems
     # The notification channels as the daemon will open them (a secret file's absence is
     # said once, by the folders' look above).
-    from facturasd.notify import open_channels
-
-    async def channels() -> list[str]:
-        try:
-            async with open_channels(config):
-                return []
-        except ConfigError as exc:
-            said = {line.partition(":")[0] for line in errors}
-            return [line for line in exc.problems if line.partition(":")[0] not in said]
-
-    errors += anyio.run(channels)
+    errors += anyio.run(channel_problems, config, errors)
     errors += _token_problems(config, said=errors)
     if online and config.alegra.enabled:
         from facturasd.alegra.service import refusals
@@ -571,34 +586,25 @@ def _token_problems(config: Config, *, said: list[str]) -> list[str]:
     return []
 
 
+def _doctor(config: Config, as_json: bool, online: bool) -> int:
+    """Each check of the installation on a line; exit 1 when one is an error."""
+    from facturasd.doctor import examine, summary
+
+    checks = anyio.run(partial(examine, config, online=online))
+    if as_json:
+        print(json.dumps(summary(checks), indent=2, ensure_ascii=False))
+    else:
+        for check in checks:
+            print(f"{check.level:<8} {check.subject}: {check.message}")
+    return EXIT_FAILURE if any(check.level == "error" for check in checks) else EXIT_OK
+
+
 def _verdict(problems: int, warnings: int) -> str:
     """check-config's last line: OK, or how many problems stop the daemon from starting."""
     said = [f"{problems} problem{'s' if problems != 1 else ''}"] if problems else ["OK"]
     if warnings:
         said.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
     return ", ".join(said)
-
-
-def _start_up(config: Config) -> tuple[str | None, list[str]]:
-    """What would stop `run` after check-config passed: the pid of a daemon already running
-    (whose port and database these are; then not tried), and the problems: the port taken, no
-    ledger beside an archive of files."""
-    from facturasd.daemon import running_pid
-    from facturasd.pipeline.rebuild import refuse_new_ledger
-    from facturasd.web.app import listen
-
-    problems = []
-    running = running_pid(config.paths.state_dir)
-    if running is None:
-        try:
-            listen(config.http).close()
-        except CannotListen as exc:
-            problems.append(str(exc))
-    try:
-        refuse_new_ledger(config)
-    except LedgerMissing as exc:
-        problems.append(str(exc))
-    return running, problems
 
 
 def _backup(config: Config, dest: str) -> int:

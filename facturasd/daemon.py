@@ -21,7 +21,7 @@ import signal
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -48,6 +48,7 @@ from facturasd.monitoring.health import (
 from facturasd.monitoring.tally import Tally, tallied
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.pipeline.rebuild import refuse_new_ledger
+from facturasd.sandbox.alongside import alongside
 from facturasd.services import Services, build
 from facturasd.systemd import Notifier
 from facturasd.web import app as web_app
@@ -292,10 +293,14 @@ class Daemon:
         components: Sequence[Component] = (),
         environ: Mapping[str, str] = os.environ,
         new_ledger: bool = False,
+        sandbox: bool = False,
     ):
-        """`new_ledger`: start an empty ledger even though the archive holds files."""
+        """`new_ledger`: start an empty ledger even though the archive holds files;
+        `sandbox`: against local SAT, DIAN and Alegra servers on `sandbox.bind`, started in this
+        process (sandbox/alongside.py)."""
         self.config = config
         self.new_ledger = new_ledger
+        self.sandbox = sandbox
         self.clock = clock
         self.stages = stages
         self.handlers = handlers
@@ -323,9 +328,20 @@ class Daemon:
                     )
                     if not self.new_ledger:
                         await anyio.to_thread.run_sync(refuse_new_ledger, self.config)
-                    async with build(
-                        self.config, clock=self.clock, stages=self.stages, handlers=self.handlers
-                    ) as services:
+                    async with AsyncExitStack() as stack:
+                        config = self.config
+                        if self.sandbox:
+                            local = await stack.enter_async_context(alongside(config))
+                            config = local.config
+                            log.info("sandbox: %s", ", ".join(local.urls.values()))
+                        services = await stack.enter_async_context(
+                            build(
+                                config, clock=self.clock, stages=self.stages, handlers=self.handlers
+                            )
+                        )
+                        if self.sandbox:
+                            local.read_from(services.db)
+                            services.health.sandbox = True
                         await self._serve(services, stop, signals, sock, api_tokens)
                 finally:
                     sock.close()
@@ -339,7 +355,7 @@ class Daemon:
         sock: socket.socket,
         api_tokens: Tokens,
     ) -> None:
-        config = self.config
+        config = services.config
         crashed = (
             await services.db.write(partial(_mark_run, state=RUNNING, at=self.clock().timestamp()))
             == RUNNING

@@ -15,7 +15,8 @@ from pathlib import Path
 import facturasd
 
 ROOT = Path(facturasd.__file__).parent
-ENTRY_POINTS = {"facturasd.cli", "facturasd.__main__"}
+# (doctor: the `doctor` command's checks, which look at the daemon's lock as check-config does.)
+ENTRY_POINTS = {"facturasd.cli", "facturasd.__main__", "facturasd.doctor"}
 
 
 def _modules() -> dict[str, Path]:

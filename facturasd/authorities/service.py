@@ -67,7 +67,7 @@ async def open_authorities(
         dian_http = await stack.enter_async_context(
             metrics.client(Authority.DIAN, timeout=settings.dian.timeout)
         )
-        signing = await anyio.to_thread.run_sync(_load_certificates, config)
+        signing = await anyio.to_thread.run_sync(load_certificates, config)
         for found in signing.values():
             if problem := found.problem or _expired(found.credentials, clock()):
                 log.warning("%s", problem)
@@ -124,7 +124,7 @@ async def open_authorities(
         yield Authorities(confirm, circuits, signing)
 
 
-def _load_certificates(config: Config) -> dict[str | None, Signing]:
+def load_certificates(config: Config) -> dict[str | None, Signing]:
     """The DIAN certificates configured: the global one (key None) and the companies'."""
     dian_settings = config.authorities.dian
     found: dict[str | None, Signing] = {}

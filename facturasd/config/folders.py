@@ -1,7 +1,7 @@
-"""What check-config finds out about the folders and files a configuration names: each folder
-exists or can be created and is writable, so is the database file if there is one, the moves
-out of the inbox stay on one filesystem, and each secret file is there. It looks; it creates
-nothing.
+"""What check-config and doctor find out about the folders and files a configuration names:
+each folder exists or can be created and is writable, so is the database file if there is
+one, the moves out of the inbox stay on one filesystem, and each secret file is there. It
+looks; it creates nothing.
 """
 
 from __future__ import annotations
@@ -21,15 +21,22 @@ class FolderReport:
 
 
 def check_folders(config: Config) -> FolderReport:
-    """Each folder exists or can be created, and is writable; moves stay on one filesystem."""
+    """Each folder exists or can be created, and is writable; moves stay on one filesystem;
+    each secret file is there."""
+    secrets = secret_files(config)
+    return FolderReport(
+        folder_problems(config) + secrets.errors, filesystem_warnings(config) + secrets.warnings
+    )
+
+
+def folder_problems(config: Config) -> list[str]:
+    """Each folder of `[paths]` exists or can be created and is writable by this user, and so
+    is the database file, where there is one."""
     errors: list[str] = []
-    warnings: list[str] = []
-    devices: dict[str, int] = {}
     for name in Paths.model_fields:
         path: Path = getattr(config.paths, name)
         try:
             anchor = _existing_ancestor(path)
-            devices[name] = anchor.stat().st_dev
             if anchor == path and not path.is_dir():
                 errors.append(f"paths.{name}: {str(path)!r} exists and is not a folder")
             elif not os.access(anchor, os.W_OK | os.X_OK):
@@ -37,13 +44,30 @@ def check_folders(config: Config) -> FolderReport:
                 errors.append(f"paths.{name}: {str(path)!r} {verb}")
         except OSError as exc:
             errors.append(f"paths.{name}: {str(path)!r} cannot be checked: {exc.strerror}")
-    errors += _database_problems(config.paths.state_dir / DATABASE_FILE)
-    for name in ("archive", "rejected", "duplicates"):
-        if name in devices and "inbox" in devices and devices[name] != devices["inbox"]:
-            warnings.append(
-                f"paths.{name} is on another filesystem than paths.inbox: files are copied "
-                "and fsync'd instead of renamed, which is slower (one data root avoids it)"
-            )
+    return errors + _database_problems(config.paths.state_dir / DATABASE_FILE)
+
+
+def filesystem_warnings(config: Config) -> list[str]:
+    """The folders files are moved to out of the inbox that are on another filesystem."""
+    devices: dict[str, int] = {}
+    for name in ("inbox", "archive", "rejected", "duplicates"):
+        try:
+            devices[name] = _existing_ancestor(getattr(config.paths, name)).stat().st_dev
+        except OSError:
+            continue  # (folder_problems says so)
+    return [
+        f"paths.{name} is on another filesystem than paths.inbox: files are copied "
+        "and fsync'd instead of renamed, which is slower (one data root avoids it)"
+        for name in ("archive", "rejected", "duplicates")
+        if name in devices and "inbox" in devices and devices[name] != devices["inbox"]
+    ]
+
+
+def secret_files(config: Config) -> FolderReport:
+    """Each `*_file` key's file is there: an error when what reads it is configured, else a
+    warning."""
+    errors: list[str] = []
+    warnings: list[str] = []
     for key, value in flatten(config.model_dump()).items():
         if key.endswith("_file") and value is not None:
             try:

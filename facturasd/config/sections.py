@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from facturasd.checks import Context
@@ -48,19 +48,20 @@ class Paths(_Section):
     reports: ConfigPath = Path("var/reports")
 
 
-class Http(_Section):
-    bind: str = "127.0.0.1:8080"
-    token_file: SecretFile = None
+def _address(value: str) -> str:
+    host, port = split_bind(value)
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise PydanticCustomError("bind", 'is not an address like "127.0.0.1:8080" or "[::1]:8080"')
+    return value
 
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, value: str) -> str:
-        host, port = split_bind(value)
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise PydanticCustomError(
-                "bind", 'is not an address like "127.0.0.1:8080" or "[::1]:8080"'
-            )
-        return value
+
+# An address to listen on: host and port.
+Bind = Annotated[str, AfterValidator(_address)]
+
+
+class Http(_Section):
+    bind: Bind = "127.0.0.1:8080"
+    token_file: SecretFile = None
 
     @property
     def host(self) -> str:
@@ -376,6 +377,12 @@ class Reports(_Section):
     csv_decimal: Literal["", ",", "."] = ""
 
 
+class Sandbox(_Section):
+    """`facturasd run --sandbox`: where the local SAT, DIAN and Alegra servers listen."""
+
+    bind: Bind = "127.0.0.1:8099"
+
+
 class Config(_Section):
     paths: Paths = Paths()
     http: Http = Http()
@@ -394,6 +401,7 @@ class Config(_Section):
     backup: Backup = Backup()
     notify: Notify = Notify()
     reports: Reports = Reports()
+    sandbox: Sandbox = Sandbox()
     companies: list[Company] = Field(default_factory=list)
 
     @model_validator(mode="before")

@@ -70,6 +70,8 @@ async def service(request: web.Request) -> web.Response:
     except _Refused as refused:
         sandbox.count("dian", refused.outcome)
         return refused.response
+    if track_id.lower() not in sandbox.dian:
+        await sandbox.recall(track_id)
     record = sandbox.dian.get(track_id.lower())
     if record is None:
         record = DianRecord(track_id.lower(), status_code="66", is_valid=False)

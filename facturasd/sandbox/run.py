@@ -1,8 +1,11 @@
-"""`facturasd sandbox`: the local servers on one address until SIGINT or SIGTERM."""
+"""`facturasd sandbox`: the local servers on one address until SIGINT or SIGTERM; and how
+they listen, for `run --sandbox` too (sandbox/alongside.py)."""
 
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -44,34 +47,46 @@ async def serve(
             alegra=Alegra(user=alegra_user, token=alegra_token, rate=rate.count, window=rate.period)
         )
         if alegra_state is not None:
-            await anyio.to_thread.run_sync(_restore, sandbox.alegra, alegra_state)
+            try:
+                await anyio.to_thread.run_sync(restore, sandbox.alegra, alegra_state)
+            except Refused as exc:
+                raise Refused(f"--alegra-state {exc}") from None
         if documents is not None:
             await anyio.to_thread.run_sync(_load, sandbox, documents)
         if dian_trust is not None:
             sandbox.dian_trust = await anyio.to_thread.run_sync(_certificates, dian_trust)
-        runner = web.AppRunner(create_app(sandbox), handle_signals=False, access_log=None)
-        await runner.setup()
         try:
-            site = web.TCPSite(runner, host, int(port))
-            try:
-                await site.start()
-            except OSError as exc:
-                raise Refused(f"--bind {bind}: {exc.strerror or exc}") from None
-            # With port 0 the system chose one: the URLs say which.
-            listening = runner.addresses[0][1]
-            known = {
-                "sat": len(sandbox.sat),
-                "dian": len(sandbox.dian),
-                "alegra": len(sandbox.alegra.documents),
-            }
-            for name, url in base_urls(host, listening).items():
-                print(f"{name}: {url} ({known[name]} documents known)", flush=True)
-            async for _ in signals:
-                break
-        finally:
-            await runner.cleanup()
+            async with listening(sandbox, host, int(port)) as urls:
+                known = {
+                    "sat": len(sandbox.sat),
+                    "dian": len(sandbox.dian),
+                    "alegra": len(sandbox.alegra.documents),
+                }
+                for name, url in urls.items():
+                    print(f"{name}: {url} ({known[name]} documents known)", flush=True)
+                async for _ in signals:
+                    break
+        except Refused as exc:
+            raise Refused(f"--bind {bind}: {exc}") from None
         if alegra_state is not None:
             await anyio.to_thread.run_sync(_save, sandbox.alegra, alegra_state)
+
+
+@asynccontextmanager
+async def listening(sandbox: Sandbox, host: str, port: int) -> AsyncIterator[dict[str, str]]:
+    """The servers of `sandbox` listening on `host`:`port` while inside; the URL of each
+    service (with port 0 the system chooses one: the URLs say which)."""
+    runner = web.AppRunner(create_app(sandbox), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise Refused(exc.strerror or str(exc)) from None
+        yield base_urls(host, runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
 
 
 def _load(sandbox: Sandbox, documents: Path) -> None:
@@ -83,15 +98,17 @@ def _load(sandbox: Sandbox, documents: Path) -> None:
         raise Refused(f"--documents {documents}: {exc}") from None
 
 
-def _restore(account: Alegra, path: Path) -> None:
+def restore(account: Alegra, path: Path) -> None:
+    """The Alegra account saved in `path`, when there is one (the first run writes it at
+    stop); Refused, naming the file, when it cannot be read."""
     if not path.exists():
-        return  # the first run: the file is written at stop
+        return
     try:
         alegra.restore(account, path)
     except OSError as exc:
-        raise Refused(f"--alegra-state {path}: {exc.strerror or exc}") from None
+        raise Refused(f"{path}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise Refused(f"--alegra-state {path}: {exc}") from None
+        raise Refused(f"{path}: {exc}") from None
 
 
 def _save(account: Alegra, path: Path) -> None:

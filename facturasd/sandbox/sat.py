@@ -108,6 +108,8 @@ async def consulta(request: web.Request) -> web.Response:
     if parts is None:
         sandbox.count("sat", "601")
         return _result(MALFORMED, "No Encontrado")
+    if parts.id not in sandbox.sat:
+        await sandbox.recall(parts.id)
     record = sandbox.sat.get(parts.id)
     if (
         record is None

@@ -217,10 +217,12 @@ def load_documents(sandbox: Sandbox, folder: Path) -> None:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         for inspection in read(path.read_bytes(), path.name):
             if inspection.document is not None and inspection.document.uuid:
-                _know(sandbox, inspection.document, inspection.document.uuid)
+                know(sandbox, inspection.document, inspection.document.uuid)
 
 
-def _know(sandbox: Sandbox, document: Document, uuid: str) -> None:
+def know(sandbox: Sandbox, document: Document, uuid: str) -> None:
+    """`document` known and in force: by SAT (a CFDI) or DIAN, and by Alegra's import by
+    CUFE (a Colombian invoice)."""
     if document.country != "MX":
         sandbox.dian[uuid.lower()] = DianRecord(uuid.lower(), document.number)
         if document.kind in alegra.IMPORTABLE_KINDS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -253,9 +253,17 @@ class Sandbox:
     faults: dict[str, Fault] = field(default_factory=dict)
     # The certificates a DIAN request's token must be one of; None: any certificate.
     dian_trust: list[x509.Certificate] | None = None
+    # Asked about a document SAT or DIAN does not know, before they say so: it makes the
+    # document known if it finds it (`run --sandbox`: in the daemon's ledger).
+    lookup: Callable[[str], Awaitable[None]] | None = None
     _counts: dict[str, Counter[str]] = field(
         default_factory=lambda: {service: Counter() for service in SERVICES}
     )
+
+    async def recall(self, uuid: str) -> None:
+        """A document not known yet looked for by `lookup`, if there is one."""
+        if self.lookup is not None:
+            await self.lookup(uuid)
 
     def count(self, service: str, outcome: str) -> None:
         """One request to `service` and how it ended ("vigente", "00", "fault" …)."""
