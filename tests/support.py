@@ -14,9 +14,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -27,8 +28,12 @@ from facturasd.constants import QueueName
 from facturasd.sandbox.state import ALEGRA_TOKEN, ALEGRA_USER
 from tests.documents import Item, co_invoice
 
+if TYPE_CHECKING:
+    from facturasd.services import Services
+
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "facturasd.toml"
+SAMPLES = REPO.parent / "shared" / "samples"
 PYTHON = sys.executable
 
 
@@ -329,6 +334,33 @@ def take(config_file: Path, files: Mapping[str, bytes], *, process: bool = True)
     config = load_config(config_file, {})
     anyio.run(_take, config, files, process)
     return config
+
+
+@asynccontextmanager
+async def serving(config_file: Path, bind: str | None = None) -> AsyncIterator[Services]:
+    """The daemon's HTTP app (API and dashboard) on a real port, on services built from
+    `config_file` (listening, as far as the API knows, on `bind`); the services carry the
+    API's base URL in `.url`."""
+    # (imported here, as in _take)
+    from aiohttp.test_utils import TestServer
+
+    from facturasd.services import build
+    from facturasd.web import tokens
+    from facturasd.web.api import PREFIX, Api
+    from facturasd.web.app import create_app
+
+    environ = {"FACTURASD_HTTP__BIND": bind} if bind else {}
+    config = load_config(config_file, environ)
+    async with build(config) as services:
+        found = await anyio.to_thread.run_sync(tokens.read, config.http.token_file)
+        app = create_app(services.health, None, services.metrics, Api(services, found))
+        server = TestServer(app, host="127.0.0.1", port=free_port())
+        await server.start_server()
+        try:
+            object.__setattr__(services, "url", str(server.make_url(PREFIX)))
+            yield services
+        finally:
+            await server.close()
 
 
 def cufe(n: int) -> str:

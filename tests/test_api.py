@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-import anyio
 import httpx
 import pytest
-from aiohttp.test_utils import TestServer
 
 from facturasd.cli import main
-from facturasd.config import load_config
 from facturasd.constants import DATABASE_FILE
 from facturasd.errors import ConfigError
-from facturasd.services import Services, build
 from facturasd.store import audit
 from facturasd.web import tokens
 from facturasd.web.api import PREFIX, Api
@@ -33,6 +28,7 @@ from tests.support import (
     invoice,
     port_of,
     query,
+    serving,
     take,
     wait_healthy,
     wait_until,
@@ -62,26 +58,17 @@ def listed(office: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, o
     return found
 
 
-@asynccontextmanager
-async def serving(config_file: Path, bind: str | None = None) -> AsyncIterator[Services]:
-    """The daemon's HTTP app on a real port, on services built from `config_file` (listening,
-    as far as the API knows, on `bind`); the services carry the base URL in `.url`."""
-    environ = {"FACTURASD_HTTP__BIND": bind} if bind else {}
-    config = load_config(config_file, environ)
-    async with build(config) as services:
-        found = await anyio.to_thread.run_sync(tokens.read, config.http.token_file)
-        app = create_app(services.health, None, services.metrics, Api(services, found))
-        server = TestServer(app, host="127.0.0.1", port=free_port())
-        await server.start_server()
-        try:
-            object.__setattr__(services, "url", str(server.make_url(PREFIX)))
-            yield services
-        finally:
-            await server.close()
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def status_json(office: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """`status --json` of the office, with no daemon running."""
+    capsys.readouterr()
+    assert main(["status", "--json", "--config", str(office)]) == 0
+    found: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return found
 
 
 @pytest.mark.anyio
@@ -177,6 +164,44 @@ async def test_reads_are_open_on_loopback_and_give_what_the_cli_gives(
         sneaky = await http.get(f"{base}/reports/..%2Ffacturasd")
         assert sneaky.status_code == 404
         assert (await http.get(f"{base}/nothing-here")).json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.anyio
+async def test_the_dashboards_reads_give_what_status_and_the_reports_give(
+    office: Path, listed: list[dict[str, object]], status_json: dict[str, Any]
+) -> None:
+    said = status_json
+    async with serving(office) as services, httpx.AsyncClient(timeout=30) as http:
+        base = services.url  # type: ignore[attr-defined]
+        status = (await http.get(f"{base}/status")).json()
+        # The same figures as the CLI's; the health is the serving daemon's own.
+        assert set(status) == set(said)
+        for key in ("today", "needs_person", "last_report", "alerts_open"):
+            assert status[key] == said[key], key
+        for queue in said["queues"].values():  # (ages aside: time passed between the two)
+            queue.pop("oldest_age_seconds")
+        assert {
+            name: {k: v for k, v in q.items() if k != "oldest_age_seconds"}
+            for name, q in status["queues"].items()
+        } == said["queues"]
+        assert status["health"]["daemon"] == "running"
+        assert said["health"]["daemon"] == "offline"
+        hours = (await http.get(f"{base}/stats/hourly")).json()["hours"]
+        assert len(hours) == 24
+        assert sum(h["total"] for h in hours) == len(listed)  # all received just now
+        now = hours[-1]["by_state"]
+        assert now == {s: n for s, n in said["today"]["by_state"].items() if n}
+        assert (await http.get(f"{base}/stats/hourly?hours=0")).status_code == 400
+        day = (await http.get(f"{base}/reports")).json()["reports"][0]["date"]
+        table = await http.get(f"{base}/reports/{day}", params={"format": "csv"})
+        assert table.headers["content-type"].startswith("text/csv")
+        written = services.config.paths.reports / f"reporte-{day}.csv"
+        assert table.content == written.read_bytes()
+        assert f'filename="reporte-{day}.csv"' in table.headers["content-disposition"]
+        page = await http.get(f"{base}/reports/{day}", params={"format": "md"})
+        assert page.headers["content-type"].startswith("text/markdown")
+        bad = await http.get(f"{base}/reports/{day}", params={"format": "pdf"})
+        assert (bad.status_code, bad.json()["error"]["code"]) == (400, "bad_parameter")
 
 
 @pytest.mark.anyio

@@ -36,6 +36,8 @@ from facturasd.wording import Language
 
 # The invoices that need a person shown by name; the rest are counted.
 FIRST = 10
+# The hours the dashboard's chart covers, the current one last.
+HOURS = 24
 # The health's status when no daemon answered: nothing is known of its workers and upstreams.
 UNKNOWN = "unknown"
 
@@ -167,6 +169,36 @@ async def snapshot(
             for a in alerts
         ],
     }
+
+
+async def per_hour(
+    db: Database, *, zone: tzinfo, clock: Clock, hours: int = HOURS
+) -> list[dict[str, Any]]:
+    """The invoices received in each of the last `hours` hours of the clock in `zone` (the
+    current one last, begun), counted by their state now (the states with none left out):
+    the dashboard's chart."""
+    now = clock().astimezone(zone)
+    first = now.replace(minute=0, second=0, microsecond=0).timestamp() - (hours - 1) * 3600
+
+    def count(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+        return conn.execute(
+            "SELECT CAST((received_at - ?) / 3600 AS INTEGER) AS slot, state, COUNT(*) AS n"
+            " FROM invoices WHERE received_at >= ? GROUP BY slot, state",
+            (first, first),
+        ).fetchall()
+
+    slots: list[dict[str, int]] = [{} for _ in range(hours)]
+    for row in await db.read(count):
+        if row["slot"] < hours:  # not one received "in the future" by a clock set back
+            slots[row["slot"]][row["state"]] = row["n"]
+    return [
+        {
+            "hour": datetime.fromtimestamp(first + i * 3600, zone).isoformat(timespec="minutes"),
+            "total": sum(slot.values()),
+            "by_state": slot,
+        }
+        for i, slot in enumerate(slots)
+    ]
 
 
 def cache_metrics(health: dict[str, Any] | None) -> dict[str, Any] | None:

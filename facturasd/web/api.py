@@ -28,6 +28,7 @@ from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
 from facturasd.errors import ReviewRefused
 from facturasd.findings import LANGUAGES, Language
 from facturasd.monitoring.alerts import listed
+from facturasd.monitoring.snapshot import HOURS, per_hour, snapshot
 from facturasd.pipeline.review import Review
 from facturasd.rows import alert_row, attempt_row, inspection, invoice_row, local
 from facturasd.services import Services
@@ -38,6 +39,10 @@ PREFIX = "/api/v1"
 ACTIONS = ("retry", "reprocess", "accept", "assign", "discard")
 # A report's name after "reporte-" or "resumen-": a day, a range of days, a month.
 REPORT_NAME = re.compile(r"(?:reporte|resumen)-(\d{4}-\d{2}(?:-\d{2}(?:_\d{4}-\d{2}-\d{2})?)?)")
+# A report's files, by the format asked for.
+REPORT_TYPES = {"json": "application/json", "md": "text/markdown", "csv": "text/csv"}
+# The longest window of GET stats/hourly: a week.
+MAX_HOURS = 168
 # What the CLI records when no reason is given, said for the API.
 DEFAULT_REASONS = {
     "retry": "asked through the API",
@@ -118,7 +123,9 @@ def add_routes(app: web.Application, api: Api) -> None:
     app.router.add_get(f"{PREFIX}/invoices/{{id}}", invoice)
     for action in ACTIONS:
         app.router.add_post(f"{PREFIX}/invoices/{{id}}/{action}", act)
+    app.router.add_get(f"{PREFIX}/status", status)
     app.router.add_get(f"{PREFIX}/stats", stats)
+    app.router.add_get(f"{PREFIX}/stats/hourly", hourly)
     app.router.add_get(f"{PREFIX}/alerts", alerts)
     app.router.add_get(f"{PREFIX}/reports", reports)
     app.router.add_get(f"{PREFIX}/reports/{{name}}", report)
@@ -237,6 +244,21 @@ async def invoice(request: web.Request) -> web.Response:
     )
 
 
+async def status(request: web.Request) -> web.Response:
+    """What `facturasd status --json` shows, from the daemon's own health."""
+    services = request.app[API].services
+    return _json(
+        await snapshot(
+            services.db,
+            services.config,
+            zone=services.zone,
+            clock=services.clock,
+            health=await services.health.report(),
+            lang=_lang(request),
+        )
+    )
+
+
 async def stats(request: web.Request) -> web.Response:
     """The compliance figures of the checked invoices, and each queue's."""
     services = request.app[API].services
@@ -254,6 +276,16 @@ async def stats(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+async def hourly(request: web.Request) -> web.Response:
+    """The invoices received in each of the last hours (?hours=N, 24 unless told), by state."""
+    services = request.app[API].services
+    given = request.query.get("hours", str(HOURS))
+    if not given.isdigit() or not 1 <= int(given) <= MAX_HOURS:
+        raise Refused(400, "bad_parameter", f"hours: a whole number from 1 to {MAX_HOURS}")
+    found = await per_hour(services.db, zone=services.zone, clock=services.clock, hours=int(given))
+    return _json({"timezone": str(services.zone), "hours": found})
 
 
 async def alerts(request: web.Request) -> web.Response:
@@ -286,18 +318,27 @@ async def reports(request: web.Request) -> web.Response:
 
 
 async def report(request: web.Request) -> web.Response:
-    """A report's JSON, by its date ("2026-11-29", a range "2026-11-01_2026-11-29") or its
-    name ("resumen-2026-11", the monthly summary)."""
+    """A report by its date ("2026-11-29", a range "2026-11-01_2026-11-29") or its name
+    ("resumen-2026-11", the monthly summary): its JSON, or ?format=md|csv its other file."""
     folder = request.app[API].services.config.paths.reports
     name = request.match_info["name"]
+    kind = request.query.get("format", "json")
+    if kind not in REPORT_TYPES:
+        raise Refused(400, "bad_parameter", f"format: one of {', '.join(REPORT_TYPES)}")
     stem = name if REPORT_NAME.fullmatch(name) else f"reporte-{name}"
     if not REPORT_NAME.fullmatch(stem):  # (nothing else reaches the file system)
         raise Refused(404, "not_found", f"no report {name!r}")
     try:
-        text = await anyio.Path(folder / f"{stem}.json").read_text(encoding="utf-8")
+        body = await anyio.Path(folder / f"{stem}.{kind}").read_bytes()
     except FileNotFoundError:
-        raise Refused(404, "not_found", f"no report {name!r}") from None
-    return web.Response(text=text, content_type="application/json")
+        raise Refused(404, "not_found", f"no report {name!r} as {kind}") from None
+    return web.Response(
+        body=body,
+        content_type=REPORT_TYPES[kind],
+        charset="utf-8",
+        # The Markdown and CSV files are for people: they open as a download named as written.
+        headers={"Content-Disposition": f'inline; filename="{stem}.{kind}"'},
+    )
 
 
 # ── acting ────────────────────────────────────────────────────────────────────────────────
@@ -503,7 +544,17 @@ OPENAPI: dict[str, Any] = {
         f"{PREFIX}/invoices/{{id}}/accept": _post("accept", "accept an invoice in review"),
         f"{PREFIX}/invoices/{{id}}/assign": _post("assign", "give the invoice to a company"),
         f"{PREFIX}/invoices/{{id}}/discard": _post("discard", "set the invoice aside"),
+        f"{PREFIX}/status": _get(
+            "what `facturasd status --json` shows: health, queues, today, what needs a person",
+            _LANG,
+        ),
         f"{PREFIX}/stats": _get("compliance figures and the queues'"),
+        f"{PREFIX}/stats/hourly": _get(
+            "the invoices received in each of the last hours, by state",
+            _param(
+                "hours", "query", "how many hours", type="integer", minimum=1, maximum=MAX_HOURS
+            ),
+        ),
         f"{PREFIX}/alerts": _get(
             "the alerts, newest first",
             _param("open", "query", "only those still open", type="boolean"),
@@ -512,8 +563,9 @@ OPENAPI: dict[str, Any] = {
         ),
         f"{PREFIX}/reports": _get("the reports written, newest first"),
         f"{PREFIX}/reports/{{name}}": _get(
-            "a report's JSON by its date (or range, or resumen-YYYY-MM)",
+            "a report by its date (or range, or resumen-YYYY-MM): its JSON, Markdown or CSV",
             _param("name", "path", "2026-11-29, 2026-11-01_2026-11-29 or resumen-2026-11"),
+            _param("format", "query", "the file", enum=list(REPORT_TYPES)),
         ),
     },
 }

@@ -14,6 +14,7 @@ from facturasd.config import Http
 from facturasd.errors import CannotListen
 from facturasd.monitoring.health import Health
 from facturasd.monitoring.metrics import Metrics
+from facturasd.web import dashboard
 from facturasd.web.api import Api, add_routes
 
 HEALTH = web.AppKey("health", Health)
@@ -55,6 +56,7 @@ def create_app(
         app.router.add_post(HOOK_PATH, hooks.handle)
     if api is not None:
         add_routes(app, api)
+        dashboard.add_routes(app)
     return app
 
 
