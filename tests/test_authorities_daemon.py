@@ -16,7 +16,7 @@ import pytest
 from facturasd.constants import DATABASE_FILE
 from facturasd.formats.reader import read
 from tests.support import (
-    REPO,
+    SAMPLES,
     DaemonProcess,
     SandboxProcess,
     daemon_env,
@@ -29,7 +29,6 @@ from tests.support import (
     write_config,
 )
 
-SAMPLES = REPO.parent / "shared" / "samples"
 CFDI40 = SAMPLES / "cfdi" / "cfdi-expresiones__cfdi40-real.xml"
 # Short enough for a test: FALLBACK invoices are asked again this often.
 FAST = '[inbox]\nstable_seconds = "300ms"\nrescan_interval = "1s"\n[retry]\ninterval = "2s"\n'

@@ -28,9 +28,8 @@ from facturasd.config import Company
 from facturasd.formats.model import Document, Inspection, WithholdingDue
 from facturasd.formats.reader import read
 from tests.documents import CUSTOMER_NIT, SUPPLIER_NIT, UUID, Item, cfdi40, co_invoice
-from tests.support import REPO
+from tests.support import SAMPLES
 
-SAMPLES = REPO.parent / "shared" / "samples"
 CENT = Decimal("0.01")
 RETRY = "then `facturasd retry`"
 BY_HAND = "enter this bill by hand in Alegra"

@@ -28,12 +28,11 @@ from facturasd.store import compliance, ledger
 from facturasd.web.app import create_app
 from tests.documents import CUSTOMER_NIT, ISSUER_RFC, Item, cfdi40
 from tests.office import Office, cfdi, known_to_sat, office
-from tests.support import REPO
+from tests.support import SAMPLES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 S = InvoiceState
-SAMPLES = REPO.parent / "shared" / "samples"
 BOOKED = {
     "cfdi33.xml": SAMPLES / "cfdi" / "cfdi-expresiones__cfdi33-real.xml",
     "cfdi40.xml": SAMPLES / "cfdi" / "cfdi-expresiones__cfdi40-real.xml",

@@ -7,25 +7,19 @@ and a screenshot of it is written to test-output/ beside the test run."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from facturasd.cli import main
 from facturasd.constants import ComplianceStatus, InvoiceState
-from tests.support import REPO, SAMPLES, free_port, invoice, serving, take, write_config
+from tests.browser import browser, counts, opened, screenshot
+from tests.support import SAMPLES, free_port, invoice, serving, take, write_config
 
-CHROMIUM = shutil.which("chromium")
-SCREENSHOTS = REPO / "test-output"
 TOKEN = "tablero-0001-secreto"
 # A file named like markup: the page must show its name as text, never run it.
 HOSTILE = "<img src=x onerror=document.title='x'>.xml"
@@ -38,6 +32,12 @@ FILES = {
 }
 
 pytestmark = pytest.mark.slow
+
+
+def root(services: object) -> str:
+    """The page's address: the API's base URL without /api/v1."""
+    url: str = services.url  # type: ignore[attr-defined]
+    return url.removesuffix("/api/v1") + "/"
 
 
 @pytest.fixture
@@ -55,67 +55,6 @@ def listed(office: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, A
     assert main(["invoices", "list", "--json", "--config", str(office)]) == 0
     found: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
     return found
-
-
-@asynccontextmanager
-async def browser() -> AsyncIterator[Browser]:
-    """Debian's chromium, headless; CI installs it, so there its absence fails the test."""
-    if CHROMIUM is None:
-        message = "chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    async with async_playwright() as playwright:
-        found = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",  # (CI runs as root)
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield found
-        finally:
-            await found.close()
-
-
-async def opened(chromium: Browser, url: str, errors: list[str]) -> Page:
-    """A page at `url`, its console errors and uncaught exceptions gathered in `errors`."""
-    page = await chromium.new_page(viewport={"width": 1280, "height": 1100})
-
-    def said(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(message.text)
-
-    page.on("console", said)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(url)
-    return page
-
-
-def root(services: object) -> str:
-    """The page's address: the API's base URL without /api/v1."""
-    url: str = services.url  # type: ignore[attr-defined]
-    return url.removesuffix("/api/v1") + "/"
-
-
-async def counts(page: Page, table: str) -> dict[str, int]:
-    rows = page.locator(f"{table} tr")
-    return {
-        str(await row.get_attribute("data-key")): int(await row.locator("td").nth(1).inner_text())
-        for row in await rows.all()
-    }
-
-
-async def screenshot(page: Page, name: str) -> Path:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    path = SCREENSHOTS / name
-    await page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 @pytest.mark.anyio

@@ -1,6 +1,7 @@
 """`facturasd run --sandbox` as a person first tries it: the shipped configuration, the shared
 samples dropped in the inbox; the real CFDI and DIAN samples end booked in the local Alegra,
-/health says "sandbox", and the configured SAT, DIAN and Alegra are never asked."""
+/health, `status --json` and the dashboard say "sandbox" and agree with `invoices list --json`,
+and the configured SAT, DIAN and Alegra are never asked."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import json
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from facturasd.constants import InvoiceState
 from facturasd.sandbox.state import ALEGRA_TOKEN, ALEGRA_USER
+from tests.browser import browser, counts, opened, screenshot
 from tests.support import (
-    REPO,
+    SAMPLES,
     SHIPPED_CONFIG,
     DaemonProcess,
     daemon_env,
@@ -26,7 +31,6 @@ from tests.support import (
     wait_healthy,
 )
 
-SAMPLES = REPO.parent / "shared" / "samples"
 # The real documents among the samples, each valid where it was issued: booked.
 REAL = {
     "cfdi-expresiones__cfdi40-real.xml",
@@ -79,6 +83,18 @@ def invoices(config: Path) -> list[dict[str, object]]:
     return found
 
 
+async def shows(url: str, states: Counter[str]) -> None:
+    """The dashboard at `url` counts `states` and is marked sandbox, without a console error."""
+    errors: list[str] = []
+    async with browser() as chromium:
+        page = await opened(chromium, url, errors)
+        await page.locator("#main").wait_for(state="visible")
+        assert await counts(page, "#by-state") == {s: states[s] for s in InvoiceState}
+        assert await page.locator("#sandbox").is_visible()
+        print("screenshot:", await screenshot(page, "dashboard-sandbox.png"))
+    assert errors == []
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"the shared samples are not at {SAMPLES}")
 def test_the_samples_end_booked_in_the_local_alegra(tmp_path: Path, trap: Trap) -> None:
@@ -121,6 +137,13 @@ def test_the_samples_end_booked_in_the_local_alegra(tmp_path: Path, trap: Trap) 
         assert {str(bill["id"]) for bill in bills} == {
             str(i["alegra_bill_id"]) for i in booked.values()
         }
+        # status and the dashboard say what the ledger says, and that this is the sandbox.
+        states = Counter(str(i["state"]) for i in found)
+        said = run_facturasd("status", "--json", "--config", str(config), env=env)
+        status = json.loads(said.stdout)
+        assert status["today"]["by_state"] == {s: states[s] for s in InvoiceState}
+        assert status["health"]["sandbox"] is True
+        anyio.run(shows, f"http://127.0.0.1:{port}/", states)
     finally:
         daemon.proc.terminate()
         assert daemon.proc.wait(30) == 0, daemon.stderr()
