@@ -193,6 +193,16 @@ def test_reprocess_all_takes_back_what_a_rules_change_can_alter(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_many_invoices_reprocessed_are_counted_not_listed(tmp_path: Path) -> None:
+    config = write_config(tmp_path, COMPANY)
+    take(config, {f"f{n}.xml": invoice(n) for n in range(1, 13)})
+    done = run_facturasd("reprocess", "--all", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "facturas en cola de nuevo: 12\n"
+    assert done.stderr.splitlines()[-1] == "reprocesando facturas: 100 % (12/12)"
+
+
+@pytest.mark.slow
 def test_reprocess_takes_ids_or_all_and_the_filters_with_all(tmp_path: Path) -> None:
     config = str(write_config(tmp_path))
     for args in ((), ("1", "--all"), ("1", "--state", "checked")):
