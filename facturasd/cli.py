@@ -50,6 +50,8 @@ from facturasd.rows import alert_row, attempt_row, inspection, invoice_row, loca
 if TYPE_CHECKING:
     import sqlite3
 
+    from facturasd.progress import Step
+    from facturasd.store import ledger
     from facturasd.store.db import Database
     from facturasd.store.queue import Job
 
@@ -122,6 +124,12 @@ LISTING_WORDS: dict[Language, dict[str, str]] = {
         "no such company": "--company {slug}: no such company (companies: {known})",
     },
 }
+# What `reprocess --all` takes: the invoices whose checks a rules change can alter. Not one
+# being read (received), booked or on its way there (booking), set aside (discarded), or that
+# is not an invoice of its own (unreadable, duplicate, linked).
+REPROCESSED = (InvoiceState.REJECTED, InvoiceState.NEEDS_REVIEW, InvoiceState.CHECKED)
+# Invoices a summary names one by one; more are counted.
+NAMED = 10
 # Columns of numbers, aligned on the right.
 NUMERIC_COLUMNS = frozenset({"id", "total", "invoice", "attempts"})
 # Character classes a terminal does not show as themselves: controls (a newline, an escape
@@ -240,39 +248,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     reprocess = command("reprocess", "parse and check invoices again (e.g. after a rules change)")
-    reprocess.add_argument("ids", type=int, nargs="+", metavar="ID")
+    # (IDs or --all, as `retry`: `main` checks it.)
+    reprocess.add_argument("ids", type=int, nargs="*", metavar="ID", help="these invoices")
+    reprocess.add_argument(
+        "--all",
+        action="store_true",
+        help="every invoice a rules change can alter ("
+        + ", ".join(REPROCESSED)
+        + "), narrowed by the filters below, as `invoices list` takes them",
+    )
+    _filter_arguments(reprocess, REPROCESSED)
     reprocess.add_argument("--reason", default="asked from the command line")
     reprocess.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
     invoices = command("invoices", "the ledger: list, show, and resolve what needs review")
     actions = invoices.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing_help = "invoices, newest first (the order of jobs)"
     listing = actions.add_parser("list", help=listing_help, description=listing_help)
-    listing.add_argument(
-        "--state",
-        action="append",
-        choices=[s.value for s in InvoiceState],
-        help="only this state; given more than once, any of them",
-    )
-    listing.add_argument(
-        "--compliance",
-        action="extend",
-        type=_statuses,
-        metavar="STATUS",
-        help="only this status with the tax authority ("
-        + ", ".join(ComplianceStatus)
-        + ", in any case); given more than once or as a comma list, any of them",
-    )
-    listing.add_argument(
-        "--since", type=_day, metavar="DAY", help=f"received on or after DAY: {DAY_EXAMPLES}"
-    )
-    listing.add_argument(
-        "--issued-since", type=_day, metavar="DAY", help=f"issued on or after DAY: {DAY_EXAMPLES}"
-    )
-    listing.add_argument(
-        "--company",
-        metavar="SLUG",
-        help="only the invoices of this company (its slug in [[companies]])",
-    )
+    _filter_arguments(listing, [s.value for s in InvoiceState])
     listing.add_argument("--limit", type=_positive, metavar="N", help=LIMIT_HELP)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.add_argument("--lang", choices=LANGUAGES, help=LANG_HELP)
@@ -362,6 +354,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _filter_arguments(sub: argparse.ArgumentParser, states: Sequence[str]) -> None:
+    """The filters of `invoices list` (`_filter` reads them), for `sub`, whose invoices are
+    in one of `states`."""
+    sub.add_argument(
+        "--state",
+        action="append",
+        choices=states,
+        help="only this state; given more than once, any of them",
+    )
+    sub.add_argument(
+        "--compliance",
+        action="extend",
+        type=_statuses,
+        metavar="STATUS",
+        help="only this status with the tax authority ("
+        + ", ".join(ComplianceStatus)
+        + ", in any case); given more than once or as a comma list, any of them",
+    )
+    sub.add_argument(
+        "--since", type=_day, metavar="DAY", help=f"received on or after DAY: {DAY_EXAMPLES}"
+    )
+    sub.add_argument(
+        "--issued-since", type=_day, metavar="DAY", help=f"issued on or after DAY: {DAY_EXAMPLES}"
+    )
+    sub.add_argument(
+        "--company",
+        metavar="SLUG",
+        help="only the invoices of this company (its slug in [[companies]])",
+    )
+
+
 def _day(text: str) -> date:
     for form in DAY_FORMATS:
         try:
@@ -404,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "retry" and bool(args.ids) == (args.status is not None):
         parser.error("retry: give the invoices' IDs, or one of --failed, --fallback, --pending")
+    if args.command == "reprocess" and bool(args.ids) == args.all:
+        parser.error("reprocess: give the invoices' IDs, or --all")
+    if args.command == "reprocess" and args.ids and _filtered(args):
+        parser.error("reprocess: the filters (--state, --since…) go with --all, not with IDs")
     try:
         if args.command == "inspect":
             return _inspect(args)
@@ -424,7 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invoice_list(config, args)
         if args.command == "retry":
             return _retry(config, args)
-        if args.command in ("invoices", "reprocess"):
+        if args.command == "reprocess":
+            return _reprocess(config, args)
+        if args.command == "invoices":
             return _invoices(config, args)
         if args.command == "alerts":
             return _alerts(config, args)
@@ -608,9 +637,12 @@ def _verdict(problems: int, warnings: int) -> str:
 
 
 def _backup(config: Config, dest: str) -> int:
+    from facturasd.progress import shown
     from facturasd.store.db import backup_file
 
-    result = anyio.run(backup_file, config.paths.state_dir / DATABASE_FILE, dest)
+    source = config.paths.state_dir / DATABASE_FILE
+    with shown("backup", counted=False) as step:  # (bytes, then the check: nothing to count)
+        result = anyio.run(backup_file, source, dest, step)
     print(
         f"{result.path}: {result.size} bytes, schema v{result.schema_version}, "
         f"{result.invoices} invoices, {result.jobs} jobs (integrity check ok)"
@@ -701,23 +733,9 @@ def _invoice_list(config: Config, args: argparse.Namespace) -> int:
 
     lang = _lang(args, config)
     words = LISTING_WORDS[lang]
-    if args.company is not None:
-        known = [c.slug for c in config.companies]
-        if not known:
-            raise UsageRefused(words["no companies"].format(slug=args.company))
-        if args.company not in known:
-            raise UsageRefused(
-                words["no such company"].format(slug=args.company, known=", ".join(known))
-            )
     zone = ZoneInfo(config.daemon.timezone)
     limit = _limit(args)
-    matching = ledger.Filter(
-        states=args.state or (),
-        compliance=args.compliance or (),
-        since=_start_of(args.since, zone) if args.since else None,
-        issued_since=args.issued_since.isoformat() if args.issued_since else None,
-        company=args.company,
-    )
+    matching = _filter(args, config, ())
 
     async def work() -> tuple[list[ledger.Invoice], int]:
         async with _database(config) as db:
@@ -753,6 +771,38 @@ def _invoice_list(config: Config, args: argparse.Namespace) -> int:
     ]
     _print_listing(words, "invoices", columns, cells, matched)
     return EXIT_OK
+
+
+def _filter(args: argparse.Namespace, config: Config, states: Sequence[str]) -> ledger.Filter:
+    """The invoices `_filter_arguments`' flags ask for; with no --state, those in `states`
+    (any state when empty). UsageRefused: a company not configured."""
+    from facturasd.store import ledger
+
+    if args.company is not None:
+        words = LISTING_WORDS[_lang(args, config)]
+        known = [c.slug for c in config.companies]
+        if not known:
+            raise UsageRefused(words["no companies"].format(slug=args.company))
+        if args.company not in known:
+            raise UsageRefused(
+                words["no such company"].format(slug=args.company, known=", ".join(known))
+            )
+    zone = ZoneInfo(config.daemon.timezone)
+    return ledger.Filter(
+        states=args.state or states,
+        compliance=args.compliance or (),
+        since=_start_of(args.since, zone) if args.since else None,
+        issued_since=args.issued_since.isoformat() if args.issued_since else None,
+        company=args.company,
+    )
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    """Whether any of `_filter_arguments`' flags was given."""
+    return any(
+        value is not None
+        for value in (args.state, args.compliance, args.since, args.issued_since, args.company)
+    )
 
 
 def _limit(args: argparse.Namespace) -> int | None:
@@ -867,6 +917,51 @@ def _retry(config: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILURE if refused else EXIT_OK
 
 
+def _reprocess(config: Config, args: argparse.Namespace) -> int:
+    """`reprocess`: the invoices given, or with --all those a rules change can alter (of
+    the filters), queued to be read and checked again, and which (how many, when many); a
+    refusal per invoice that cannot be (being read), the others queued all the same."""
+    from facturasd.pipeline.review import Review
+    from facturasd.progress import shown
+    from facturasd.services import build
+    from facturasd.store import ledger
+
+    lang = _lang(args, config)
+    matching = _filter(args, config, REPROCESSED) if args.all else None
+
+    async def work(step: Step | None) -> tuple[list[int], list[str]]:
+        _database_file(config)
+        async with build(config, upgrade=False) as services:
+            review = Review(services.db, services.lifecycle, config.companies, getpass.getuser())
+            if matching is None:
+                ids = list(dict.fromkeys(args.ids))
+            else:  # oldest first, the order they came in
+                ids = [i.id for i in reversed(await ledger.search(services.db, matching))]
+            queued, refused = [], []
+            for done, invoice_id in enumerate(ids):
+                if step is not None:
+                    step(done, len(ids))
+                try:
+                    await review.reprocess(invoice_id, args.reason)
+                except ReviewRefused as exc:
+                    refused.append(exc.words(lang))
+                    continue
+                queued.append(invoice_id)
+            if step is not None:
+                step(len(ids), len(ids))
+            return queued, refused
+
+    with shown(wording.PROGRESS[lang]["reprocess"], long=args.all) as step:
+        queued, refused = anyio.run(work, step)
+    for line in refused:
+        print(f"facturasd: {line}", file=sys.stderr)
+    if 0 < len(queued) <= NAMED:
+        print(wording.review("queued_again", lang, ids=", ".join(f"#{i}" for i in queued)))
+    else:
+        print(wording.review("queued_again_count", lang, count=len(queued)))
+    return EXIT_FAILURE if refused else EXIT_OK
+
+
 def _invoices(config: Config, args: argparse.Namespace) -> int:
     from facturasd.pipeline.review import Review
     from facturasd.services import build
@@ -874,18 +969,13 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
 
     zone = ZoneInfo(config.daemon.timezone)
     lang = _lang(args, config)
-    action = "reprocess" if args.command == "reprocess" else args.action
+    action = args.action
 
     async def work() -> object:
         _database_file(config)
         async with build(config, upgrade=False) as services:
             db = services.db
             review = Review(db, services.lifecycle, config.companies, getpass.getuser())
-            if action == "reprocess":
-                for invoice_id in args.ids:
-                    await review.reprocess(invoice_id, args.reason)
-                ids = ", ".join(f"#{i}" for i in args.ids)
-                return wording.review("queued_again", lang, ids=ids)
             if action == "assign":
                 state = await review.assign(args.id, args.company, args.reason)
                 return wording.review(
@@ -1190,6 +1280,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
     from facturasd.monitoring.alert_words import describe
     from facturasd.monitoring.recommend import worded
     from facturasd.monitoring.snapshot import cache_metrics
+    from facturasd.progress import shown
     from facturasd.reports import Written, write_daily, write_monthly
 
     zone = ZoneInfo(config.daemon.timezone)
@@ -1202,10 +1293,10 @@ def _report(config: Config, args: argparse.Namespace) -> int:
     if last is not None and last < day:
         raise UsageRefused(f"report: --to {last} is before --from {day}")
 
-    async def work() -> Written:
+    async def work(step: Step | None) -> Written:
         async with _database(config) as db:
             if args.month:
-                return await write_monthly(db, config, month=args.month, lang=lang)
+                return await write_monthly(db, config, month=args.month, lang=lang, step=step)
             health = await _daemon_health(config)
             checks = health["checks"] if health else None
             threshold = config.alerts.cache_hit_rate_min
@@ -1219,9 +1310,13 @@ def _report(config: Config, args: argparse.Namespace) -> int:
                 describe=describe,
                 recommend=None if checks is None else worded(checks, threshold),
                 cache_metrics=cache_metrics(health),
+                step=step,
             )
 
-    written = anyio.run(work)
+    # (the long ones: a month's documents, a range of days)
+    long = bool(args.month or args.first)
+    with shown(wording.PROGRESS[lang]["report"], counted=False, long=long) as step:
+        written = anyio.run(work, step)
     if args.json:
         print(json.dumps({k: str(v) for k, v in asdict(written).items()}, indent=2))
     else:

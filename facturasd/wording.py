@@ -212,6 +212,7 @@ def state(value: str, lang: Language) -> str:
 REVIEW: dict[Language, dict[str, str]] = {
     "es": {
         "queued_again": "en cola de nuevo: {ids}",
+        "queued_again_count": "facturas en cola de nuevo: {count}",
         "assigned": "#{id} asignada a {company}: {state}",
         "accepted": "#{id} aceptada: {state}",
         "discarded": "#{id} descartada",
@@ -240,6 +241,7 @@ REVIEW: dict[Language, dict[str, str]] = {
     },
     "en": {
         "queued_again": "queued again: {ids}",
+        "queued_again_count": "invoices queued again: {count}",
         "assigned": "#{id} assigned to {company}: {state}",
         "accepted": "#{id} accepted: {state}",
         "discarded": "#{id} discarded",
@@ -264,6 +266,13 @@ REVIEW: dict[Language, dict[str, str]] = {
         "{state})",
         "being_booked": "invoice #{id} is being booked right now; try again in a moment",
     },
+}
+
+
+# What long work says while it goes on (`facturasd.progress`), before "40 %".
+PROGRESS: dict[Language, dict[str, str]] = {
+    "es": {"reprocess": "reprocesando facturas", "report": "escribiendo el informe"},
+    "en": {"reprocess": "reprocessing invoices", "report": "writing the report"},
 }
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -34,6 +34,9 @@ from facturasd.store import compliance, ledger
 from facturasd.store.bookings import Outcome as Booking
 from facturasd.store.db import Database
 from facturasd.wording import Language
+
+if TYPE_CHECKING:
+    from facturasd.progress import Step
 
 S = InvoiceState
 C = ComplianceStatus
@@ -120,9 +123,11 @@ async def write_daily(
     recommend: Recommend | None = None,
     cache_metrics: dict[str, Any] | None = None,
     clock: Clock = utcnow,
+    step: Step | None = None,
 ) -> Written:
     """The report of the invoices received on `day` (to `last`, inclusive) in `zone`, written
-    in `paths.reports`; `lang` by default `reports.language`."""
+    in `paths.reports`; `lang` by default `reports.language`. `step` is told how far it is:
+    each invoice read, then the files as the last unit."""
     lang = lang or config.reports.language
     data = await gather(
         db,
@@ -134,9 +139,14 @@ async def write_daily(
         recommend=recommend,
         cache_metrics=cache_metrics,
         clock=clock,
+        step=step,
     )
     # Off the event loop: at 10,000 invoices the files take a second to compose.
-    return await anyio.to_thread.run_sync(_write, data, config, lang, day, last)
+    written = await anyio.to_thread.run_sync(_write, data, config, lang, day, last)
+    if step is not None:
+        done = len(data["needs_person"]) + len(data["invoices"]) + 1
+        step(done, done)
+    return written
 
 
 def _write(
@@ -186,8 +196,10 @@ async def gather(
     recommend: Recommend | None,
     cache_metrics: dict[str, Any] | None,
     clock: Clock,
+    step: Step | None = None,
 ) -> dict[str, Any]:
-    """The report as data: what its JSON file holds."""
+    """The report as data: what its JSON file holds. `step`: each invoice read (the open
+    ones, then the period's) of them all and one more, the files the caller writes."""
     now = clock()
     start, end, so_far = period(day, last, zone, now)
     since, until = start.timestamp(), end.timestamp()
@@ -201,11 +213,19 @@ async def gather(
         return received, still_open(conn)
 
     received, open_rows = await db.read(rows)
+    total = len(open_rows) + len(received) + 1
 
     def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if step is not None:
+            step(0, total)
         people = needing(open_rows, zone, lang)
         reasons = {person["id"]: person["reason"] for person in people}
-        return people, [_invoice(row, zone, reasons.get(row["id"])) for row in received]
+        invoices = []
+        for row in received:
+            invoices.append(_invoice(row, zone, reasons.get(row["id"])))
+            if step is not None:
+                step(len(people) + len(invoices), total)
+        return people, invoices
 
     people, invoices = await anyio.to_thread.run_sync(read)  # (stored documents parsed)
     alerts = [a for a in await compliance.alerts(db) if since <= a.at < until]

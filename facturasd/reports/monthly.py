@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -33,6 +33,9 @@ from facturasd.reports.text import table
 from facturasd.reports.words import WORDS
 from facturasd.store.db import Database
 from facturasd.wording import Language
+
+if TYPE_CHECKING:
+    from facturasd.progress import Step
 
 ACCEPTED = (InvoiceState.CHECKED, InvoiceState.BOOKING, InvoiceState.BOOKED)
 # The documents that carry a purchase's taxes (a payment, payroll or transfer carries none).
@@ -113,8 +116,11 @@ def _withheld_mx(doc: dict[str, Any]) -> list[tuple[str, str | None, Decimal | N
     return found
 
 
-async def gather(db: Database, config: Config, month: str) -> dict[str, Any]:
-    """The summary of `month` ("2026-11") as data: what its JSON file holds."""
+async def gather(
+    db: Database, config: Config, month: str, step: Step | None = None
+) -> dict[str, Any]:
+    """The summary of `month` ("2026-11") as data: what its JSON file holds. `step`: each
+    invoice summed of them all and one more, the files the caller writes."""
     rows = await db.fetchall(
         "SELECT id, company, country, kind, number, uuid, issuer_tax_id, issuer_name, "
         "issued_at, currency, inspection FROM invoices WHERE substr(issued_at, 1, 7) = ? "
@@ -123,13 +129,17 @@ async def gather(db: Database, config: Config, month: str) -> dict[str, Any]:
         (month, *ACCEPTED, ComplianceStatus.FAILED, *TAXED_KINDS),
     )
     # Off the event loop: each invoice's stored document is parsed.
-    return await anyio.to_thread.run_sync(_summary, rows, config, month)
+    return await anyio.to_thread.run_sync(_summary, rows, config, month, step)
 
 
-def _summary(rows: list[sqlite3.Row], config: Config, month: str) -> dict[str, Any]:
+def _summary(
+    rows: list[sqlite3.Row], config: Config, month: str, step: Step | None
+) -> dict[str, Any]:
     companies = {c.slug: c for c in config.companies}
     summaries: dict[str | None, dict[str, Any]] = {}
-    for row in rows:
+    for done, row in enumerate(rows):
+        if step is not None:
+            step(done, len(rows) + 1)
         stored: dict[str, Any] = json.loads(row["inspection"]) if row["inspection"] else {}
         doc = stored.get("document") or {}
         company = companies.get(row["company"])
@@ -201,13 +211,23 @@ def _ordered(figures: Iterable[Figure]) -> list[Figure]:
 
 
 async def write_monthly(
-    db: Database, config: Config, *, month: str, lang: Language | None = None
+    db: Database,
+    config: Config,
+    *,
+    month: str,
+    lang: Language | None = None,
+    step: Step | None = None,
 ) -> Written:
     """The tax summary of `month` ("2026-11"), written in `paths.reports`; `lang` by default
-    `reports.language`."""
+    `reports.language`. `step` is told how far it is: each invoice summed, then the files as
+    the last unit."""
     lang = lang or config.reports.language
-    data = await gather(db, config, month)
-    return await anyio.to_thread.run_sync(_write, data, config, lang, month)
+    data = await gather(db, config, month, step)
+    written = await anyio.to_thread.run_sync(_write, data, config, lang, month)
+    if step is not None:
+        done = sum(company["invoices"] for company in data["companies"]) + 1
+        step(done, done)
+    return written
 
 
 def _write(data: dict[str, Any], config: Config, lang: Language, month: str) -> Written:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import aiosqlite
 import anyio
@@ -39,6 +39,9 @@ from facturasd.errors import (
 )
 from facturasd.store.migrations import MIGRATIONS
 
+if TYPE_CHECKING:
+    from facturasd.progress import Step
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -49,6 +52,11 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], T]
 
 BUSY_TIMEOUT_MS = 5000
+# A backup's check (quick_check) reads the copy about this many times faster than VACUUM INTO
+# writes it (measured on a 270 MB file): its share of the backup's progress.
+CHECK_SPEED = 4
+# Seconds between two looks at the size of a backup being written.
+WATCH_COPY_EVERY = 0.1
 
 # SQLite's primary result codes that say the store, not the operation, failed.
 _UNAVAILABLE: dict[int, type[StoreUnavailable]] = {
@@ -207,7 +215,7 @@ async def migrate(
 async def backup_connection(conn: aiosqlite.Connection, dest: Path) -> None:
     """A consistent copy of the open database, written to `dest`, which the caller created
     empty (`_reserve`: the name is its own, no other copy lands there meanwhile)."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = _temporary(dest)
     await anyio.Path(tmp).unlink(missing_ok=True)
     try:
         # VACUUM INTO reads one snapshot, so concurrent writers neither block nor tear it.
@@ -215,6 +223,11 @@ async def backup_connection(conn: aiosqlite.Connection, dest: Path) -> None:
         await anyio.to_thread.run_sync(_fsync_and_rename, tmp, dest)
     finally:
         await anyio.Path(tmp).unlink(missing_ok=True)
+
+
+def _temporary(dest: Path) -> Path:
+    """Where VACUUM INTO writes the copy that is then renamed `dest`."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
 
 
 def _reserve(dest: Path) -> None:
@@ -467,11 +480,14 @@ class BackupResult:
     invoices: int
 
 
-async def backup_file(source: Path, dest: str | os.PathLike[str]) -> BackupResult:
+async def backup_file(
+    source: Path, dest: str | os.PathLike[str], step: Step | None = None
+) -> BackupResult:
     """`facturasd backup`: an online copy of `source`, checked before it is reported. `dest`
     is a file to create, or a folder (one that exists, or a path ending in `/`) to create one
     in, named after the time. The folder must exist: a mistyped or unmounted backup disk is
-    refused rather than created on the local disk. A backup never replaces a file."""
+    refused rather than created on the local disk. A backup never replaces a file. `step`
+    is told how far the copy and then its check are (`facturasd.progress`)."""
     if not await anyio.Path(source).is_file():
         raise StoreError(f"{source}: no database here (is paths.state_dir right?)")
     into_folder = os.fspath(dest).endswith(os.sep) or await anyio.Path(dest).is_dir()
@@ -492,7 +508,7 @@ async def backup_file(source: Path, dest: str | os.PathLike[str]) -> BackupResul
     except OSError as exc:
         raise StoreError(f"{path}: cannot write a backup there: {exc.strerror}") from None
     try:
-        return await _copy_and_check(source, path)
+        return await _copy_and_check(source, path, step)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await anyio.Path(path).unlink(missing_ok=True)
@@ -501,6 +517,17 @@ async def backup_file(source: Path, dest: str | os.PathLike[str]) -> BackupResul
         if isinstance(exc, OSError):
             raise StoreError(f"{path}: cannot write the backup: {exc.strerror}") from exc
         raise
+
+
+async def _watch_copy(tmp: Path, size: int, total: int, step: Step) -> None:
+    """Tells `step` the bytes VACUUM INTO has written to `tmp` so far, until cancelled."""
+    while True:
+        try:
+            written = (await anyio.Path(tmp).stat()).st_size
+        except FileNotFoundError:  # not begun yet
+            written = 0
+        step(min(written, size), total)  # (pages added meanwhile are not in the snapshot)
+        await anyio.sleep(WATCH_COPY_EVERY)
 
 
 def _new_backup(folder: Path, stem: str) -> Path:
@@ -517,14 +544,27 @@ def _new_backup(folder: Path, stem: str) -> Path:
             path = folder / f"{name}-{n}.db"
 
 
-async def _copy_and_check(source: Path, dest: Path) -> BackupResult:
+async def _copy_and_check(source: Path, dest: Path, step: Step | None) -> BackupResult:
     async with aiosqlite.connect(source) as conn:
         await _pragma(conn, f"busy_timeout = {BUSY_TIMEOUT_MS}")
-        await backup_connection(conn, dest)
+        # The copy is at most the source's pages (VACUUM INTO leaves out the free ones).
+        pages, page_size = await _pragma(conn, "page_count"), await _pragma(conn, "page_size")
+        assert isinstance(pages, int) and isinstance(page_size, int)  # what SQLite gives
+        size = pages * page_size
+        total = size + size // CHECK_SPEED
+        async with anyio.create_task_group() as copying:
+            if step is not None:
+                copying.start_soon(_watch_copy, _temporary(dest), size, total, step)
+            await backup_connection(conn, dest)
+            copying.cancel_scope.cancel()
+    if step is not None:
+        step(size, total)
     async with aiosqlite.connect(dest) as copy:
         check = await _pragma(copy, "quick_check")
         if check != "ok":
             raise StoreError(f"{dest}: the copy failed its integrity check: {check}")
+        if step is not None:
+            step(total, total)
         counts = []
         for sql in (
             "SELECT MAX(version) FROM schema_version",
