@@ -216,6 +216,83 @@ async def test_reads_need_a_token_when_listening_beyond_loopback(office: Path) -
 
 
 @pytest.mark.anyio
+async def test_what_is_not_a_plain_local_read_is_refused_as_json(office: Path) -> None:
+    async with serving(office) as services, httpx.AsyncClient(timeout=30) as http:
+        base = services.url  # type: ignore[attr-defined]
+        host = base.split("/")[2]
+        assert (await http.get(f"{base}/invoices")).status_code == 200
+        assert (await http.head(f"{base}/invoices")).status_code == 200
+        # A page of another site loaded by a browser on this machine, its name resolved to
+        # 127.0.0.1 (DNS rebinding), or a request a proxy forwards: not local, a token needed.
+        for headers in ({"Host": "facturas.example"}, {"X-Forwarded-For": "192.0.2.7"}):
+            foreign = await http.get(f"{base}/invoices", headers=headers)
+            assert foreign.status_code == 401, headers
+            assert foreign.json()["error"]["code"] == "unauthorized"
+        named = await http.get(
+            f"{base}/invoices", headers={"Host": host.replace("127.0.0.1", "localhost")}
+        )
+        assert named.status_code == 200
+        # Numbers that are not plain digits, or too big for the ledger: a JSON answer each.
+        for path, status in (
+            ("/invoices/%C2%B2", 404),
+            ("/invoices/99999999999999999999999", 404),
+            ("/invoices?limit=%C2%B2", 400),
+            ("/invoices?limit=99999999999999999999999", 400),
+            ("/stats/hourly?hours=%C2%B2", 400),
+        ):
+            answer = await http.get(base + path)
+            assert answer.status_code == status, path
+            assert set(answer.json()["error"]) == {"code", "message"}, path
+        # A method the route does not have is said before any token is asked for.
+        removed = await http.delete(f"{base}/invoices/1")
+        assert (removed.status_code, removed.json()["error"]["code"]) == (405, "method_not_allowed")
+        # A token header that is not text: refused as a wrong token.
+        garbled = await http.post(
+            f"{base}/invoices/1/reprocess",
+            json={"reason": "x"},
+            headers={"Authorization": b"Bearer \xff\xfe"},
+        )
+        assert (garbled.status_code, garbled.json()["error"]["code"]) == (401, "invalid_token")
+        assert await audit.entries(services.db) == []
+
+
+@pytest.fixture
+def acme(tmp_path: Path) -> Path:
+    """An office with one company, ACME, that receives none of its invoices."""
+    (tmp_path / "http-token").write_text(TOKEN_FILE)
+    config = write_config(
+        tmp_path,
+        'token_file = "http-token"\n'
+        "[[companies]]\nslug = 'acme'\nname = 'ACME S.A.S.'\ncountry = 'CO'\n"
+        "tax_id = '900000001'\n",
+    )
+    take(config, {"factura 1.xml": invoice(1)})
+    return config
+
+
+@pytest.mark.anyio
+async def test_assigning_to_a_company_that_is_not_configured_is_a_bad_request(
+    acme: Path,
+) -> None:
+    async with serving(acme) as services, httpx.AsyncClient(timeout=30) as http:
+        base = services.url  # type: ignore[attr-defined]
+        refused = await http.post(
+            f"{base}/invoices/1/assign",
+            json={"company": "acmee", "reason": "es de ACME"},
+            headers=bearer(ERP),
+        )
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "no_company"
+        assert "acme" in refused.json()["error"]["message"]
+        done = await http.post(
+            f"{base}/invoices/1/assign",
+            json={"company": "acme", "reason": "es de ACME"},
+            headers=bearer(ERP),
+        )
+        assert done.status_code == 202, done.text
+
+
+@pytest.mark.anyio
 async def test_openapi_lists_every_route_and_no_other(office: Path) -> None:
     async with serving(office) as services, httpx.AsyncClient(timeout=30) as http:
         document = (await http.get(f"{services.url}/openapi.json")).json()  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -35,7 +36,14 @@ from facturasd.services import Services
 from facturasd.store import bookings, compliance, ledger
 from facturasd.web.tokens import Tokens
 
+log = logging.getLogger(__name__)
+
 PREFIX = "/api/v1"
+# Methods that only read: open on loopback.
+READS = ("GET", "HEAD")
+LOOPBACK_NAMES = ("localhost",)
+# An invoice's ID or a limit: digits, few enough for SQLite's integers.
+NUMBER = re.compile(r"[0-9]{1,18}")
 ACTIONS = ("retry", "reprocess", "accept", "assign", "discard")
 # A report's name after "reporte-" or "resumen-": a day, a range of days, a month.
 REPORT_NAME = re.compile(r"(?:reporte|resumen)-(\d{4}-\d{2}(?:-\d{2}(?:_\d{4}-\d{2}-\d{2})?)?)")
@@ -60,12 +68,7 @@ class Api:
     def open_reads(self) -> bool:
         """Reads need no token: the daemon listens on a loopback address."""
         host = self.services.config.http.host
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:  # a name: it may resolve to anything
-            return False
+        return host in LOOPBACK_NAMES or _is_loopback(host)
 
 
 API = web.AppKey("api", Api)
@@ -90,12 +93,15 @@ def error(status: int, code: str, message: str) -> web.Response:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Under /api/v1: the token where one is needed, and every error as JSON."""
+    """Under /api/v1: no such route or method first, then the token where one is needed, and
+    every error as JSON."""
     if not request.path.startswith(PREFIX + "/") and request.path != PREFIX:
         return await handler(request)
     api = request.app[API]
     try:
-        if request.method != "GET" or not api.open_reads:
+        if (unrouted := request.match_info.http_exception) is not None:
+            raise unrouted
+        if request.method not in READS or not (api.open_reads and _local(request)):
             request[ACTOR] = _actor(request, api.tokens)
         return await handler(request)
     except Refused as exc:
@@ -103,6 +109,26 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:  # no such route, or method
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         return error(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal", "the request failed; the daemon's log says why")
+
+
+def _local(request: web.Request) -> bool:
+    """The request came to a loopback name, not through a proxy: a page of another site that
+    a browser on this machine loads (DNS rebinding) names its own host, and a proxy says
+    whom it forwards."""
+    if any(h in request.headers for h in ("Forwarded", "X-Forwarded-For", "X-Real-IP")):
+        return False
+    host = request.url.host or ""
+    return host in LOOPBACK_NAMES or _is_loopback(host)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
 
 
 def _actor(request: web.Request, tokens: Tokens) -> str:
@@ -163,14 +189,14 @@ def _limit(request: web.Request) -> int | None:
     given = request.query.get("limit")
     if given is None:
         return None
-    if not given.isdigit() or int(given) == 0:
+    if not NUMBER.fullmatch(given) or int(given) == 0:
         raise Refused(400, "bad_parameter", "limit: a whole number above 0")
     return int(given)
 
 
 def _id(request: web.Request) -> int:
     given = request.match_info["id"]
-    if not given.isdigit():
+    if not NUMBER.fullmatch(given):
         raise Refused(404, "not_found", f"no invoice {given!r}")
     return int(given)
 
@@ -282,7 +308,7 @@ async def hourly(request: web.Request) -> web.Response:
     """The invoices received in each of the last hours (?hours=N, 24 unless told), by state."""
     services = request.app[API].services
     given = request.query.get("hours", str(HOURS))
-    if not given.isdigit() or not 1 <= int(given) <= MAX_HOURS:
+    if not NUMBER.fullmatch(given) or not 1 <= int(given) <= MAX_HOURS:
         raise Refused(400, "bad_parameter", f"hours: a whole number from 1 to {MAX_HOURS}")
     found = await per_hour(services.db, zone=services.zone, clock=services.clock, hours=int(given))
     return _json({"timezone": str(services.zone), "hours": found})
@@ -365,7 +391,7 @@ async def act(request: web.Request) -> web.Response:
     try:
         done = await _do(review, action, invoice_id, reason, body, lang)
     except ReviewRefused as exc:
-        status = 404 if exc.reason == "no_invoice" else 409
+        status = {"no_invoice": 404, "no_company": 400}.get(exc.reason, 409)
         raise Refused(status, exc.reason, exc.words(lang)) from None
     done.update(action=action, invoice=invoice_id, actor=request[ACTOR], reason=reason)
     return _json(done, status=202)

@@ -28,7 +28,10 @@ class Tokens:
     def name_of(self, presented: str) -> str | None:
         """The name whose token `presented` is, or None. Every token is compared, each in
         constant time, so the answer's timing tells nothing about any of them."""
-        given = presented.encode()
+        try:
+            given = presented.encode()
+        except UnicodeError:  # (a header of bytes no token has)
+            return None
         found = None
         for name, token in self.by_name.items():
             if hmac.compare_digest(given, token):
