@@ -48,7 +48,7 @@ from facturasd.monitoring.health import (
 from facturasd.monitoring.tally import Tally, tallied
 from facturasd.pipeline.lifecycle import STAGES, Stage
 from facturasd.pipeline.rebuild import refuse_new_ledger
-from facturasd.sandbox.alongside import alongside
+from facturasd.sandbox.alongside import alongside, claim
 from facturasd.services import Services, build
 from facturasd.systemd import Notifier
 from facturasd.web import app as web_app
@@ -337,6 +337,14 @@ class Daemon:
                         services = await stack.enter_async_context(
                             build(
                                 config, clock=self.clock, stages=self.stages, handlers=self.handlers
+                            )
+                        )
+                        await services.db.write(
+                            partial(
+                                claim,
+                                config=config,
+                                sandbox=self.sandbox,
+                                now=self.clock().timestamp(),
                             )
                         )
                         if self.sandbox:

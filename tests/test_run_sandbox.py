@@ -18,7 +18,9 @@ import anyio
 import httpx
 import pytest
 
-from facturasd.constants import InvoiceState
+from facturasd.config import load_config
+from facturasd.constants import DATABASE_FILE, InvoiceState
+from facturasd.sandbox.alongside import alongside
 from facturasd.sandbox.state import ALEGRA_TOKEN, ALEGRA_USER
 from tests.browser import browser, counts, opened, screenshot
 from tests.support import (
@@ -27,8 +29,12 @@ from tests.support import (
     DaemonProcess,
     daemon_env,
     free_port,
+    invoice,
+    query,
     run_facturasd,
+    take,
     wait_healthy,
+    write_config,
 )
 
 # The real documents among the samples, each valid where it was issued: booked.
@@ -150,3 +156,48 @@ def test_the_samples_end_booked_in_the_local_alegra(tmp_path: Path, trap: Trap) 
     assert trap.hits == []
     # The local Alegra's account is kept for the next run, as the ledger remembers it.
     assert (tmp_path / "var" / "state" / "sandbox-alegra.json").is_file()
+    # That ledger holds the local servers' answers and bills: a real run refuses it.
+    real = run_facturasd("run", "--config", str(config), env=env)
+    assert real.returncode == 2, real.stderr
+    assert "was filled by run --sandbox" in real.stderr
+
+
+@pytest.mark.slow
+def test_the_sandbox_refuses_a_ledger_of_real_work(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    take(config, {"f1.xml": invoice(1)})
+    env = daemon_env(FACTURASD_SANDBOX__BIND=f"127.0.0.1:{free_port()}")
+    refused = run_facturasd("run", "--sandbox", "--config", str(config), env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert "holds invoices of real work" in refused.stderr
+    # Nothing was written in it: a real run still starts on it.
+    assert (
+        query(tmp_path / "state" / DATABASE_FILE, "SELECT key FROM kv WHERE key = ?", ("sandbox",))
+        == []
+    )
+
+
+@pytest.mark.anyio
+async def test_nothing_leaves_the_machine_from_the_sandbox(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    (tmp_path / "state").mkdir()  # (where the local Alegra's account is kept)
+    config = load_config(
+        write_config(
+            tmp_path,
+            "[notify.email]\nenabled = true\nhost = 'smtp.example.com'\n"
+            "recipients = ['contabilidad@example.com']\n"
+            "[notify.webhook]\nenabled = true\nurl = 'https://hooks.example.com/f'\n"
+            "secret_file = 'secret'\n"
+            "[reports]\nemail = true\n"
+            "[cache]\nbackend = 'redis'\nurl = 'redis://cache.example.com:6379/0'\n"
+            f"[sandbox]\nbind = '127.0.0.1:{free_port()}'\n",
+        ),
+        {},
+    )
+    async with alongside(config) as local:
+        pointed = local.config
+    assert not (pointed.notify.email.enabled or pointed.notify.webhook.enabled)
+    assert not pointed.notify.nanobot.enabled
+    assert pointed.notify.log.enabled  # what would have been sent is still logged
+    assert not pointed.reports.email
+    assert pointed.cache.backend == "memory"

@@ -9,6 +9,7 @@ ledger before it asks, and what the admin endpoints set first stands.
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,16 +20,21 @@ import anyio
 
 from facturasd.config import Config
 from facturasd.config.sections import split_bind
+from facturasd.constants import DATABASE_FILE
 from facturasd.formats.model import Inspection
 from facturasd.sandbox import alegra
 from facturasd.sandbox.run import Refused, listening, restore
 from facturasd.sandbox.server import know
 from facturasd.sandbox.state import Sandbox
+from facturasd.store import kv
 from facturasd.store.db import Database
 
 # In paths.state_dir: the local Alegra's account (bills, contacts) from one run to the next,
 # as the ledger remembers what it booked there.
 ALEGRA_STATE = "sandbox-alegra.json"
+# In the ledger's kv table: the ledger is a sandbox's (its answers the local servers', its
+# bills the local Alegra's).
+MARK = "sandbox"
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,8 @@ class Alongside:
 async def alongside(config: Config) -> AsyncIterator[Alongside]:
     """The servers listening on `sandbox.bind` while inside, with `config` as the daemon runs
     against them: SAT's, DIAN's and Alegra's URLs theirs, every Alegra user the sandbox's (a
-    token file of its own in a private temporary folder), no webhooks. Refused when the
-    address cannot be had."""
+    token file of its own in a private temporary folder), no webhooks, nothing sent out
+    (`_pointed`). Refused when the address cannot be had."""
     sandbox = Sandbox()
     state = config.paths.state_dir / ALEGRA_STATE
     try:
@@ -84,11 +90,45 @@ async def alongside(config: Config) -> AsyncIterator[Alongside]:
                 await anyio.to_thread.run_sync(alegra.save, sandbox.alegra, state)
 
 
+def claim(conn: sqlite3.Connection, config: Config, *, sandbox: bool, now: float) -> None:
+    """A sandbox run never writes in a ledger of real work, nor a real run in a sandbox's:
+    the first `run --sandbox` on an empty ledger marks it; Refused otherwise."""
+    ledger = config.paths.state_dir / DATABASE_FILE
+    marked = kv.get(conn, MARK) is not None
+    if sandbox and not marked:
+        if conn.execute("SELECT 1 FROM invoices LIMIT 1").fetchone() is not None:
+            raise Refused(
+                f"{ledger} holds invoices of real work: run --sandbox would record the local "
+                "servers' answers and bills in it. Give the sandbox a configuration of its own "
+                "(its own paths.state_dir and folders), e.g. the shipped facturasd.toml in an "
+                "empty directory"
+            )
+        kv.put(conn, MARK, True, now=now)
+    elif marked and not sandbox:
+        raise Refused(
+            f"{ledger} was filled by run --sandbox: its tax authority answers and bills are "
+            "the local servers'. For real work start from an empty paths.state_dir and empty "
+            "folders (move these away), or keep running this one with --sandbox"
+        )
+
+
 def _pointed(config: Config, urls: dict[str, str], sandbox: Sandbox, token: Path) -> Config:
+    """`config` against the local servers, and nothing that leaves this machine: no e-mail,
+    webhook or Nanobot channel (the log stays), no report by e-mail, the cache in memory (a
+    shared Redis would mix the local Alegra's ids with the real one's)."""
     authorities = config.authorities
     settings = config.alegra
+    notify = config.notify
     return config.model_copy(
         update={
+            "notify": notify.model_copy(
+                update={
+                    name: getattr(notify, name).model_copy(update={"enabled": False})
+                    for name in ("email", "webhook", "nanobot")
+                }
+            ),
+            "reports": config.reports.model_copy(update={"email": False}),
+            "cache": config.cache.model_copy(update={"backend": "memory"}),
             "authorities": authorities.model_copy(
                 update={
                     "sat": authorities.sat.model_copy(update={"url": urls["sat"]}),
