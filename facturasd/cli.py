@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
+import pwd
 import sys
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -218,6 +218,11 @@ def _parser() -> argparse.ArgumentParser:
         "--retry-dead",
         action="store_true",
         help="run every dead job (of --queue) again, once what made them fail is fixed",
+    )
+    jobs.add_argument(
+        "--reason",
+        default="run again from the command line",
+        help="with --retry or --retry-dead: why, for the audit trail",
     )
     ask = command(
         "retry",
@@ -682,10 +687,13 @@ def _jobs(config: Config, args: argparse.Namespace) -> int:
         async with _database(config) as db:
             queue = Queue(db, config.queues)
             if args.retry:
-                found = [await queue.requeue(job_id, also=_requeued) for job_id in args.retry]
+                also = partial(_requeued, reason=args.reason)
+                found = [await queue.requeue(job_id, also=also) for job_id in args.retry]
                 return found, len(found)
             if args.retry_dead:
-                found = await queue.requeue_dead(args.queue, also=_requeued)
+                found = await queue.requeue_dead(
+                    args.queue, also=partial(_requeued, reason=args.reason)
+                )
                 return found, len(found)
             found = await queue.find(state=state, queue=args.queue, limit=limit)
             if len(found) != limit:  # all of them
@@ -892,7 +900,7 @@ def _retry(config: Config, args: argparse.Namespace) -> int:
                 services.db,
                 services.lifecycle,
                 config.companies,
-                getpass.getuser(),
+                _person(),
                 clock=services.clock,
             )
             ids = dict.fromkeys(args.ids) or await review.checked_with(args.status)
@@ -932,7 +940,7 @@ def _reprocess(config: Config, args: argparse.Namespace) -> int:
     async def work(step: Step | None) -> tuple[list[int], list[str]]:
         _database_file(config)
         async with build(config, upgrade=False) as services:
-            review = Review(services.db, services.lifecycle, config.companies, getpass.getuser())
+            review = Review(services.db, services.lifecycle, config.companies, _person())
             if matching is None:
                 ids = list(dict.fromkeys(args.ids))
             else:  # oldest first, the order they came in
@@ -975,7 +983,7 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
         _database_file(config)
         async with build(config, upgrade=False) as services:
             db = services.db
-            review = Review(db, services.lifecycle, config.companies, getpass.getuser())
+            review = Review(db, services.lifecycle, config.companies, _person())
             if action == "assign":
                 state = await review.assign(args.id, args.company, args.reason)
                 return wording.review(
@@ -1248,21 +1256,33 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _requeued(conn: sqlite3.Connection, job: Job) -> None:
+def _requeued(conn: sqlite3.Connection, job: Job, *, reason: str) -> None:
     """`jobs --retry`'s row in the audit trail, in the transaction that revives the job."""
     from facturasd.store import audit
 
     audit.record(
         conn,
-        audit.Who(getpass.getuser(), "cli"),
+        audit.Who(_person(), "cli"),
         at=datetime.now().timestamp(),
         action="requeue",
         target=f"job/{job.id}",
-        reason="run again from the command line",
+        reason=reason,
         queue=job.queue,
         kind=job.kind,
         invoice=job.payload.get("invoice"),
     )
+
+
+def _person() -> str:
+    """Who acts from the command line, for the invoice's history and the audit trail: the
+    account the command runs as (its user id's, not $USER, which anyone sets) and, under sudo,
+    the person who ran it ("ana (as facturasd)")."""
+    try:
+        account = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a user id with no name (a container's)
+        account = str(os.getuid())
+    person = os.environ.get("SUDO_USER")
+    return f"{person} (as {account})" if person and person != account else account
 
 
 def _month(text: str) -> str:

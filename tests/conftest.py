@@ -16,6 +16,13 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+@pytest.fixture(autouse=True)
+def not_under_sudo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI names who acts by the account it runs as, and under sudo by the person who ran
+    it (SUDO_USER): the tests expect the account, however they were launched."""
+    monkeypatch.delenv("SUDO_USER", raising=False)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     # aiosqlite and aiohttp are asyncio libraries.

@@ -7,6 +7,7 @@ import io
 import itertools
 import logging
 import os
+import pwd
 import re
 import signal
 import socket
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "facturasd.toml"
 SAMPLES = REPO.parent / "shared" / "samples"
+# The account the tests run as: who the CLI says acted.
+ACCOUNT = pwd.getpwuid(os.getuid()).pw_name
 PYTHON = sys.executable
 
 

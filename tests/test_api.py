@@ -5,7 +5,6 @@ loopback only, errors are JSON, and openapi.json lists exactly the routes the se
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from facturasd.web import tokens
 from facturasd.web.api import PREFIX, Api
 from facturasd.web.app import create_app
 from tests.support import (
+    ACCOUNT,
     DaemonProcess,
     daemon_env,
     enqueue,
@@ -334,7 +334,7 @@ def test_the_cli_actions_are_in_the_audit_trail_too(
     assert main(["audit", "--json", "--config", config]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert (row["actor"], row["via"], row["action"], row["target"], row["reason"]) == (
-        getpass.getuser(),
+        ACCOUNT,
         "cli",
         "discard",
         "invoice/2",
@@ -349,17 +349,39 @@ def test_the_cli_actions_are_in_the_audit_trail_too(
     assert capsys.readouterr().out == "No hay acciones que mostrar.\n"
 
 
+def test_who_acts_from_the_cli_is_the_account_and_the_person_behind_sudo(
+    office: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $USER is anyone's to set: not who acted. Under sudo, the person who ran it is named.
+    monkeypatch.setenv("USER", "impostor")
+    monkeypatch.setenv("LOGNAME", "impostor")
+    config = str(office)
+    assert main(["invoices", "discard", "1", "--reason", "copia", "--config", config]) == 0
+    monkeypatch.setenv("SUDO_USER", "ana")
+    assert main(["invoices", "discard", "2", "--reason", "copia", "--config", config]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--json", "--config", config]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["actor"] for r in rows) == sorted([ACCOUNT, f"ana (as {ACCOUNT})"])
+
+
 def test_a_job_run_again_is_in_the_audit_trail(
     office: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db_path = office.parent / "state" / DATABASE_FILE
     (dead,) = enqueue(db_path, [("alegra_sync", "ping", {"invoice": 1})])
     query(db_path, "UPDATE jobs SET state = 'dead' WHERE id = ?", (dead,))
-    assert main(["jobs", "--retry", str(dead), "--config", str(office)]) == 0
+    retry = ["jobs", "--retry", str(dead), "--reason", "Alegra arreglado", "--config", str(office)]
+    assert main(retry) == 0
     capsys.readouterr()
     assert main(["audit", "--json", "--config", str(office)]) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert (row["via"], row["action"], row["target"]) == ("cli", "requeue", f"job/{dead}")
+    assert (row["via"], row["action"], row["target"], row["reason"]) == (
+        "cli",
+        "requeue",
+        f"job/{dead}",
+        "Alegra arreglado",
+    )
     assert row["detail"] == {"queue": "alegra_sync", "kind": "ping", "invoice": 1}
     # Nothing to run again: refused, and nothing recorded.
     assert main(["jobs", "--retry", str(dead), "--config", str(office)]) == 1

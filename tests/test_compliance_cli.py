@@ -9,7 +9,6 @@ the whole way instead: the authorities' pool asking the sandbox's SAT server ove
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
 import sqlite3
@@ -37,7 +36,7 @@ from facturasd.services import build
 from facturasd.store import compliance, ledger
 from facturasd.store.compliance import Outcome
 from tests.documents import Item, cfdi40
-from tests.support import invoice, take, write_config
+from tests.support import ACCOUNT, invoice, take, write_config
 from tests.test_listings import COMPANY, cli
 
 C = ComplianceStatus
@@ -211,7 +210,7 @@ def test_retry_failed_asks_again_for_the_failed_ones_only(
     lines = history.splitlines()
     assert " revisada " in lines[2]
     assert lines[3].endswith(" DIAN/SAT: fallida facturasd: DIAN: Documento con errores")
-    assert lines[4].endswith(f" DIAN/SAT: pendiente {getpass.getuser()}: {ASKED_AGAIN}")
+    assert lines[4].endswith(f" DIAN/SAT: pendiente {ACCOUNT}: {ASKED_AGAIN}")
 
     # Asked again for nothing: said so.
     code, out, _ = cli(capsys, "retry", "--failed", "--config", str(config_file))
@@ -427,7 +426,7 @@ def test_a_cfdi_sat_cancelled_then_restored_is_validated_once_asked_again(
     assert [line.strip().split(" ", 1)[1] for line in history.splitlines()[3:6]] == [
         "DIAN/SAT: fallida facturasd: SAT says Cancelado (S - Comprobante obtenido "
         "satisfactoriamente.)",
-        f"DIAN/SAT: pendiente {getpass.getuser()}: {ASKED_AGAIN}",
+        f"DIAN/SAT: pendiente {ACCOUNT}: {ASKED_AGAIN}",
         "DIAN/SAT: validada facturasd: SAT says Vigente (S - Comprobante obtenido "
         "satisfactoriamente.)",
     ]
