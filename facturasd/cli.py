@@ -45,7 +45,7 @@ from facturasd.errors import (
     StoreError,
 )
 from facturasd.findings import LANGUAGES, Language, located
-from facturasd.rows import alert_row, attempt_row, inspection, invoice_row, local
+from facturasd.rows import alert_row, invoice_detail, invoice_row, local
 
 if TYPE_CHECKING:
     import sqlite3
@@ -973,7 +973,6 @@ def _reprocess(config: Config, args: argparse.Namespace) -> int:
 def _invoices(config: Config, args: argparse.Namespace) -> int:
     from facturasd.pipeline.review import Review
     from facturasd.services import build
-    from facturasd.store import compliance, ledger
 
     zone = ZoneInfo(config.daemon.timezone)
     lang = _lang(args, config)
@@ -984,17 +983,10 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
         async with build(config, upgrade=False) as services:
             db = services.db
             review = Review(db, services.lifecycle, config.companies, _person())
-            if action == "assign":
-                state = await review.assign(args.id, args.company, args.reason)
-                return wording.review(
-                    "assigned", lang, id=args.id, company=args.company, state=state
-                )
-            if action == "accept":
-                await review.accept(args.id, args.reason)
-                return wording.review("accepted", lang, id=args.id, state=InvoiceState.CHECKED)
-            if action == "discard":
-                await review.discard(args.id, args.reason)
-                return wording.review("discarded", lang, id=args.id)
+            if action in ("assign", "accept", "discard"):
+                company = getattr(args, "company", "")
+                done = await review.act(action, args.id, args.reason, company=company)
+                return done.words(lang)
             if action == "bill":
                 await review.settle_bill(args.id, args.alegra_bill, args.reason)
                 if args.alegra_bill:
@@ -1003,28 +995,10 @@ def _invoices(config: Config, args: argparse.Namespace) -> int:
                     "booking_again", lang, invoice=f"#{args.id}", state="needs_review"
                 )
             if action == "show":
-                invoice = await db.read(partial(ledger.get, invoice_id=args.id))
-                if invoice is None:
+                detail = await invoice_detail(db, args.id, zone, lang)
+                if detail is None:
                     raise ReviewRefused("no_invoice", id=args.id)
-                return {
-                    **invoice_row(invoice, zone),
-                    "history": [
-                        {**asdict(e), "at": local(e.at, zone)}
-                        for e in await ledger.events(db, args.id)
-                    ],
-                    "attempts": [
-                        attempt_row(a, zone) for a in await compliance.attempts(db, args.id)
-                    ],
-                    "alerts": [
-                        {**asdict(a), "at": local(a.at, zone)}
-                        for a in await compliance.alerts(db, invoice_id=args.id)
-                    ],
-                    "inspection": inspection(
-                        await db.read(partial(ledger.inspection, invoice_id=args.id)),
-                        lang,
-                        invoice.country,
-                    ),
-                }
+                return detail
             raise AssertionError(f"no such action: {action}")  # argparse allows no other
 
     try:

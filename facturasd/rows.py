@@ -4,7 +4,8 @@ the daemon's zone, findings worded in the reader's language."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, tzinfo
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -12,10 +13,11 @@ from facturasd.findings import Finding, Language, shown
 
 if TYPE_CHECKING:  # (the CLI imports this at start, the store only when a command needs it)
     from facturasd.store.compliance import Alert, Attempt
+    from facturasd.store.db import Database
     from facturasd.store.ledger import Invoice
 
 
-def local(timestamp: float, zone: ZoneInfo) -> str:
+def local(timestamp: float, zone: tzinfo) -> str:
     return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
 
 
@@ -64,4 +66,39 @@ def alert_row(alert: Alert, zone: ZoneInfo, lang: Language) -> dict[str, Any]:
         "subject": said.subject,
         "message": said.text,
         "sent_at": None if alert.sent_at is None else local(alert.sent_at, zone),
+    }
+
+
+async def invoice_detail(
+    db: Database, invoice_id: int, zone: ZoneInfo, lang: Language
+) -> dict[str, Any] | None:
+    """One invoice whole, as `invoices show --json` and GET /api/v1/invoices/{id} give it: its
+    row, `history`, `attempts` (the tax authority), `alerts`, `inspection` (the document and
+    its findings in `lang`) and `booking` (the Alegra bill's record, or None). None if there
+    is no such invoice."""
+    from facturasd.store import bookings, compliance, ledger
+
+    found = await db.read(partial(ledger.get, invoice_id=invoice_id))
+    if found is None:
+        return None
+    booking = await db.read(partial(bookings.get, invoice_id=invoice_id))
+    return {
+        **invoice_row(found, zone),
+        "history": [
+            {**asdict(e), "at": local(e.at, zone)} for e in await ledger.events(db, invoice_id)
+        ],
+        "attempts": [attempt_row(a, zone) for a in await compliance.attempts(db, invoice_id)],
+        "alerts": [
+            alert_row(a, zone, lang) for a in await compliance.alerts(db, invoice_id=invoice_id)
+        ],
+        "inspection": inspection(
+            await db.read(partial(ledger.inspection, invoice_id=invoice_id)), lang, found.country
+        ),
+        "booking": None
+        if booking is None
+        else {
+            **asdict(booking),
+            "intent_at": booking.intent_at and local(booking.intent_at, zone),
+            "booked_at": booking.booked_at and local(booking.booked_at, zone),
+        },
     }

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from facturasd import wording
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Company
 from facturasd.constants import ComplianceStatus, InvoiceState, JobState
@@ -26,6 +28,21 @@ from facturasd.store.db import Database
 
 # Findings that keep an invoice in review whoever it is assigned to.
 STILL_IN_REVIEW = ("FMT-PDF-WITHOUT-XML", "DOC-OWN-SALE")
+# The actions on one invoice that the CLI and the API both take (`Review.act`).
+ACTIONS = ("retry", "reprocess", "accept", "assign", "discard")
+
+
+@dataclass(frozen=True)
+class Done:
+    """What came of an action: `result`, a key of wording.REVIEW; the invoice's `state` after
+    it, where the action decides it; `said`, the values its sentence names."""
+
+    result: str
+    state: InvoiceState | None
+    said: dict[str, object]
+
+    def words(self, lang: wording.Language) -> str:
+        return wording.review(self.result, lang, **self.said)
 
 
 class Review:
@@ -47,6 +64,27 @@ class Review:
         self.actor = actor
         self._who = audit.Who(actor, via)
         self._clock = clock
+
+    async def act(self, action: str, invoice_id: int, reason: str, *, company: str = "") -> Done:
+        """One of ACTIONS on the invoice (`company`: assign's)."""
+        if action == "reprocess":
+            await self.reprocess(invoice_id, reason)
+            return Done("queued_again", InvoiceState.RECEIVED, {"ids": f"#{invoice_id}"})
+        if action == "assign":
+            state = await self.assign(invoice_id, company, reason)
+            return Done("assigned", state, {"id": invoice_id, "company": company, "state": state})
+        if action == "accept":
+            await self.accept(invoice_id, reason)
+            checked = InvoiceState.CHECKED
+            return Done("accepted", checked, {"id": invoice_id, "state": checked})
+        if action == "discard":
+            await self.discard(invoice_id, reason)
+            return Done("discarded", InvoiceState.DISCARDED, {"id": invoice_id})
+        if action == "retry":
+            was, what = await self.ask_again(invoice_id, reason)
+            before = was.state if what == "booking_again" else was.compliance
+            return Done(what, None, {"invoice": f"#{invoice_id}", "state": before})
+        raise ValueError(f"no such action: {action}")
 
     async def _get(self, invoice_id: int) -> ledger.Invoice:
         invoice = await self.db.read(partial(ledger.get, invoice_id=invoice_id))

@@ -30,6 +30,7 @@ from facturasd.pipeline.review import STILL_IN_REVIEW
 from facturasd.reports.files import Written, csv_text, dialect, text, write_report
 from facturasd.reports.text import cell, table
 from facturasd.reports.words import WORDS
+from facturasd.rows import local
 from facturasd.store import compliance, ledger
 from facturasd.store.bookings import Outcome as Booking
 from facturasd.store.db import Database
@@ -283,7 +284,7 @@ def needing(rows: Sequence[sqlite3.Row], zone: tzinfo, lang: Language) -> list[d
             {
                 "id": row["id"],
                 "invoice": ledger.Invoice.from_row(row).describe(),
-                "received_at": _local(row["received_at"], zone),
+                "received_at": local(row["received_at"], zone),
                 "state": row["state"],
                 "compliance": row["compliance"],
                 "reason": reason,
@@ -291,10 +292,6 @@ def needing(rows: Sequence[sqlite3.Row], zone: tzinfo, lang: Language) -> list[d
             }
         )
     return people
-
-
-def _local(timestamp: float, zone: tzinfo) -> str:
-    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
 
 
 def counted(values: list[str], known: type[S] | type[C]) -> dict[str, int]:
@@ -343,7 +340,7 @@ def _invoice(row: sqlite3.Row, zone: tzinfo, reason: str | None) -> dict[str, An
     totals = doc.get("totals") or {}
     return {
         "id": row["id"],
-        "received_at": _local(row["received_at"], zone),
+        "received_at": local(row["received_at"], zone),
         "file": row["original_name"],
         "company": row["company"],
         "supplier": row["issuer_name"],
@@ -458,7 +455,7 @@ def _alert(
         worded = "; ".join(f"{k}: {v}" for k, v in sorted(alert.params.items()))
     return {
         "id": alert.id,
-        "at": _local(alert.at, zone),
+        "at": local(alert.at, zone),
         "severity": alert.severity,
         "code": alert.code,
         "status": alert.status,

@@ -16,9 +16,8 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
-from functools import partial
 from typing import Any
 
 import anyio
@@ -30,10 +29,10 @@ from facturasd.errors import ReviewRefused
 from facturasd.findings import LANGUAGES, Language
 from facturasd.monitoring.alerts import listed
 from facturasd.monitoring.snapshot import HOURS, per_hour, snapshot
-from facturasd.pipeline.review import Review
-from facturasd.rows import alert_row, attempt_row, inspection, invoice_row, local
+from facturasd.pipeline.review import ACTIONS, Review
+from facturasd.rows import alert_row, invoice_detail, invoice_row
 from facturasd.services import Services
-from facturasd.store import bookings, compliance, ledger
+from facturasd.store import compliance, ledger
 from facturasd.web.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ READS = ("GET", "HEAD")
 LOOPBACK_NAMES = ("localhost",)
 # An invoice's ID or a limit: digits, few enough for SQLite's integers.
 NUMBER = re.compile(r"[0-9]{1,18}")
-ACTIONS = ("retry", "reprocess", "accept", "assign", "discard")
 # A report's name after "reporte-" or "resumen-": a day, a range of days, a month.
 REPORT_NAME = re.compile(r"(?:reporte|resumen)-(\d{4}-\d{2}(?:-\d{2}(?:_\d{4}-\d{2}-\d{2})?)?)")
 # A report's files, by the format asked for.
@@ -236,38 +234,13 @@ async def invoices(request: web.Request) -> web.Response:
 
 
 async def invoice(request: web.Request) -> web.Response:
-    """One invoice as `facturasd invoices show --json` gives it, and its booking."""
+    """One invoice as `facturasd invoices show --json` gives it."""
     services = request.app[API].services
-    db, zone, lang = services.db, services.zone, _lang(request)
-    invoice_id = _id(request)
-    found = await db.read(partial(ledger.get, invoice_id=invoice_id))
+    lang, invoice_id = _lang(request), _id(request)
+    found = await invoice_detail(services.db, invoice_id, services.zone, lang)
     if found is None:
         raise Refused(404, "not_found", wording.review("no_invoice", lang, id=invoice_id))
-    booking = await db.read(partial(bookings.get, invoice_id=invoice_id))
-    return _json(
-        {
-            **invoice_row(found, zone),
-            "history": [
-                {**asdict(e), "at": local(e.at, zone)} for e in await ledger.events(db, invoice_id)
-            ],
-            "attempts": [attempt_row(a, zone) for a in await compliance.attempts(db, invoice_id)],
-            "alerts": [
-                alert_row(a, zone, lang) for a in await compliance.alerts(db, invoice_id=invoice_id)
-            ],
-            "inspection": inspection(
-                await db.read(partial(ledger.inspection, invoice_id=invoice_id)),
-                lang,
-                found.country,
-            ),
-            "booking": None
-            if booking is None
-            else {
-                **asdict(booking),
-                "intent_at": booking.intent_at and local(booking.intent_at, zone),
-                "booked_at": booking.booked_at and local(booking.booked_at, zone),
-            },
-        }
-    )
+    return _json(found)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -388,49 +361,27 @@ async def act(request: web.Request) -> web.Response:
         via="api",
         clock=services.clock,
     )
+    company = body.get("company", "")
+    if action == "assign" and (not isinstance(company, str) or not company):
+        raise Refused(400, "bad_request", "assign: the body must give a company")
     try:
-        done = await _do(review, action, invoice_id, reason, body, lang)
+        done = await review.act(action, invoice_id, reason, company=company)
     except ReviewRefused as exc:
         status = {"no_invoice": 404, "no_company": 400}.get(exc.reason, 409)
         raise Refused(status, exc.reason, exc.words(lang)) from None
-    done.update(action=action, invoice=invoice_id, actor=request[ACTOR], reason=reason)
-    return _json(done, status=202)
-
-
-async def _do(
-    review: Review,
-    action: str,
-    invoice_id: int,
-    reason: str,
-    body: dict[str, Any],
-    lang: Language,
-) -> dict[str, Any]:
-    """The action through `review`: what came of it (`result`, and the new `state` where it
-    is known) and its `message` in `lang`."""
-    if action == "reprocess":
-        await review.reprocess(invoice_id, reason)
-        state = InvoiceState.RECEIVED
-        said = wording.review("queued_again", lang, ids=f"#{invoice_id}")
-        return {"result": "queued_again", "state": state, "message": said}
-    if action == "assign":
-        company = body.get("company")
-        if not isinstance(company, str) or not company:
-            raise Refused(400, "bad_request", "assign: the body must give a company")
-        state = await review.assign(invoice_id, company, reason)
-        said = wording.review("assigned", lang, id=invoice_id, company=company, state=state)
-        return {"result": "assigned", "state": state, "company": company, "message": said}
-    if action == "accept":
-        await review.accept(invoice_id, reason)
-        said = wording.review("accepted", lang, id=invoice_id, state=InvoiceState.CHECKED)
-        return {"result": "accepted", "state": InvoiceState.CHECKED, "message": said}
-    if action == "discard":
-        await review.discard(invoice_id, reason)
-        said = wording.review("discarded", lang, id=invoice_id)
-        return {"result": "discarded", "state": InvoiceState.DISCARDED, "message": said}
-    was, what = await review.ask_again(invoice_id, reason)
-    before = was.state if what == "booking_again" else was.compliance
-    said = wording.review(what, lang, invoice=f"#{invoice_id}", state=before)
-    return {"result": what, "message": said}
+    return _json(
+        {
+            "result": done.result,
+            **({} if done.state is None else {"state": done.state}),
+            **({"company": company} if action == "assign" else {}),
+            "message": done.words(lang),
+            "action": action,
+            "invoice": invoice_id,
+            "actor": request[ACTOR],
+            "reason": reason,
+        },
+        status=202,
+    )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
