@@ -70,12 +70,8 @@ FILES = {
 
 
 def add_routes(app: web.Application) -> None:
-    static = resources.files("facturasd.web") / "static"
-    for path, (name, content_type) in FILES.items():
-        text = (static / name).read_text(encoding="utf-8")
-        if name == "dashboard.html":
-            text = text.replace("{{words}}", _words())
-        app.router.add_get(path, partial(_send, text.encode(), content_type))
+    for path, (body, content_type) in PAGES.items():
+        app.router.add_get(path, partial(_send, body, content_type))
 
 
 async def _send(body: bytes, content_type: str, request: web.Request) -> web.Response:
@@ -94,3 +90,18 @@ def _words() -> str:
         for lang in WORDS
     }
     return json.dumps(words, ensure_ascii=False).replace("<", "\\u003c")
+
+
+def _read() -> dict[str, tuple[bytes, str]]:
+    static = resources.files("facturasd.web") / "static"
+    pages = {}
+    for path, (name, content_type) in FILES.items():
+        text = (static / name).read_text(encoding="utf-8")
+        if name == "dashboard.html":
+            text = text.replace("{{words}}", _words())
+        pages[path] = (text.encode(), content_type)
+    return pages
+
+
+# Read once, when the module is imported (before the event loop runs): each route's body.
+PAGES = _read()
