@@ -80,8 +80,9 @@ def test_online_makes_an_unreachable_upstream_an_error(
     assert main(["doctor", "--online", "--json", "--config", str(shipped(tmp_path))]) == 1
     found = json.loads(capsys.readouterr().out)
     errors = {check["subject"] for check in found["checks"] if check["level"] == "error"}
-    assert errors == {"sat", "dian", "alegra", "clock"}
-    assert found["errors"] == 4
+    # No DIAN certificate is DIAN not configured: an error too, as install.md says.
+    assert errors == {"sat", "dian", "dian-certificate", "alegra", "clock"}
+    assert found["errors"] == 5
 
 
 @pytest.mark.usefixtures("offline")
