@@ -218,6 +218,12 @@ def test_a_secret_file_others_can_read_is_a_warning(
     assert main(["doctor", "--config", config]) == 0
     assert "chmod" not in capsys.readouterr().out
 
+    # systemd's copy for the service: its mode shows the ACL granting the service's user.
+    tokens.chmod(0o640)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert main(["doctor", "--config", config]) == 0
+    assert "chmod" not in capsys.readouterr().out
+
 
 @pytest.mark.usefixtures("offline")
 def test_without_a_dian_certificate_online_is_an_error(tmp_path: Path) -> None:

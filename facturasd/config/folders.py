@@ -94,7 +94,7 @@ def secret_files(config: Config, handed: Collection[str] = ()) -> FolderReport:
                 (errors if needed else warnings).append(
                     f"{key}: {str(value)!r} does not exist or cannot be read"
                 )
-            elif mode & (stat.S_IRGRP | stat.S_IROTH):
+            elif mode & (stat.S_IRGRP | stat.S_IROTH) and not _handed_over(path):
                 warnings.append(
                     f"{key}: {str(path)!r} can be read by its group or by others: chmod 0600 {path}"
                 )
@@ -120,6 +120,14 @@ def unverifiable(path: Path, handed: Collection[str] = ()) -> str | None:
     except OSError:
         pass  # (not there as a file: the caller says so)
     return None
+
+
+def _handed_over(path: Path) -> bool:
+    """Whether `path` is in $CREDENTIALS_DIRECTORY: systemd's copies are the service's alone,
+    whatever their mode says (it grants the service's user with an ACL, whose mask shows as
+    the group's bits)."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    return credentials is not None and path.is_relative_to(credentials)
 
 
 def _channel_enabled(config: Config, key: str) -> bool:
