@@ -15,7 +15,7 @@ import getpass
 import os
 import shutil
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -198,7 +198,7 @@ def _disk(config: Config) -> Check:
 
 
 def _certificates(
-    config: Config, clock: Clock, missing: Level, handed: Sequence[str]
+    config: Config, clock: Clock, missing: Level, handed: Collection[str]
 ) -> list[Check]:
     """Each DIAN certificate loads and is not expiring; none configured is `missing`'s level
     (DIAN is an upstream); one this user cannot look at is not judged (the secrets line
@@ -251,22 +251,28 @@ def _certificates(
 
 
 def _systemd(unit: Path) -> tuple[list[Check], list[str]]:
-    """The unit's LoadCredential= sources exist: a missing one keeps the unit from starting
-    (status 243/CREDENTIALS). With the names of the credentials it hands over."""
+    """The LoadCredential= sources of the unit and its drop-ins (where install.md puts them)
+    exist: a missing one keeps the unit from starting (status 243/CREDENTIALS). With the
+    names of the credentials it hands over."""
     try:
         text = unit.read_text(encoding="utf-8")
+        # systemd reads the drop-ins after the unit, in their names' order.
+        for drop_in in sorted(unit.with_name(f"{unit.name}.d").glob("*.conf")):
+            text += "\n" + drop_in.read_text(encoding="utf-8")
     except FileNotFoundError:
         return [Check("ok", "systemd", f"not installed as a service ({unit} does not exist)")], []
     except OSError as exc:
-        return [Check("error", "systemd", f"{unit} cannot be read: {exc.strerror}")], []
-    checks = []
-    handed = []
+        return [Check("error", "systemd", f"{exc.filename} cannot be read: {exc.strerror}")], []
+    credentials: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.strip().partition("=")
-        if key != "LoadCredential":
-            continue
-        name, _, source = value.partition(":")
-        handed.append(name)
+        if key == "LoadCredential" and not value:
+            credentials.clear()  # an empty assignment resets the list, as in systemd
+        elif key == "LoadCredential":
+            name, _, source = value.partition(":")
+            credentials[name] = source
+    checks = []
+    for name, source in credentials.items():
         try:
             there = not source or Path(source).exists()
         except PermissionError:
@@ -290,7 +296,8 @@ def _systemd(unit: Path) -> tuple[list[Check], list[str]]:
                     "comment the line out",
                 )
             )
-    return checks or [Check("ok", "systemd", f"{unit}: its credentials are in place")], handed
+    ok = Check("ok", "systemd", f"{unit}: its credentials are in place")
+    return checks or [ok], list(credentials)
 
 
 async def _upstreams(config: Config, *, online: bool, clock: Clock) -> list[Check]:

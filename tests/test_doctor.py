@@ -245,15 +245,19 @@ CREDENTIALS = {
 
 def installed(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     """The shipped config, a credentials folder as install.md makes it (with a good file for
-    each name), a unit loading each, and the environment naming them bare, as install.md's
-    configuration does."""
+    each name), a unit whose drop-in loads each, and the environment naming them bare, as
+    install.md's configuration does."""
     credentials = tmp_path / "credentials"
     credentials.mkdir(mode=0o700)
     for name in CREDENTIALS:
         (credentials / name).write_text("contabilidad:abc123\n", encoding="utf-8")
         (credentials / name).chmod(0o600)
     unit = tmp_path / "facturasd.service"
-    unit.write_text(
+    unit.write_text("[Service]\nUser=facturasd\n", encoding="utf-8")
+    # `systemctl edit facturasd`'s drop-in, as install.md has it.
+    drop_in = tmp_path / "facturasd.service.d" / "override.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(
         "[Service]\n"
         + "".join(f"LoadCredential={name}:{credentials / name}\n" for name in CREDENTIALS),
         encoding="utf-8",
@@ -335,6 +339,12 @@ async def test_without_credentials_directory_the_unit_s_credentials_are_not_veri
         assert check.level == "warning"
         assert "CREDENTIALS_DIRECTORY=/etc/facturasd/credentials" in check.message
     assert [c.level for c in checks["dian-certificate"]] == ["warning"]
+
+    # A source the drop-in names, missing, keeps the unit from starting: an error naming it.
+    (tmp_path / "credentials" / "http-token").unlink()
+    checks = by_subject(await examine(load_config(config_path, env), unit=unit))
+    [check] = [c for c in checks["systemd"] if c.level == "error"]
+    assert str(tmp_path / "credentials" / "http-token") in check.message
 
     # The same file missing with no unit to hand it over: the error it was.
     checks = by_subject(await examine(load_config(config_path, env), unit=tmp_path / "none"))
