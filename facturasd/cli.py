@@ -563,7 +563,7 @@ def _run(config: Config, log_format: str | None, new_ledger: bool, sandbox: bool
 def _check_config(config: Config, as_json: bool, online: bool) -> int:
     """The configuration as it will run, its problems (exit 2) and warnings; `online`: with
     Alegra's word on its credentials."""
-    from facturasd.doctor import channel_problems, start_up
+    from facturasd.doctor import channel_problems, start_up, token_problems
 
     report = check_folders(config)
     running, problems = start_up(config)
@@ -571,7 +571,7 @@ def _check_config(config: Config, as_json: bool, online: bool) -> int:
     # The notification channels as the daemon will open them (a secret file's absence is
     # said once, by the folders' look above).
     errors += anyio.run(channel_problems, config, errors)
-    errors += _token_problems(config, said=errors)
+    errors += token_problems(config)
     if online and config.alegra.enabled:
         from facturasd.alegra.service import refusals
 
@@ -604,20 +604,6 @@ def _check_config(config: Config, as_json: bool, online: bool) -> int:
         sys.stdout.flush()  # before the verdict, when both streams go to one place
         print(_verdict(len(errors), len(warnings)), file=sys.stderr)
     return EXIT_USAGE if errors else EXIT_OK
-
-
-def _token_problems(config: Config, *, said: list[str]) -> list[str]:
-    """What the daemon would refuse in http.token_file's lines (a file that cannot be read is
-    said once, by the folders' look)."""
-    from facturasd.web import tokens
-
-    if any(line.startswith(f"{tokens.KEY}:") for line in said):
-        return []
-    try:
-        tokens.read(config.http.token_file)
-    except ConfigError as exc:
-        return exc.problems
-    return []
 
 
 def _doctor(config: Config, as_json: bool, online: bool) -> int:

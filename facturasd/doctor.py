@@ -12,9 +12,10 @@ error either way.
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -26,7 +27,12 @@ import httpx
 
 from facturasd.clock import Clock, utcnow
 from facturasd.config import Config
-from facturasd.config.folders import filesystem_warnings, folder_problems, secret_files
+from facturasd.config.folders import (
+    filesystem_warnings,
+    folder_problems,
+    secret_files,
+    unverifiable,
+)
 from facturasd.constants import DATABASE_FILE
 from facturasd.errors import CannotListen, ConfigError, LedgerMissing
 
@@ -75,6 +81,8 @@ def start_up(config: Config) -> tuple[str | None, list[str]]:
         refuse_new_ledger(config)
     except LedgerMissing as exc:
         problems.append(str(exc))
+    except OSError as exc:  # (a folder this user may not enter: the daemon could not either)
+        problems.append(f"{exc.filename}: cannot tell whether the ledger is there: {exc.strerror}")
     return running, problems
 
 
@@ -91,19 +99,36 @@ async def channel_problems(config: Config, said: Sequence[str] = ()) -> list[str
         return [line for line in exc.problems if line.partition(":")[0] not in keys]
 
 
+def token_problems(config: Config) -> list[str]:
+    """What the daemon would refuse in http.token_file's lines; a file that is not there, or
+    that this user may not look at, is the secrets check's to say. Blocking."""
+    from facturasd.web import tokens
+
+    path = config.http.token_file
+    if path is None or not os.path.isfile(path):  # (False as well when it may not look)
+        return []
+    try:
+        tokens.read(path)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
 async def examine(
     config: Config, *, online: bool = False, unit: Path = UNIT, clock: Clock = utcnow
 ) -> list[Check]:
     """Every check of `config`'s installation, in the order a person fixes them."""
-    checks = await anyio.to_thread.run_sync(_local, config, unit, clock)
+    checks = await anyio.to_thread.run_sync(_local, config, unit, clock, online)
     said = [check.message for check in checks if check.subject == "secrets"]
     checks += [Check("error", "notify", line) for line in await channel_problems(config, said)]
+    checks += [Check("error", "http", line) for line in token_problems(config)]
     checks += await _upstreams(config, online=online, clock=clock)
     return checks
 
 
-def _local(config: Config, unit: Path, clock: Clock) -> list[Check]:
+def _local(config: Config, unit: Path, clock: Clock, online: bool) -> list[Check]:
     user = getpass.getuser()
+    systemd, handed = _systemd(unit)
     folders = folder_problems(config)
     checks = [Check("error", "folders", line) for line in folders] or [
         Check("ok", "folders", f"every folder of [paths] exists or can be created by {user}")
@@ -111,7 +136,7 @@ def _local(config: Config, unit: Path, clock: Clock) -> list[Check]:
     checks += [Check("warning", "filesystem", line) for line in filesystem_warnings(config)] or [
         Check("ok", "filesystem", "the inbox, archive, rejected and duplicates on one filesystem")
     ]
-    secrets = secret_files(config)
+    secrets = secret_files(config, handed)
     checks += [Check("error", "secrets", line) for line in secrets.errors]
     checks += [Check("warning", "secrets", line) for line in secrets.warnings]
     running, problems = start_up(config)
@@ -120,14 +145,22 @@ def _local(config: Config, unit: Path, clock: Clock) -> list[Check]:
         checks.append(Check("ok", "daemon", f"running (pid {running})"))
     checks.append(_database(config.paths.state_dir / DATABASE_FILE))
     checks.append(_disk(config))
-    checks += _certificates(config, clock)
-    checks += _systemd(unit)
-    return checks
+    checks += _certificates(config, clock, "error" if online else "warning", handed)
+    return checks + systemd
 
 
 def _database(path: Path) -> Check:
     """SQLite's quick_check, read-only: it finds a damaged page without writing anything."""
-    if not path.exists():
+    try:
+        there = path.exists()
+    except PermissionError:
+        return Check(
+            "warning",
+            "database",
+            f"{path} not checked: {getpass.getuser()} may not look into {path.parent} "
+            "(permission denied)",
+        )
+    if not there:
         return Check("ok", "database", f"{path} not created yet (the daemon's first start does)")
     try:
         conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
@@ -149,7 +182,9 @@ def _database(path: Path) -> Check:
 
 def _disk(config: Config) -> Check:
     folder = config.paths.state_dir
-    while not folder.exists() and folder != folder.parent:
+    # os.path.exists: a folder this user may not look into counts as absent, so the space
+    # is taken where it can be (its parent's filesystem, most often the same).
+    while not os.path.exists(folder) and folder != folder.parent:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     free_mb = free >> 20
@@ -162,14 +197,20 @@ def _disk(config: Config) -> Check:
     return Check("ok", "disk", said)
 
 
-def _certificates(config: Config, clock: Clock) -> list[Check]:
+def _certificates(
+    config: Config, clock: Clock, missing: Level, handed: Collection[str]
+) -> list[Check]:
+    """Each DIAN certificate loads and is not expiring; none configured is `missing`'s level
+    (DIAN is an upstream); one this user cannot look at is not judged (the secrets line
+    says why)."""
     from facturasd.authorities.service import load_certificates
 
+    dian = config.authorities.dian
     signing = load_certificates(config)
     if not signing:
         return [
             Check(
-                "warning",
+                missing,
                 "dian-certificate",
                 "none configured (authorities.dian.certificate_file): DIAN is not asked; "
                 "invoices whose container carries DIAN's answer are still validated",
@@ -181,7 +222,14 @@ def _certificates(config: Config, clock: Clock) -> list[Check]:
     for company, found in signing.items():
         where = f"authorities.dian{f'.companies.{company}' if company else ''}"
         if found.credentials is None:
-            checks.append(Check("error", "dian-certificate", found.problem or where))
+            settings = dian if company is None else dian.companies[company]
+            files = (settings.certificate_file, settings.certificate_password_file)
+            if any(unverifiable(file, handed) for file in files if file is not None):
+                checks.append(
+                    Check("warning", "dian-certificate", f"{where}: not checked (see secrets)")
+                )
+            else:
+                checks.append(Check("error", "dian-certificate", found.problem or where))
             continue
         ends = found.credentials.not_after
         left = (ends - now).days
@@ -202,22 +250,44 @@ def _certificates(config: Config, clock: Clock) -> list[Check]:
     return checks
 
 
-def _systemd(unit: Path) -> list[Check]:
-    """The unit's LoadCredential= sources exist: a missing one keeps the unit from starting
-    (status 243/CREDENTIALS)."""
+def _systemd(unit: Path) -> tuple[list[Check], list[str]]:
+    """The LoadCredential= sources of the unit and its drop-ins (where install.md puts them)
+    exist: a missing one keeps the unit from starting (status 243/CREDENTIALS). With the
+    names of the credentials it hands over."""
     try:
         text = unit.read_text(encoding="utf-8")
+        # systemd reads the drop-ins after the unit, in their names' order.
+        for drop_in in sorted(unit.with_name(f"{unit.name}.d").glob("*.conf")):
+            text += "\n" + drop_in.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return [Check("ok", "systemd", f"not installed as a service ({unit} does not exist)")]
+        return [Check("ok", "systemd", f"not installed as a service ({unit} does not exist)")], []
     except OSError as exc:
-        return [Check("error", "systemd", f"{unit} cannot be read: {exc.strerror}")]
-    checks = []
+        return [Check("error", "systemd", f"{exc.filename} cannot be read: {exc.strerror}")], []
+    credentials: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.strip().partition("=")
-        if key != "LoadCredential":
+        if key == "LoadCredential" and not value:
+            credentials.clear()  # an empty assignment resets the list, as in systemd
+        elif key == "LoadCredential":
+            name, _, source = value.partition(":")
+            credentials[name] = source
+    checks = []
+    for name, source in credentials.items():
+        try:
+            there = not source or Path(source).exists()
+        except PermissionError:
+            # systemd reads the sources as root: the service's user is not meant to.
+            checks.append(
+                Check(
+                    "warning",
+                    "systemd",
+                    f"{unit}: LoadCredential {name}: {source} not checked: "
+                    f"{getpass.getuser()} may not look at it (permission denied): run doctor "
+                    "as root",
+                )
+            )
             continue
-        name, _, source = value.partition(":")
-        if source and not Path(source).exists():
+        if not there:
             checks.append(
                 Check(
                     "error",
@@ -226,7 +296,8 @@ def _systemd(unit: Path) -> list[Check]:
                     "comment the line out",
                 )
             )
-    return checks or [Check("ok", "systemd", f"{unit}: its credentials are in place")]
+    ok = Check("ok", "systemd", f"{unit}: its credentials are in place")
+    return checks or [ok], list(credentials)
 
 
 async def _upstreams(config: Config, *, online: bool, clock: Clock) -> list[Check]:

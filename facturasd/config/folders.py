@@ -6,7 +6,10 @@ looks; it creates nothing.
 
 from __future__ import annotations
 
+import getpass
 import os
+import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,18 +66,23 @@ def filesystem_warnings(config: Config) -> list[str]:
     ]
 
 
-def secret_files(config: Config) -> FolderReport:
+def secret_files(config: Config, handed: Collection[str] = ()) -> FolderReport:
     """Each `*_file` key's file is there: an error when what reads it is configured, else a
-    warning."""
+    warning; a warning when others than its owner may read it, or when this user cannot look
+    (see `unverifiable`; `handed`: the names the systemd unit hands over as credentials)."""
     errors: list[str] = []
     warnings: list[str] = []
     for key, value in flatten(config.model_dump()).items():
         if key.endswith("_file") and value is not None:
+            path = Path(value)
+            if why := unverifiable(path, handed):
+                warnings.append(f"{key}: {str(path)!r} not checked: {why}")
+                continue
             try:
-                present = Path(value).is_file()
+                mode = path.stat().st_mode
             except OSError:
-                present = False
-            if not present:
+                mode = None
+            if mode is None or not stat.S_ISREG(mode):
                 # Alegra's tokens are needed at start once Alegra is configured, a channel's
                 # secret once it is enabled, the API's tokens whenever set; other secret files
                 # only by the stage that reads them.
@@ -86,7 +94,40 @@ def secret_files(config: Config) -> FolderReport:
                 (errors if needed else warnings).append(
                     f"{key}: {str(value)!r} does not exist or cannot be read"
                 )
+            elif mode & (stat.S_IRGRP | stat.S_IROTH) and not _handed_over(path):
+                warnings.append(
+                    f"{key}: {str(path)!r} can be read by its group or by others: chmod 0600 {path}"
+                )
     return FolderReport(errors, warnings)
+
+
+def unverifiable(path: Path, handed: Collection[str] = ()) -> str | None:
+    """Why this user cannot tell whether the secret file `path` is right, though the daemon
+    may well read it: a folder on its way this user may not enter (root's 0700
+    /etc/facturasd/credentials, as the service user), or a file missing here whose name
+    systemd hands over (one of `handed`) while $CREDENTIALS_DIRECTORY is not set. None
+    when it can be looked at."""
+    try:
+        path.stat()
+    except PermissionError:
+        return f"{getpass.getuser()} may not look at it (permission denied): run doctor as root"
+    except FileNotFoundError:
+        if path.name in handed and not os.environ.get("CREDENTIALS_DIRECTORY"):
+            return (
+                f"the unit hands it over as the credential {path.name!r}: run doctor as root "
+                "with CREDENTIALS_DIRECTORY=/etc/facturasd/credentials"
+            )
+    except OSError:
+        pass  # (not there as a file: the caller says so)
+    return None
+
+
+def _handed_over(path: Path) -> bool:
+    """Whether `path` is in $CREDENTIALS_DIRECTORY: systemd's copies are the service's alone,
+    whatever their mode says (it grants the service's user with an ACL, whose mask shows as
+    the group's bits)."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    return credentials is not None and path.is_relative_to(credentials)
 
 
 def _channel_enabled(config: Config, key: str) -> bool:

@@ -125,8 +125,14 @@ def _resolve_secret_file(value: Path | None, info: ValidationInfo) -> Path | Non
     if value is None:
         return None
     credentials = (info.context or {}).get("credentials_dir")
-    if credentials and len(value.parts) == 1 and Path(credentials, value).exists():
-        return Path(credentials, value)
+    if credentials and len(value.parts) == 1:
+        try:
+            if Path(credentials, value).exists():
+                return Path(credentials, value)
+        except PermissionError:
+            # A user that may not look there (root's 0700 folder): it is where the name
+            # is meant to be found; whoever reads the file says it cannot.
+            return Path(credentials, value)
     return _resolve_path(value, info)
 
 
