@@ -51,18 +51,25 @@ def on_a_terminal(*args: str) -> tuple[int, str, str]:
         env=daemon_env(TERM="xterm-256color", COLUMNS="100"),
     )
     os.close(follower)
-    drawn = b""
+    drawn = drained(leader)
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, out.decode(), drawn
+
+
+def drained(leader: int) -> str:
+    """All a pseudo-terminal receives until its other end is closed (one read may give only
+    the first draw)."""
+    chunks = []
     while True:
         try:
             chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the command closed its end
+        except OSError:  # (EIO: the terminal's other end is closed and nothing is left)
             break
         if not chunk:
             break
-        drawn += chunk
+        chunks.append(chunk)
     os.close(leader)
-    out, _ = proc.communicate(timeout=60)
-    return proc.returncode, out.decode(), drawn.decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_plain_lines_say_the_start_each_tenth_and_the_end() -> None:
@@ -102,8 +109,7 @@ def test_a_terminal_gets_a_bar_that_ends_full(monkeypatch: pytest.MonkeyPatch) -
         assert step is not None
         for done in range(41):
             step(done, 40)
-    drawn = os.read(leader, 65536).decode()
-    os.close(leader)
+    drawn = drained(leader)
     assert "reprocessing invoices" in drawn
     assert "━" in drawn and "100%" in drawn and "40/40" in drawn
     assert "\x1b[" in drawn  # redrawn in place, not a line per step
