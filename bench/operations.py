@@ -1,5 +1,6 @@
-"""The operations of issue 14 on a ledger of 10,000 invoices: reports, /metrics, /health and
-the scheduler's housekeeping, each timed as the daemon runs it.
+"""The operations of issues 14 and 15 on a ledger of 10,000 invoices: reports, /metrics,
+/health, the dashboard's reads and the scheduler's housekeeping, each timed as the daemon runs
+it.
 
     python bench/operations.py [--invoices 10000] [--seed 7] [--dir /tmp]
 
@@ -26,12 +27,14 @@ three times, the median printed with N and the size of what it gave:
 3. A `/health` report (`services.health.report()`), the clock moved past `REUSE_FOR` before
    each, so each is a fresh report. The checks that do not pass are named: the worker pools
    are not running here, and DIAN has no certificate.
-4. The scheduler's tasks `backup`, `archive_check`, `file_cleanup`, `compliance_cleanup`
+4. What the dashboard reads at each refresh: `snapshot` (GET /api/v1/status, also `facturasd
+   status --json`) with the last /health report, and `per_hour` (GET /api/v1/stats/hourly).
+5. The scheduler's tasks `backup`, `archive_check`, `file_cleanup`, `compliance_cleanup`
    (`services.scheduler.tasks[name].run()`), with the line each returns; the archive check's
    MiB hashed per second. A fresh ledger has little for the cleanups (the fallback copies of
    settled invoices), so each runs once more with the clock 31 days ahead, when every
    finished job and every intermediate attempt is old enough: that run does the deleting.
-5. One round of the alerts engine (gather and evaluate) over the daemon's sources
+6. One round of the alerts engine (gather and evaluate) over the daemon's sources
    (facturasd/daemon.py `conditions`).
 
 Each line also says how long the operation held the event loop at most (a ticker on the
@@ -82,6 +85,7 @@ from facturasd.constants import (
 )
 from facturasd.daemon import conditions
 from facturasd.monitoring import alerts
+from facturasd.monitoring.snapshot import per_hour, snapshot
 from facturasd.reports import Written, write_daily, write_monthly
 from facturasd.sandbox.server import base_urls, create_app, load_documents
 from facturasd.sandbox.state import Fault, Sandbox
@@ -368,7 +372,25 @@ async def measure(root: Path, n: int) -> None:
             f"score {report['score']} (not pass: {', '.join(warned) or 'none'})",
         )
 
-        # 4. the scheduler's tasks
+        # 4. what the dashboard reads at each refresh (GET /api/v1/status and stats/hourly)
+        timing = await timed(
+            loop,
+            partial(
+                snapshot, db, config, zone=services.zone, clock=clock, health=report, lang="es"
+            ),
+        )
+        snap = timing.results[0]
+        line(
+            "dashboard: status",
+            n,
+            timing,
+            f"today {snap['today']['total']}, needs a person {snap['needs_person']['count']}",
+        )
+        timing = await timed(loop, partial(per_hour, db, zone=services.zone, clock=clock))
+        hours = timing.results[0]
+        line("dashboard: stats/hourly", n, timing, f"{sum(h['total'] for h in hours)} in 24 h")
+
+        # 5. the scheduler's tasks
         tasks = services.scheduler.tasks
         for name in ("backup", "archive_check", "file_cleanup", "compliance_cleanup"):
             # (a backup is named by its second: each run two seconds later, as for /health)
@@ -386,7 +408,7 @@ async def measure(root: Path, n: int) -> None:
                 size += f"; {mib:.1f} MiB, {mib / statistics.median(timing.seconds):.0f} MiB/s"
             line(f"task {name}", n, timing, size)
 
-        # 5. one round of the alerts engine
+        # 6. one round of the alerts engine
         timing = await timed(loop, partial(alert_round, services, clock))
         line("alerts: gather + evaluate", n, timing, timing.results[0])
 
