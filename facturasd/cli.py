@@ -552,7 +552,7 @@ def _run(config: Config, log_format: str | None, new_ledger: bool, sandbox: bool
     try:
         anyio.run(Daemon(config, new_ledger=new_ledger, sandbox=sandbox).run)
     except Refused as exc:
-        print(f"facturasd: cannot start the sandbox: {exc}", file=sys.stderr)
+        print(f"facturasd: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"facturasd: cannot start: {exc}", file=sys.stderr)
