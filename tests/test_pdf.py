@@ -42,7 +42,10 @@ def test_a_colombian_pdf_alone_gives_a_partial_document_for_review() -> None:
     assert (doc.country, doc.kind, doc.number, doc.uuid) == ("CO", None, "FV7", CUFE)
     assert (doc.issuer.tax_id, doc.issuer.check_digit) == ("901944237", "8")
     assert (doc.receiver.tax_id, doc.receiver.check_digit) == ("901956924", "1")
-    assert (doc.issued_at, doc.totals.total) == ("2026-04-27", "20.384.700,00")
+    # the amount as a number, read in Colombia's convention (it was kept as printed before)
+    assert (doc.issued_at, doc.totals.total) == ("2026-04-27", "20384700.00")
+    assert doc.read_from["totals.total"] == "Total a pagar: $ 20.384.700,00"
+    assert doc.read_from["issuer.tax_id"] == "BLINDACCES SAS NIT 901.944.237-8"
     # nothing the text does not say
     assert (doc.currency, doc.totals.subtotal, doc.taxes, doc.lines) == (None, None, [], [])
 

@@ -152,6 +152,9 @@ class Document(_Model):
     stamp: Stamp | None = None
     # MX: the serial number of the issuer's signing certificate (NoCertificado).
     certificate: str | None = None
+    # Only the partial document read from a PDF's text: for each value read ("number",
+    # "totals.total", "issuer.tax_id"…), the printed text it was read from, for a person to check.
+    read_from: dict[str, str] = Field(default_factory=dict)
 
 
 class WithholdingDue(_Model):
