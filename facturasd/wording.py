@@ -179,6 +179,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "inglés)",
         "alerts": "alertas (sus datos se registran en inglés)",
         "bill": "factura de proveedor en Alegra",
+        "read_from": "leído del texto del PDF",
     },
     "en": {
         "file": "file",
@@ -198,6 +199,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "attempts": "asked of the tax authority (the detail in its words)",
         "alerts": "alerts",
         "bill": "supplier bill in Alegra",
+        "read_from": "read from the PDF's text",
     },
 }
 
