@@ -1029,11 +1029,12 @@ def _show(found: dict[str, Any], lang: Language) -> str:
         f"{words['company']} {found['company'] or '—'}",
     ]
     inspection = found.get("inspection") or {}
-    # A value read from a PDF's text alone, beside the text it came from, for a person to check.
+    # A value read from a PDF's text alone, beside the text it came from, for a person to check
+    # (as the sender printed it: escaped where a terminal would act on it).
     read_from = (inspection.get("document") or {}).get("read_from") or {}
     if read_from:
         lines.append(f"  {words['read_from']}:")
-        lines += [f"    {name}: «{text}»" for name, text in read_from.items()]
+        lines += [f"    {name}: «{_cell(text)}»" for name, text in read_from.items()]
     lines += [
         f"  [{wording.SEVERITIES[lang][f['severity']]}] {f['code']}: {f['message']}"
         f"{located(f['path'])}"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from facturasd.formats.model import Document
 from facturasd.formats.reader import read
 from tests.pdfs import text_pdf, with_attachments
-from tests.support import REPO
+from tests.support import REPO, take, write_config
 from tests.test_inspect import FV7, PDF, zipped
+from tests.test_listings import cli
 
 CFDI40 = REPO.parent / "shared" / "samples" / "cfdi" / "cfdi-expresiones__cfdi40-real.xml"
 CUFE = (
@@ -245,3 +248,28 @@ def test_amounts_are_read_by_the_countrys_convention(
 def test_two_values_under_one_label_leave_it_empty() -> None:
     doc = partial(["NIT 900123456-7", "Total a pagar 100,00", "Total a pagar 200,00"])
     assert doc.totals.total is None
+
+
+@pytest.mark.slow
+def test_invoices_show_prints_the_text_each_value_was_read_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = write_config(tmp_path)
+    lines = [*FV7_HEAD, "Total a pagar: $ 20.384.700,00", f"CUFE: {CUFE}"]
+    take(config_file, {"fv7.pdf": text_pdf(lines)})
+    shown = cli(capsys, "invoices", "show", "1", "--config", str(config_file))[1]
+    read_from = shown.split("  leído del texto del PDF:\n")[1].splitlines()
+    assert read_from[:6] == [
+        f"    uuid: «CUFE: {CUFE}»",
+        "    number: «FACTURA ELECTRONICA DE VENTA / No. FV7»",
+        "    issued_at: «Fecha y hora de expedicion: 27/04/2026 10:31:05»",
+        "    issuer.tax_id: «NIT 901.944.237-8»",
+        "    receiver.tax_id: «NIT 901956924-1»",
+        "    totals.total: «Total a pagar: $ 20.384.700,00»",
+    ]
+    as_json = json.loads(
+        cli(capsys, "invoices", "show", "1", "--json", "--config", str(config_file))[1]
+    )
+    document = as_json["inspection"]["document"]
+    assert document["read_from"]["number"] == "FACTURA ELECTRONICA DE VENTA / No. FV7"
+    assert (as_json["number"], as_json["total"]) == ("FV7", "20384700.00")
