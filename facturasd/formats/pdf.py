@@ -1,8 +1,9 @@
 """PDF: the XML files a PDF carries, and what its text layer shows when it carries none.
 
 Pure: bytes in. A PDF with an embedded XML is read through that XML (the reader does it). A PDF
-without one gives a partial document built only from what the text says, each value found by a
-pattern below (documented in docs/formats.md); anything not found stays None — never a guess.
+without one gives a partial document built only from what the text says, each value read after
+its own label, the labels tried in a fixed precedence (documented in docs/formats.md); anything
+not found with certainty stays None — never a guess.
 """
 
 from __future__ import annotations
@@ -178,10 +179,11 @@ def partial_document(text: str) -> Document:
     else:
         raise UnknownDocument(phrase("pdf_no_identifiers"))
     issuer, receiver = _parties(lines, tax_id)
+    own = [_before_aside(line) for line in lines]
     found = {
         "uuid": key and (key[0].lower(), key[1]),
-        "number": _labelled([_before_aside(line) for line in lines], NUMBER_LABELS, NUMBER_VALUE),
-        "issued_at": _date(lines),
+        "number": _labelled(own, NUMBER_LABELS, NUMBER_VALUE),
+        "issued_at": _labelled(own, DATE_LABELS, DATE_VALUE, _iso_date),
         "issuer.tax_id": issuer,
         "receiver.tax_id": receiver,
         "totals.total": _total(lines, country),
@@ -231,12 +233,9 @@ def _only(pattern: re.Pattern[str], lines: list[str]) -> Found:
 
 
 def _before_aside(line: str) -> str:
+    """The line up to where an address or the numbering authorization starts."""
     aside = ASIDE.search(line)
     return line[: aside.start()] if aside else line
-
-
-def _date(lines: list[str]) -> Found:
-    return _labelled([_before_aside(line) for line in lines], DATE_LABELS, DATE_VALUE, _iso_date)
 
 
 def _iso_date(printed: str) -> str | None:
