@@ -237,6 +237,7 @@ def test_a_uuid_printed_with_unicode_dashes(dash: str) -> None:
         ("RFC CSM190311AH6", "459.36", "459.36"),
         ("RFC CSM190311AH6", "12,34,567.00", None),  # no country groups so
         ("RFC CSM190311AH6", "1.000,000.00", None),
+        ("NIT 900123456-7", "1 000,00", None),  # not "1"
     ],
 )
 def test_amounts_are_read_by_the_countrys_convention(

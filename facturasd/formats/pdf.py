@@ -98,7 +98,8 @@ GROSS_LABELS = _labels(r"\btotal(?!\s+a\s+pagar)")
 DEDUCTION = re.compile(
     r"copago|cuota\s+moderadora|cuota\s+de\s+recuperaci[oó]n|anticipo", re.IGNORECASE
 )
-AMOUNT_VALUE = re.compile(r"\s*:?\s*(?:\$|COP|MXN|USD)?\s*(\d(?:[\d.,]*\d)?)", re.I)
+# An amount ends where its digits do: "1 000,00" (grouped by spaces) is not read as "1".
+AMOUNT_VALUE = re.compile(r"\s*:?\s*(?:\$|COP|MXN|USD)?\s*(\d(?:[\d.,]*\d)?)(?!\s?\d)", re.I)
 CUFE_LABELS = _labels(r"\b(?:CUFE|CUDE)\b", r"c[oó]digo\s+[uú]nico(?:\s+de\s+factura)?")
 CUFE_VALUE = re.compile(r"\s*[:#]?\s*([0-9a-fA-F]{96})\b")
 UUID_LABELS = _labels(r"folio\s+fiscal", r"\bUUID\b")
