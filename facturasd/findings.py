@@ -517,12 +517,14 @@ CATALOGUE: dict[str, Entry] = {
         "Ask the supplier to cancel and reissue the CFDI with the right RFC.",
     ),
     "MX-RFC-CHECK-DIGIT": _entry(
-        "warning",
+        "info",
         "El dígito verificador del RFC {value} no cuadra (pasa con cerca del 1.5 % de los RFC "
         "reales)",
         "The check digit of RFC {value} does not verify (true of about 1.5 % of real RFCs)",
-        "Compare el RFC con la constancia de situación fiscal del proveedor.",
-        "Compare the RFC with the supplier's tax status certificate.",
+        "Nada: si el SAT da el CFDI por vigente, el RFC es real y esta nota se retira; si no, "
+        "compare el RFC con la constancia de situación fiscal del proveedor.",
+        "Nothing: if SAT answers the CFDI is valid (Vigente), the RFC is real and this note "
+        "goes; if not, compare the RFC with the supplier's tax status certificate.",
     ),
     "MX-GENERIC-RECEIVER": _entry(
         "warning",

@@ -391,7 +391,7 @@ def test_mexican_lines_with_iva_16_8_0_exento_discounts_and_withholdings() -> No
         {"id": retention_id("ISR", "10"), "amount": "1450.00"},
         {"id": retention_id("IVA", "10.6667"), "amount": "1066.67"},
     ]
-    assert body["observations"] == f"Factura F77 · UUID {UUID}"
+    assert body["observations"] == f"Factura F-77 · UUID {UUID}"
     assert marker(document) == UUID
 
 

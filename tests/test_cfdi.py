@@ -10,6 +10,7 @@ from facturasd.errors import FormatError
 from facturasd.formats import cfdi
 from facturasd.formats.model import Document
 from facturasd.formats.safexml import parse
+from tests.documents import Item, cfdi40
 from tests.support import REPO
 
 SAMPLES = REPO.parent / "shared" / "samples" / "cfdi"
@@ -37,6 +38,14 @@ class Expected:
     lines: int = 1
     references: list[str] = field(default_factory=list)
 
+    @property
+    def series_folio(self) -> tuple[str | None, str | None]:
+        """Serie and Folio as printed: the number split at its dash."""
+        if self.number is None:
+            return None, None
+        series, folio = self.number.split("-")
+        return series, folio
+
 
 EXPECTED = {
     "cfdi-expresiones__cfdi40-real.xml": Expected(
@@ -54,7 +63,7 @@ EXPECTED = {
     "cfdi-expresiones__cfdi33-real.xml": Expected(
         "cfdi-3.3",
         "invoice",
-        "H11541",
+        "H-11541",
         "cee4be01-adfa-4deb-8421-add60f0bedac",
         "POT9207213D6",
         "DIM8701081LA",
@@ -67,7 +76,7 @@ EXPECTED = {
     "satcfdi__h-and-e951128469_ingreso_iva16_stamped.xml": Expected(
         "cfdi-4.0",
         "invoice",
-        "A123456",
+        "A-123456",
         "6d7434a6-e3f2-47ad-9e4c-08849946afa0",
         "H&E951128469",
         "KIJ0906199R1",
@@ -79,7 +88,7 @@ EXPECTED = {
     "satcfdi__pago_h-and-e951128469_ingreso_iva16.xml": Expected(
         "cfdi-4.0",
         "payment",
-        "A123456",
+        "A-123456",
         "5b64ada3-aa4c-40b4-a2f5-572ced52be31",
         "H&E951128469",
         "KIJ0906199R1",
@@ -91,7 +100,7 @@ EXPECTED = {
     "satcfdi__cfdv40-ejemplo-signed-tfd.xml": Expected(
         "cfdi-4.0",
         "payment",
-        "A123ABC",
+        "A-123ABC",
         "499e9a70-36ac-448a-bbd9-f3f52102e4be",
         "AAA010101AAA",
         "BASJ600902KL9",
@@ -106,7 +115,7 @@ EXPECTED = {
     "satcfdi__cfdv33-signed-tfd.xml": Expected(
         "cfdi-3.3",
         "invoice",
-        "A123ABC",
+        "A-123ABC",
         "ea8152af-b116-4812-817a-3b4f9617c99c",
         "AAA010101AAA",
         "BASJ600902KL9",
@@ -161,6 +170,7 @@ def test_sample_key_values(name: str) -> None:
         want.number,
         want.uuid,
     )
+    assert (doc.series, doc.folio) == want.series_folio
     assert (doc.issuer.tax_id, doc.receiver.tax_id) == (want.issuer, want.receiver)
     assert (doc.issuer.id_type, doc.issuer.check_digit) == ("rfc", None)
     assert doc.currency == want.currency
@@ -210,6 +220,47 @@ def test_payment_references_name_the_invoice_it_pays() -> None:
     _, invoice = read("satcfdi__h-and-e951128469_ingreso_iva16_stamped.xml")
     [reference] = payment.references
     assert (reference.number, reference.uuid) == (invoice.number, invoice.uuid)
+
+
+def test_a_payment_names_each_invoice_it_settles_by_series_and_folio_apart() -> None:
+    """The payment complement's DoctoRelacionado: Serie 2026 Folio 8 is not Serie 202 Folio 68."""
+    data = (SAMPLES / "satcfdi__pago_h-and-e951128469_ingreso_iva16.xml").read_bytes()
+    for series, folio, number in (("2026", "8", "2026-8"), ("202", "68", "202-68")):
+        related = data.replace(
+            b'IdDocumento="6d7434a6-e3f2-47ad-9e4c-08849946afa0" Serie="A" Folio="123456"',
+            f'IdDocumento="6d7434a6-e3f2-47ad-9e4c-08849946afa0" Serie="{series}" '
+            f'Folio="{folio}"'.encode(),
+        )
+        [reference] = normalized(related).references
+        assert reference.number == number
+
+
+def with_series_folio(data: bytes, series: str | None, folio: str | None) -> bytes:
+    """`data` (a CFDI of tests.documents, Serie F Folio 77) with this Serie and Folio, each
+    left out when None."""
+    printed = "".join(
+        f' {name}="{value}"' for name, value in (("Serie", series), ("Folio", folio)) if value
+    )
+    assert b' Serie="F" Folio="77"' in data
+    return data.replace(b' Serie="F" Folio="77"', printed.encode(), 1)
+
+
+@pytest.mark.parametrize(
+    ("series", "folio", "number"),
+    [
+        ("2026", "8", "2026-8"),
+        ("202", "68", "202-68"),
+        ("A", None, "A"),
+        (None, "13", "13"),
+        (None, None, None),
+    ],
+)
+def test_series_and_folio_are_kept_apart(
+    series: str | None, folio: str | None, number: str | None
+) -> None:
+    data = cfdi40([Item("Servicio", "1", "100.00", "16")])
+    doc = normalized(with_series_folio(data, series, folio))
+    assert (doc.series, doc.folio, doc.number) == (series, folio, number)
 
 
 # ── generated documents: the same content in different clothes ───────────────────────────
@@ -280,7 +331,7 @@ def test_the_same_content_gives_the_same_document() -> None:
     for label, data in variants.items():
         assert normalized(data) == expected, label
     assert expected.issuer.name == "FERRETERÍA AÑIL SA DE CV"
-    assert (expected.number, expected.uuid) == ("F77", UUID.lower())
+    assert (expected.number, expected.uuid) == ("F-77", UUID.lower())
 
 
 def test_amounts_keep_their_printed_decimals() -> None:
@@ -319,7 +370,7 @@ def test_cfdi_32_is_read() -> None:
         "</cfdi:Impuestos></cfdi:Comprobante>"
     )
     fmt, doc = cfdi.parse(parse(data.encode()))
-    assert (fmt, doc.kind, doc.number) == ("cfdi-3.2", "invoice", "B9")
+    assert (fmt, doc.kind, doc.number) == ("cfdi-3.2", "invoice", "B-9")
     assert (doc.issuer.tax_id, doc.issuer.regime, doc.receiver.tax_id) == (
         "AAA010101AAA",
         "601",

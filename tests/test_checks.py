@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facturasd.checks import Context, check
+from facturasd.checks.identity import known_to_sat
 from facturasd.config import Company
 from facturasd.findings import Finding, message
 from facturasd.formats.model import Inspection
@@ -90,8 +91,8 @@ SAMPLE_PROBLEMS: dict[str, set[tuple[str, str]]] = {
     "cfdi-expresiones__cfdi33-real.xml": set(),
     # Real CFDI 4.0 stamped by SAT's own service (SAT970701NN3: production, not a test
     # marker). The receiver, a municipality, has one of the ~1.5 % of real RFCs whose check
-    # digit does not verify: a warning, never an error.
-    "cfdi-expresiones__cfdi40-real.xml": {("MX-RFC-CHECK-DIGIT", "receiver.tax_id")},
+    # digit does not verify: a note (info, test_real_rfcs_that_fail_the_check_digit), no problem.
+    "cfdi-expresiones__cfdi40-real.xml": set(),
     # Made with SAT's test certificates (30001…), otherwise consistent: 15390.30 + 2462.45.
     "satcfdi__h-and-e951128469_ingreso_iva16_stamped.xml": {("DOC-TEST-DOCUMENT", "certificate")},
     "satcfdi__pago_h-and-e951128469_ingreso_iva16.xml": {("DOC-TEST-DOCUMENT", "certificate")},
@@ -476,12 +477,45 @@ def test_nits() -> None:
 def test_rfcs() -> None:
     bad = checked(cfdi40(MX, override={"issuer": "ABC0102"}))
     assert problems(bad) == {("MX-BAD-RFC", "issuer.tax_id")}
-    digit = ISSUER_RFC[:-1] + ("0" if ISSUER_RFC[-1] != "0" else "1")
-    assert problems(checked(cfdi40(MX, override={"issuer": digit}))) == {
-        ("MX-RFC-CHECK-DIGIT", "issuer.tax_id")
-    }
     public = checked(cfdi40(MX, receiver=("XAXX010101000", "PUBLICO EN GENERAL", "616", "06600")))
     assert problems(public) == {("MX-GENERIC-RECEIVER", "receiver.tax_id")}
+
+
+# Real RFCs whose check digit does not verify: Banco Santander México, AXA Seguros.
+REAL_ODD_RFCS = ("BSM970519DU8", "ASE931116231")
+
+
+@pytest.mark.parametrize("rfc", REAL_ODD_RFCS)
+def test_real_rfcs_that_fail_the_check_digit_are_a_note_not_a_warning(rfc: str) -> None:
+    result = checked(cfdi40(MX, override={"issuer": rfc}))
+    assert problems(result) == set()
+    assert (result.verdict, result.score) == ("ok", 1.0)
+    [note] = [f for f in result.findings if f.code == "MX-RFC-CHECK-DIGIT"]
+    assert (note.severity, note.path, note.params) == ("info", "issuer.tax_id", {"value": rfc})
+    assert message(note, "es") == (
+        f"El dígito verificador del RFC {rfc} no cuadra (pasa con cerca del 1.5 % de los RFC "
+        "reales)"
+    )
+    # SAT's Vigente names the RFC: the note goes, nothing else does.
+    known = known_to_sat(result)
+    assert [f.code for f in known.findings] == [
+        f.code for f in result.findings if f.code != "MX-RFC-CHECK-DIGIT"
+    ]
+    assert known.verdict == "ok"
+
+
+def test_sats_answer_drops_only_the_notes_about_the_rfcs_it_was_asked_with() -> None:
+    sample_result = checked(sample("cfdi-expresiones__cfdi40-real.xml"), SAMPLE_CONTEXT)
+    assert found(sample_result, "info") >= {("MX-RFC-CHECK-DIGIT", "receiver.tax_id")}
+    assert ("MX-RFC-CHECK-DIGIT", "receiver.tax_id") not in found(known_to_sat(sample_result))
+    # A note whose RFC is not the document's (the document read again differently) stays.
+    result = checked(cfdi40(MX, override={"issuer": REAL_ODD_RFCS[0]}))
+    assert result.document is not None
+    other = result.document.model_copy(
+        update={"issuer": result.document.issuer.model_copy(update={"tax_id": ISSUER_RFC})}
+    )
+    kept = known_to_sat(result.model_copy(update={"document": other}))
+    assert ("MX-RFC-CHECK-DIGIT", "issuer.tax_id") in found(kept)
 
 
 MX_COMPANY = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,13 @@ import pytest
 
 from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
 from facturasd.pipeline.lifecycle import STAGES, Stage
+from facturasd.pipeline.review import Review
 from facturasd.sandbox.server import PATHS, load_documents
 from facturasd.sandbox.state import DianRecord, Fault, Sandbox
-from facturasd.store import compliance
+from facturasd.store import compliance, ledger
 from facturasd.store.queue import Job
 from tests import wsse
-from tests.documents import CUSTOMER_NIT, ISSUER_RFC, RECEIVER_RFC, TFD
+from tests.documents import CUSTOMER_NIT, ISSUER_RFC, RECEIVER_RFC, TFD, Item, cfdi40
 from tests.office import Office, cfdi, known_to_sat, office
 from tests.support import REPO, cufe, invoice
 
@@ -83,6 +85,58 @@ async def test_no_encontrado_is_asked_again_on_its_own_schedule_then_fails_with_
             # CFDI never have existed.
             assert await o.alerts("nueva.xml") == [("warning", "NOT-FOUND")]
             assert "5 times: given up" in (await o.history("nueva.xml"))[-1]
+
+
+async def rfc_notes(o: Office, name: str) -> list[tuple[str, str, str]]:
+    """(code, severity, path) of the stored inspection's RFC check-digit findings."""
+    found = await o.services.db.read(partial(ledger.inspection, invoice_id=o.ids[name]))
+    assert found is not None
+    return [
+        (f["code"], f["severity"], f["path"])
+        for f in found["findings"]
+        if f["code"] == "MX-RFC-CHECK-DIGIT"
+    ]
+
+
+@pytest.mark.parametrize("rfc", ["BSM970519DU8", "ASE931116231"])  # Santander México, AXA
+async def test_a_real_rfc_that_fails_its_check_digit_is_a_note_until_sat_answers_vigente(
+    tmp_path: Path, rfc: str
+) -> None:
+    """Real RFCs can fail the check-digit formula: the invoice is checked (no warning, not in
+    review) with an info note, which goes once SAT answers Vigente to the query naming that
+    RFC, and stays gone when the invoice is read and checked again."""
+    data = cfdi40([Item("Prima de seguro", "1", "1000.00", "16")], override={"issuer": rfc})
+    sandbox = Sandbox()
+    record = known_to_sat(sandbox, data, estado="No Encontrado")
+    async with office(tmp_path, {"aseguradora.xml": data}, sandbox) as o:
+        invoice = await o.invoice("aseguradora.xml")
+        assert (invoice.state, invoice.verdict, invoice.score) == (
+            InvoiceState.CHECKED,
+            "ok",
+            1.0,
+        )
+        assert (invoice.issuer_tax_id, invoice.number) == (rfc, "F-77")
+        assert await rfc_notes(o, "aseguradora.xml") == [
+            ("MX-RFC-CHECK-DIGIT", "info", "issuer.tax_id")
+        ]
+        assert await o.status("aseguradora.xml") is C.RETRY  # not known to SAT yet: kept
+        record.estado = "Vigente"
+        job = await o.job("aseguradora.xml")
+        assert job is not None
+        await o.until(job["run_at"])
+        assert await o.status("aseguradora.xml") is C.VALIDATED
+        assert await rfc_notes(o, "aseguradora.xml") == []
+        assert (await o.invoice("aseguradora.xml")).verdict == "ok"
+        assert "SAT says Vigente: its RFCs are real, check digit or not" in await o.history(
+            "aseguradora.xml"
+        )
+        review = Review(o.services.db, o.services.lifecycle, (), "tester")
+        await review.reprocess(o.ids["aseguradora.xml"], "rules changed")
+        await o.take({})
+        assert (await o.invoice("aseguradora.xml")).state is InvoiceState.CHECKED
+        assert await o.status("aseguradora.xml") is C.VALIDATED
+        assert await rfc_notes(o, "aseguradora.xml") == []
+        assert o.requests("sat") == 2  # decided: SAT is not asked again
 
 
 async def never(job: Job) -> None:

@@ -5,7 +5,8 @@ comes back moves the compliance status, in the commit that completes the job:
 
 - an answer: VALIDATED, FAILED (cancelled, rejected: a critical alert), or RETRY at the next
   step of its schedule (not found yet: `retry.not_found_schedule`; the request refused:
-  `retry.schedule`, at most `retry.max_retries`), then FAILED;
+  `retry.schedule`, at most `retry.max_retries`), then FAILED; SAT's Vigente also drops the
+  RFC check-digit notes from the stored inspection (its query names both RFCs: they are real);
 - no answer (timeout, 5xx, 429, refused connection, the circuit open): FALLBACK, a backup of
   the document in `<state_dir>/fallback/<id>.json`, and the job back in its queue without
   counting an attempt, due when the circuit lets a call through again;
@@ -37,10 +38,11 @@ import anyio
 
 from facturasd.authorities import Answer, Authority, Verdict
 from facturasd.authorities.circuit import Circuit, CircuitState
+from facturasd.checks.identity import known_to_sat
 from facturasd.clock import Clock, utcnow
 from facturasd.constants import ComplianceStatus, QueueName
 from facturasd.errors import AuthorityRefused, JobFailed, Unavailable
-from facturasd.formats.model import Document
+from facturasd.formats.model import Document, Inspection
 from facturasd.logs import about_invoice
 from facturasd.pipeline.lifecycle import ASKED, CONFIRM, Lifecycle
 from facturasd.store import compliance, ledger
@@ -125,10 +127,11 @@ class Confirm:
         invoice, found = await self.db.read(partial(_with_inspection, invoice_id=invoice_id))
         if invoice is None:
             raise JobFailed(f"invoice #{invoice_id} is not in the ledger")
-        if invoice.state not in ASKED or invoice.compliance in (
-            C.VALIDATED,
-            C.FAILED,
-        ):
+        if invoice.compliance is C.VALIDATED and invoice.country == "MX":
+            # Decided already; checked again since (reprocess): SAT's Vigente still vouches
+            # for its RFCs.
+            return partial(self._known_to_sat, invoice=invoice)
+        if invoice.state not in ASKED or invoice.compliance in (C.VALIDATED, C.FAILED):
             return None  # decided already, or no longer an invoice to ask about
         if found is None or found.get("document") is None:
             raise JobFailed(f"invoice #{invoice.id} has no document to ask about")
@@ -221,7 +224,9 @@ class Confirm:
         if answer.alarm is not None:
             self._alert(conn, invoice, "critical", "SUPPLIER-EFOS", said=said, alarm=answer.alarm)
         if answer.verdict is Verdict.VALID:
-            self.lifecycle.comply(conn, invoice, to=C.VALIDATED, reason=said)
+            validated = self.lifecycle.comply(conn, invoice, to=C.VALIDATED, reason=said)
+            if validated and answer.authority is Authority.SAT:
+                self._known_to_sat(conn, invoice=invoice)
         elif answer.verdict is Verdict.INVALID:
             self.lifecycle.comply(conn, invoice, to=C.FAILED, reason=said)
             self._alert(conn, invoice, "critical", f"{answer.authority.upper()}-INVALID", said=said)
@@ -229,6 +234,23 @@ class Confirm:
             steps = self.schedules.not_found
             self._again_or_give_up(
                 conn, invoice, Outcome.NOT_FOUND, steps, len(steps), said, "warning", "NOT-FOUND"
+            )
+
+    def _known_to_sat(self, conn: sqlite3.Connection, *, invoice: Invoice) -> None:
+        """SAT answered Vigente to a query naming the CFDI's RFCs: the stored inspection loses
+        its check-digit notes about them, in the commit that records the answer."""
+        found = ledger.inspection(conn, invoice.id)
+        if found is None:
+            return
+        stored = Inspection.model_validate(found)
+        known = known_to_sat(stored)
+        if known is not stored:
+            ledger.update(
+                conn,
+                invoice.id,
+                self._now(),
+                reason="SAT says Vigente: its RFCs are real, check digit or not",
+                **ledger.inspected_columns(known),
             )
 
     def _refused(

@@ -3,6 +3,10 @@
 A NIT's check digit and an RFC's shape and check digit are computed by python-stdnum. With
 companies configured, the receiver must be one of them; an issuer that is one of them makes the
 document a sale of its own.
+
+Some real RFCs fail the check-digit formula (Banco Santander México's BSM970519DU8, AXA
+Seguros' ASE931116231): the finding is only a note, dropped once SAT confirms the CFDI
+(`known_to_sat`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from stdnum.mx import rfc
 from facturasd.checks.base import Findings, fold
 from facturasd.checks.company import Company
 from facturasd.checks.rules import Rules
-from facturasd.formats.model import Document, FormatName, Party
+from facturasd.formats.model import Document, FormatName, Inspection, Party
 
 NIT_TYPE = "31"
+RFC_CHECK_DIGIT = "MX-RFC-CHECK-DIGIT"
 _NIT = re.compile(r"^\d{3,15}$")
 _PRINTED_NIT = re.compile(r"^(\d+)-\d$")
 
@@ -103,7 +108,26 @@ def _rfc(party: Party, role: str, rules: Rules, out: Findings) -> None:
         out.add("MX-BAD-RFC", f"{role}.tax_id", value=value)
         return
     if value not in rules.mx.generic.rfcs:  # generic RFCs carry no real check digit
-        out.add("MX-RFC-CHECK-DIGIT", f"{role}.tax_id", value=value)
+        out.add(RFC_CHECK_DIGIT, f"{role}.tax_id", value=value)
+
+
+def known_to_sat(inspection: Inspection) -> Inspection:
+    """`inspection` once SAT has answered Vigente for its CFDI: SAT's query names the issuer's
+    and the receiver's RFC, so both are real whatever their check digit says, and the
+    check-digit notes about them are dropped (graded again). The same object when it has
+    none."""
+    doc = inspection.document
+    if doc is None:
+        return inspection
+    asked = {doc.issuer.tax_id, doc.receiver.tax_id}
+    kept = [
+        item
+        for item in inspection.findings
+        if not (item.code == RFC_CHECK_DIGIT and item.params.get("value") in asked)
+    ]
+    if len(kept) == len(inspection.findings):
+        return inspection
+    return inspection.rejudged(findings=kept)
 
 
 def company_for(country: str, party: Party, companies: Sequence[Company]) -> Company | None:

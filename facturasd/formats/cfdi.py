@@ -79,14 +79,15 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
     taxes = _taxes(taxes_el, ns, "Traslados", "Traslado")
     withholdings = _taxes(taxes_el, ns, "Retenciones", "Retencion")
     local_taxes, local_withholdings = _local_taxes(root, ns)
-    serie, folio = _attr(root, "Serie"), _attr(root, "Folio")
-    number = f"{serie or ''}{folio or ''}" or None
+    series, folio = _attr(root, "Serie"), _attr(root, "Folio")
     uuid = _attr(stamp, "UUID") if stamp is not None else None
 
     document = Document(
         country="MX",
         kind=kind,
-        number=number,
+        number=number_of(series, folio),
+        series=series,
+        folio=folio,
         uuid=uuid.lower() if uuid else None,
         issued_at=_attr(root, "Fecha"),
         currency=_attr(root, "Moneda"),
@@ -121,6 +122,13 @@ def parse(root: etree._Element) -> tuple[FormatName, Document]:
         certificate=_attr(root, "NoCertificado"),
     )
     return fmt, document
+
+
+def number_of(series: str | None, folio: str | None) -> str | None:
+    """The CFDI's number as people write it: Serie and Folio joined by a dash (`A-13`), or
+    whichever of them is printed. Joined bare, series 2026 folio 8 and series 202 folio 68
+    would both read 20268."""
+    return "-".join(part for part in (series, folio) if part) or None
 
 
 def _capitalize_attributes(root: etree._Element) -> None:
@@ -241,11 +249,11 @@ def _references(root: etree._Element, ns: str) -> list[Reference]:
     for doc in root.iterfind(
         f"{{{ns}}}Complemento/{{{PAGOS20}}}Pagos/{{{PAGOS20}}}Pago/{{{PAGOS20}}}DoctoRelacionado"
     ):
-        serie, folio = _attr(doc, "Serie"), _attr(doc, "Folio")
         uuid = _attr(doc, "IdDocumento")
         found.append(
             Reference(
-                number=f"{serie or ''}{folio or ''}" or None, uuid=uuid.lower() if uuid else None
+                number=number_of(_attr(doc, "Serie"), _attr(doc, "Folio")),
+                uuid=uuid.lower() if uuid else None,
             )
         )
     return found

@@ -134,6 +134,9 @@ class Document(_Model):
     # None only in the partial document read from a PDF's text, which does not say it.
     kind: Kind | None
     number: str | None = None
+    # MX: the CFDI's Serie and Folio as printed (`number` joins them: "A-13").
+    series: str | None = None
+    folio: str | None = None
     uuid: str | None = None
     issued_at: str | None = None
     due_date: str | None = None
