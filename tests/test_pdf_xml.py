@@ -11,14 +11,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from facturasd.constants import ComplianceStatus, InvoiceState, QueueName
+from facturasd.constants import DATABASE_FILE, ComplianceStatus, InvoiceState, QueueName
+from facturasd.sandbox.alongside import Alongside
 from facturasd.sandbox.server import load_documents
 from facturasd.sandbox.state import DianRecord, Sandbox, SatRecord
+from facturasd.store.db import Database
 from tests import wsse
 from tests.documents import CUSTOMER_NIT, SUPPLIER_NIT
 from tests.office import Office, office
 from tests.pdfs import text_pdf
-from tests.support import REPO, cufe, invoice
+from tests.support import REPO, cufe, invoice, take, write_config
 from tests.test_confirm import certificate
 from tests.test_listings import cli
 
@@ -148,3 +150,23 @@ async def test_a_mexican_pdf_gets_sats_status_beside_it_and_stays_in_review(
     assert code == 0
     assert "SAT en línea: válida Vigente (S - Comprobante obtenido satisfactoriamente.)" in shown
     assert "en revisión (pendiente)" in shown
+
+
+async def test_the_sandbox_beside_the_daemon_gives_the_xml_the_ledger_archived(
+    tmp_path: Path,
+) -> None:
+    """`run --sandbox`: DIAN learns a CUFE from the daemon's ledger, and gives the XML file
+    archived for it, never the PDF that only names it."""
+    config_file = write_config(tmp_path)
+    files = {"factura.pdf": colombian_pdf(cufe(5)), "factura.xml": invoice(5)}
+    config = await anyio.to_thread.run_sync(take, config_file, files)
+    db = await Database.open(config.paths.state_dir / DATABASE_FILE, upgrade=False)
+    try:
+        local = Alongside(config, Sandbox(), {})
+        local.read_from(db)
+        await local.sandbox.recall(cufe(5).upper())
+        assert local.sandbox.dian[cufe(5)].xml == invoice(5)
+        await local.sandbox.recall(cufe(6))
+        assert cufe(6) not in local.sandbox.dian
+    finally:
+        await db.close()

@@ -178,7 +178,10 @@ class PrintedCopy:
         name its CUFE gives: asked again after a crash, it is the same file."""
         folder = self.inbox / (invoice.company or "") / FETCHED_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"dian-{cufe.lower()}.xml"
+        # (A CUFE is hex; anything else it held could not make a path of its own.)
+        path = (
+            folder / f"dian-{''.join(c for c in cufe.lower() if c.isascii() and c.isalnum())}.xml"
+        )
         partial_path = path.with_name(path.name + ".part")
         with partial_path.open("wb") as handle:
             handle.write(xml)
