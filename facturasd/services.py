@@ -35,7 +35,15 @@ from facturasd.monitoring.alert_words import describe
 from facturasd.monitoring.metrics import Metrics, State
 from facturasd.monitoring.recommend import advisor
 from facturasd.pipeline.ingest import Ingest
-from facturasd.pipeline.lifecycle import CONFIRM, PROCESS, STAGES, Lifecycle, Stage, booking
+from facturasd.pipeline.lifecycle import (
+    CONFIRM,
+    PRINTED,
+    PROCESS,
+    STAGES,
+    Lifecycle,
+    Stage,
+    booking,
+)
 from facturasd.pipeline.process import Process, Settings
 from facturasd.processpool import ProcessPool
 from facturasd.scheduler import KIND as SCHEDULED
@@ -121,7 +129,7 @@ async def build(
             clock=clock,
         )
         authorities = await stack.enter_async_context(
-            open_authorities(config, db, lifecycle, clock=clock, metrics=metrics)
+            open_authorities(config, db, lifecycle, ingest=ingest, clock=clock, metrics=metrics)
         )
         channels = await stack.enter_async_context(notify.open_channels(config, clock=clock))
         outbox = notify.Outbox(
@@ -131,6 +139,7 @@ async def build(
             **BUILTIN_HANDLERS,
             PROCESS.kind: process,
             CONFIRM.kind: authorities.confirm,
+            PRINTED.kind: authorities.printed,
             notify.NOTIFY: outbox,
             notify.NOTIFY_REPORT: outbox,
         }

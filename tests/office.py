@@ -38,7 +38,7 @@ UNLIMITED = (
 # The sandbox's Alegra user (its defaults).
 ALEGRA_USER, ALEGRA_TOKEN = "sandbox@facturasd.local", "sandbox"
 # The upstream stages' jobs, and their pools.
-UPSTREAM_KINDS = ("confirm", "book", "attach")
+UPSTREAM_KINDS = ("confirm", "printed", "book", "attach")
 POOLS = (WorkerGroup.AUTHORITIES, WorkerGroup.ALEGRA)
 
 

@@ -5,6 +5,7 @@
     wssecurity   the WS-Security header DIAN requires: signed here, checked by the sandbox
     circuit      one circuit breaker per authority
     confirm      the stage that asks, records each attempt and moves the compliance status
+    printed      the stage that asks for the document behind a PDF alone (DIAN's XML, SAT's status)
 
 A client answers with an `Answer` (the authority spoke) or raises `errors.Unavailable` (no
 answer: timeout, 5xx, 429, refused connection) or `errors.AuthorityRefused` (it refused the

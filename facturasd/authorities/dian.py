@@ -1,5 +1,6 @@
 """DIAN's word on a Colombian document: the verdict its container already carries, or
-GetStatus asked of DIAN's WcfDianCustomerServices.
+GetStatus asked of DIAN's WcfDianCustomerServices; and the document itself, by its CUFE
+(GetXmlByDocumentKey), for a PDF that came alone.
 
 A buyer usually receives an AttachedDocument whose embedded ApplicationResponse is DIAN's own
 signed verdict: code 02 for the same CUFE settles it without asking (`evidence`). Otherwise
@@ -13,10 +14,17 @@ certificate (wssecurity.py).
     SOAP fault (Sender)    AuthorityRefused: the certificate, the signature, the clock
     no answer              Unavailable: timeout, refused connection, 429, a 5xx that is no
                            SOAP fault, a Receiver fault (DIAN failed, not the request)
+
+GetXmlByDocumentKey answers an EventResponse: `Code`, `Message` and, when DIAN has the
+document, `XmlBytesBase64` (the XML as its issuer sent it to DIAN). The XML's presence decides,
+not the code (DIAN's codes for this operation are not published): none is "not found".
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -41,9 +49,19 @@ from facturasd.upstream import retry_after
 
 WCF = "http://wcf.dian.colombia"
 GET_STATUS = f"{WCF}/IWcfDianCustomerServices/GetStatus"
+GET_XML = f"{WCF}/IWcfDianCustomerServices/GetXmlByDocumentKey"
 DIAN_RESPONSE = "http://schemas.datacontract.org/2004/07/DianResponse"
 ARRAYS = "http://schemas.microsoft.com/2003/10/Serialization/Arrays"
-CONTENT_TYPE = f'application/soap+xml; charset=utf-8; action="{GET_STATUS}"'
+
+
+def content_type(action: str) -> str:
+    """A SOAP 1.2 request's content type names its action."""
+    return f'application/soap+xml; charset=utf-8; action="{action}"'
+
+
+CONTENT_TYPE = content_type(GET_STATUS)
+# What GetXmlByDocumentKey's EventResponse says besides the XML, kept with the attempt.
+_XML_FIELDS = ("Code", "Message")
 
 _VERDICTS = {
     "00": Verdict.VALID,
@@ -93,14 +111,34 @@ def _accepted(code: str | None) -> bool:
 
 def get_status_envelope(track_id: str, url: str) -> etree._Element:
     """The unsigned GetStatus request for `track_id` (the CUFE), addressed to `url`."""
+    return request_envelope(GET_STATUS, track_id, url)
+
+
+def request_envelope(action: str, track_id: str, url: str) -> etree._Element:
+    """The unsigned request of `action` (GetStatus, GetXmlByDocumentKey: both take a trackId,
+    the CUFE), addressed to `url`."""
     envelope = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"soap": SOAP12, "wcf": WCF})
     header = etree.SubElement(envelope, f"{{{SOAP12}}}Header", nsmap={"wsa": WSA})
-    etree.SubElement(header, f"{{{WSA}}}Action").text = GET_STATUS
+    etree.SubElement(header, f"{{{WSA}}}Action").text = action
     etree.SubElement(header, f"{{{WSA}}}To", nsmap={"wsu": WSU}).text = url
     body = etree.SubElement(envelope, f"{{{SOAP12}}}Body")
-    request = etree.SubElement(body, f"{{{WCF}}}GetStatus")
+    request = etree.SubElement(body, f"{{{WCF}}}{_operation(action)}")
     etree.SubElement(request, f"{{{WCF}}}trackId").text = track_id
     return envelope
+
+
+def _operation(action: str) -> str:
+    """The operation an action names ("GetStatus")."""
+    return action.rpartition("/")[2]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """GetXmlByDocumentKey's answer: the document's XML (None: DIAN does not have it) and
+    DIAN's words about it, in `answer` (verdict VALID when found, NOT_FOUND otherwise)."""
+
+    xml: bytes | None
+    answer: Answer
 
 
 class DianClient:
@@ -116,6 +154,44 @@ class DianClient:
         self._clock = clock
 
     async def status(self, cufe: str) -> Answer:
+        """GetStatus for `cufe`."""
+        return self._result(await self._call(GET_STATUS, cufe))
+
+    async def document(self, cufe: str) -> Fetched:
+        """GetXmlByDocumentKey for `cufe`: the document's XML, if DIAN has it."""
+        result = await self._call(GET_XML, cufe)
+
+        def text(name: str) -> str:
+            return " ".join(result.findtext(f"{{{DIAN_RESPONSE}}}{name}", "").split())
+
+        fields = {
+            name: text(name)
+            for name in _XML_FIELDS
+            if result.find(f"{{{DIAN_RESPONSE}}}{name}") is not None
+        }
+        encoded = "".join(result.findtext(f"{{{DIAN_RESPONSE}}}XmlBytesBase64", "").split())
+        try:
+            xml = base64.b64decode(encoded, validate=True) if encoded else None
+        except binascii.Error:
+            raise AuthorityRefused(
+                "dian", f"{self.url} answered GetXmlByDocumentKey with an XML that is not base64"
+            ) from None
+        said = " ".join(filter(None, (fields.get("Code"), fields.get("Message"))))
+        return Fetched(
+            xml,
+            Answer(
+                authority=Authority.DIAN,
+                verdict=Verdict.VALID if xml else Verdict.NOT_FOUND,
+                status="found" if xml else "not found",
+                detail=said,
+                source="online",
+                endpoint=self.url,
+                fields=fields,
+            ),
+        )
+
+    async def _call(self, action: str, cufe: str) -> etree._Element:
+        """The `<operation>Result` of `action` asked for `cufe`, signed."""
         now = self._clock()
         certificate = self.credentials.certificate
         if now > certificate.not_valid_after_utc:
@@ -130,22 +206,22 @@ class DianClient:
                 f"the company's certificate for DIAN is valid only from "
                 f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
             )
-        envelope = get_status_envelope(cufe, self.url)
+        envelope = request_envelope(action, cufe, self.url)
         sign(envelope, key=self.credentials.key, certificate=certificate, now=now)
         try:
             response = await self._http.post(
                 self.url,
                 content=etree.tostring(envelope, encoding="utf-8", xml_declaration=True),
-                headers={"Content-Type": CONTENT_TYPE},
+                headers={"Content-Type": content_type(action)},
             )
         except httpx.TimeoutException:
             raise Unavailable("dian", f"no answer from {self.url} in time", 0) from None
         except httpx.TransportError as exc:
             why = str(exc) or type(exc).__name__
             raise Unavailable("dian", f"cannot reach {self.url}: {why}", 0) from None
-        return self._answer(response, now)
+        return self._answer(response, now, action)
 
-    def _answer(self, response: httpx.Response, now: datetime) -> Answer:
+    def _answer(self, response: httpx.Response, now: datetime, action: str) -> etree._Element:
         status = response.status_code
         if status == 429:
             raise Unavailable(
@@ -157,18 +233,19 @@ class DianClient:
             raise self._fault(fault, response, now)
         if status >= 500 or status == 408:
             raise Unavailable("dian", f"HTTP {status}", retry_after(response, self._clock))
+        operation = _operation(action)
         result = (
-            body.find(f"{{{WCF}}}GetStatusResponse/{{{WCF}}}GetStatusResult")
+            body.find(f"{{{WCF}}}{operation}Response/{{{WCF}}}{operation}Result")
             if body is not None and status == 200
             else None
         )
         if result is None:
             raise AuthorityRefused(
                 "dian",
-                f"{self.url} did not answer as DIAN's GetStatus (HTTP {status}): "
+                f"{self.url} did not answer as DIAN's {operation} (HTTP {status}): "
                 "check authorities.dian.url",
             )
-        return self._result(result)
+        return result
 
     def _fault(
         self, fault: etree._Element, response: httpx.Response, now: datetime

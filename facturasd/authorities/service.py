@@ -1,21 +1,24 @@
 """The authorities as the daemon runs them: one HTTP client per authority, the companies' DIAN
-certificates, a circuit per authority, the confirm stage, and their /health checks."""
+certificates, a circuit per authority, the confirm and printed stages, and their /health
+checks."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import anyio
 
 from facturasd.authorities import Authority, dian, sat
 from facturasd.authorities.circuit import Circuit, CircuitState
 from facturasd.authorities.confirm import FALLBACK_DIR, Confirm, Route, Schedules
+from facturasd.authorities.printed import PrintedCopy
 from facturasd.authorities.wssecurity import Credentials
 from facturasd.clock import Clock
 from facturasd.config import Config
@@ -50,14 +53,23 @@ class Signing:
 @dataclass(frozen=True)
 class Authorities:
     confirm: Confirm
+    printed: PrintedCopy
     circuits: dict[Authority, Circuit]
     signing: dict[str | None, Signing]
 
 
 @asynccontextmanager
 async def open_authorities(
-    config: Config, db: Database, lifecycle: Lifecycle, *, clock: Clock, metrics: Metrics
+    config: Config,
+    db: Database,
+    lifecycle: Lifecycle,
+    *,
+    ingest: Callable[[Path], Awaitable[None]],
+    clock: Clock,
+    metrics: Metrics,
 ) -> AsyncIterator[Authorities]:
+    """The authorities' clients, circuits and stages; `ingest` takes a file of the inbox (the
+    XML DIAN gives for a PDF alone)."""
     settings = config.authorities
     retry = config.retry
     async with AsyncExitStack() as stack:
@@ -78,6 +90,19 @@ async def open_authorities(
             if found.credentials is not None
         }
 
+        def dian_client(invoice: Invoice) -> dian.DianClient | str:
+            """The DIAN client of the invoice's company (or of all), or why there is none."""
+            key = invoice.company if invoice.company in signing else None
+            client = dian_clients.get(key)
+            if client is not None:
+                return _expired(client.credentials, clock()) or client
+            problem = signing[key].problem if key in signing else None
+            return (
+                problem
+                or "no DIAN evidence in the file, and no certificate configured to ask "
+                "DIAN (authorities.dian.certificate_file)"
+            )
+
         def route(invoice: Invoice, document: Document) -> Route:
             if document.country == "MX":
                 if reason := sat.not_asked(document, invoice.format):
@@ -87,18 +112,9 @@ async def open_authorities(
                 )
             if not settings.dian.verify_online and (found := dian.evidence(document)):
                 return Route(Authority.DIAN, embedded=found)
-            key = invoice.company if invoice.company in signing else None
-            client = dian_clients.get(key)
-            if client is not None and (why := _expired(client.credentials, clock())):
-                return Route(Authority.DIAN, waits=why)
-            if client is None:
-                problem = signing[key].problem if key in signing else None
-                return Route(
-                    Authority.DIAN,
-                    waits=problem
-                    or "no DIAN evidence in the file, and no certificate configured to ask "
-                    "DIAN (authorities.dian.certificate_file)",
-                )
+            client = dian_client(invoice)
+            if isinstance(client, str):
+                return Route(Authority.DIAN, waits=client)
             assert document.uuid is not None  # (a DIAN document without a CUFE is rejected)
             return Route(
                 Authority.DIAN, ask=partial(client.status, document.uuid), endpoint=client.url
@@ -121,7 +137,19 @@ async def open_authorities(
             fallback_dir=config.paths.state_dir / FALLBACK_DIR,
             clock=clock,
         )
-        yield Authorities(confirm, circuits, signing)
+        printed = PrintedCopy(
+            db,
+            lifecycle,
+            confirm,
+            sat=sat_client,
+            dian_client=dian_client,
+            circuits=circuits,
+            ingest=ingest,
+            inbox=config.paths.inbox,
+            not_found=schedules.not_found,
+            clock=clock,
+        )
+        yield Authorities(confirm, printed, circuits, signing)
 
 
 def load_certificates(config: Config) -> dict[str | None, Signing]:

@@ -82,7 +82,10 @@ PROCESS = Stage("process", QueueName.INVOICE_PROCESSING, InvoiceState.RECEIVED)
 # Asking the tax authority: every checked invoice, however it became checked (read, or
 # accepted or assigned by a person).
 CONFIRM = Stage("confirm", QueueName.DIAN_VALIDATION, InvoiceState.CHECKED)
-STAGES: tuple[Stage, ...] = (PROCESS, CONFIRM)
+# The document behind a PDF alone, asked of the tax authority (authorities/printed.py): every
+# invoice in review gets the job; only a PDF that names its document is asked about.
+PRINTED = Stage("printed", QueueName.DIAN_VALIDATION, InvoiceState.NEEDS_REVIEW)
+STAGES: tuple[Stage, ...] = (PROCESS, CONFIRM, PRINTED)
 BOOK, ATTACH = "book", "attach"  # booking's job kinds (registered by `booking`)
 # The states of an invoice the tax authority is asked about: checked, and on into booking
 # (with `book_when = "checked"` the bill may be posted before the authority answers).

@@ -9,6 +9,7 @@ ledger before it asks, and what the admin endpoints set first stands.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
@@ -50,16 +51,22 @@ class Alongside:
 
         async def lookup(uuid: str) -> None:
             # SAT's UUIDs are written in upper case, DIAN's CUFEs in lower: either, as read.
+            # A PDF alone names the document but is not it: the XML's row first.
             row = await db.fetchone(
-                "SELECT inspection FROM invoices WHERE uuid IN (?, ?, ?) "
-                "AND inspection IS NOT NULL ORDER BY id LIMIT 1",
+                "SELECT inspection, format, path FROM invoices WHERE uuid IN (?, ?, ?) "
+                "AND inspection IS NOT NULL ORDER BY format = 'pdf', id LIMIT 1",
                 (uuid, uuid.upper(), uuid.lower()),
             )
             if row is None:
                 return
             document = Inspection.model_validate_json(row["inspection"]).document
-            if document is not None and document.uuid:
-                know(self.sandbox, document, document.uuid)
+            if document is None or not document.uuid:
+                return
+            xml = None  # DIAN gives the XML of a document archived as an XML file
+            if row["format"] != "pdf" and row["path"].lower().endswith(".xml"):
+                with contextlib.suppress(OSError):
+                    xml = await anyio.Path(row["path"]).read_bytes()
+            know(self.sandbox, document, document.uuid, xml=xml)
 
         self.sandbox.lookup = lookup
 

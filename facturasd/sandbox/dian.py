@@ -1,17 +1,20 @@
 """DIAN's WcfDianCustomerServices as DIAN answers it (POST /dian/WcfDianCustomerServices.svc):
-GetStatus over SOAP 1.2 with WS-Addressing, the WS-Security header checked first, as WCF
-does, whatever the body asks.
+GetStatus and GetXmlByDocumentKey over SOAP 1.2 with WS-Addressing, the WS-Security header
+checked first, as WCF does, whatever the body asks.
 
     content type not application/soap+xml     415, as WCF answers a SOAP 1.1 client
     not XML, not a SOAP 1.2 envelope          400
     WS-Security refused                       500, fault Sender / a:InvalidSecurity
     wsa:To not this endpoint                  500, fault Sender / a:DestinationUnreachable
-    wsa:Action not GetStatus                  500, fault Sender / a:ActionNotSupported
-    GetStatus without a trackId               500, fault Sender
-    a trackId                                 GetStatusResult: the record's code, else 66
+    wsa:Action neither of the two             500, fault Sender / a:ActionNotSupported
+    no trackId                                500, fault Sender
+    GetStatus                                 GetStatusResult: the record's code, else 66
+    GetXmlByDocumentKey                       an EventResponse: the record's XML (Code 100),
+                                              or Code 404 and no XML (not known, or known
+                                              without its XML)
 
-Each request counts one outcome: "00", "66", "98", "99", "invalid_security" or
-"fault_request".
+Each request counts one outcome: "00", "66", "98", "99", "xml", "xml_not_found",
+"invalid_security" or "fault_request".
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from aiohttp import web
 from cryptography import x509
 from lxml import etree
 
-from facturasd.authorities.dian import ARRAYS, DIAN_RESPONSE, GET_STATUS, WCF
+from facturasd.authorities.dian import ARRAYS, DIAN_RESPONSE, GET_STATUS, GET_XML, WCF
 from facturasd.authorities.wssecurity import SOAP12, WSA, WSSE, SecurityRejected, verify
 from facturasd.clock import utcnow
 from facturasd.errors import FormatError
@@ -66,22 +69,27 @@ class _Refused(Exception):
 async def service(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX]
     try:
-        track_id = _requested_track_id(request, await request.read(), sandbox.dian_trust)
+        action, track_id = _requested(request, await request.read(), sandbox.dian_trust)
     except _Refused as refused:
         sandbox.count("dian", refused.outcome)
         return refused.response
     if track_id.lower() not in sandbox.dian:
         await sandbox.recall(track_id)
     record = sandbox.dian.get(track_id.lower())
+    if action == GET_XML:
+        xml = record.xml if record is not None else None
+        sandbox.count("dian", "xml" if xml else "xml_not_found")
+        return _envelope(f"{GET_XML}Response", _get_xml_response(xml))
     if record is None:
         record = DianRecord(track_id.lower(), status_code="66", is_valid=False)
     sandbox.count("dian", record.status_code)
     return _envelope(f"{GET_STATUS}Response", _get_status_response(track_id, record))
 
 
-def _requested_track_id(
+def _requested(
     request: web.Request, data: bytes, trust: list[x509.Certificate] | None
-) -> str:
+) -> tuple[str, str]:
+    """The action asked and its trackId."""
     if request.content_type != SOAP_CONTENT_TYPE:
         raise _Refused(
             "fault_request",
@@ -115,7 +123,7 @@ def _requested_track_id(
             ),
         )
     action = envelope.findtext(f"{{{SOAP12}}}Header/{{{WSA}}}Action", "").strip()
-    if action != GET_STATUS:
+    if action not in (GET_STATUS, GET_XML):
         raise _Refused(
             "fault_request",
             _fault(
@@ -124,10 +132,11 @@ def _requested_track_id(
                 subcode=(WSA, "ActionNotSupported"),
             ),
         )
-    track_id = envelope.findtext(f"{{{SOAP12}}}Body/{{{WCF}}}GetStatus/{{{WCF}}}trackId", "")
+    operation = action.rpartition("/")[2]
+    track_id = envelope.findtext(f"{{{SOAP12}}}Body/{{{WCF}}}{operation}/{{{WCF}}}trackId", "")
     if not track_id.strip():
-        raise _Refused("fault_request", _fault("GetStatus needs a trackId."))
-    return track_id.strip()
+        raise _Refused("fault_request", _fault(f"{operation} needs a trackId."))
+    return action, track_id.strip()
 
 
 def _path(url: str) -> str:
@@ -164,6 +173,22 @@ def _get_status_response(track_id: str, record: DianRecord) -> etree._Element:
     field("XmlBytes", None)
     field("XmlDocumentKey", track_id)
     field("XmlFileName", f"ar{record.number or record.cufe[:16]}" if accepted else None)
+    return response
+
+
+def _get_xml_response(xml: bytes | None) -> etree._Element:
+    response = etree.Element(f"{{{WCF}}}GetXmlByDocumentKeyResponse", nsmap={None: WCF})
+    result = etree.SubElement(
+        response, f"{{{WCF}}}GetXmlByDocumentKeyResult", nsmap={"b": DIAN_RESPONSE, "i": XSI}
+    )
+    code, message = ("100", "Accion completada OK") if xml else ("404", "Documento no encontrado")
+    etree.SubElement(result, f"{{{DIAN_RESPONSE}}}Code").text = code
+    etree.SubElement(result, f"{{{DIAN_RESPONSE}}}Message").text = message
+    found = etree.SubElement(result, f"{{{DIAN_RESPONSE}}}XmlBytesBase64")
+    if xml:
+        found.text = base64.b64encode(xml).decode()
+    else:
+        found.set(f"{{{XSI}}}nil", "true")
     return response
 
 

@@ -213,18 +213,21 @@ async def _stats(request: web.Request) -> web.Response:
 def load_documents(sandbox: Sandbox, folder: Path) -> None:
     """Every document under `folder` (XML, ZIP, AttachedDocument; recursively) known and in
     force, and each Colombian invoice importable by its CUFE in Alegra; files that hold none
-    are skipped."""
+    are skipped. DIAN gives the XML of a document read from an XML file of its own."""
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        for inspection in read(path.read_bytes(), path.name):
+        data = path.read_bytes()
+        found = read(data, path.name)
+        for inspection in found:
             if inspection.document is not None and inspection.document.uuid:
-                know(sandbox, inspection.document, inspection.document.uuid)
+                xml = data if len(found) == 1 and path.suffix.lower() == ".xml" else None
+                know(sandbox, inspection.document, inspection.document.uuid, xml=xml)
 
 
-def know(sandbox: Sandbox, document: Document, uuid: str) -> None:
-    """`document` known and in force: by SAT (a CFDI) or DIAN, and by Alegra's import by
-    CUFE (a Colombian invoice)."""
+def know(sandbox: Sandbox, document: Document, uuid: str, *, xml: bytes | None = None) -> None:
+    """`document` known and in force: by SAT (a CFDI) or DIAN (with its `xml`, for
+    GetXmlByDocumentKey, if given), and by Alegra's import by CUFE (a Colombian invoice)."""
     if document.country != "MX":
-        sandbox.dian[uuid.lower()] = DianRecord(uuid.lower(), document.number)
+        sandbox.dian[uuid.lower()] = DianRecord(uuid.lower(), document.number, xml=xml)
         if document.kind in alegra.IMPORTABLE_KINDS:
             sandbox.alegra.documents[uuid.lower()] = document
         return

@@ -39,13 +39,15 @@ class SatRecord:
 
 @dataclass
 class DianRecord:
-    """A DIAN document as GetStatus reports it."""
+    """A DIAN document as GetStatus reports it, and its XML as GetXmlByDocumentKey gives it
+    (None: known without it)."""
 
     cufe: str  # lower case
     number: str | None = None
     status_code: str = "00"  # 00, 66, 98, 99
     is_valid: bool = True
     errors: list[str] = field(default_factory=list)
+    xml: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
