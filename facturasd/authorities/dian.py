@@ -15,9 +15,11 @@ certificate (wssecurity.py).
     no answer              Unavailable: timeout, refused connection, 429, a 5xx that is no
                            SOAP fault, a Receiver fault (DIAN failed, not the request)
 
-GetXmlByDocumentKey answers an EventResponse: `Code`, `Message` and, when DIAN has the
-document, `XmlBytesBase64` (the XML as its issuer sent it to DIAN). The XML's presence decides,
-not the code (DIAN's codes for this operation are not published): none is "not found".
+GetXmlByDocumentKey answers an EventResponse (its fields in the namespace of that data
+contract, not DianResponse's): `Code`, `Message` and, when DIAN has the document,
+`XmlBytesBase64` (the XML as its issuer sent it to DIAN; integrations that use it read Code
+"100" then). The XML's presence decides, not the code (DIAN does not publish this operation's
+codes): none is "not found".
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ WCF = "http://wcf.dian.colombia"
 GET_STATUS = f"{WCF}/IWcfDianCustomerServices/GetStatus"
 GET_XML = f"{WCF}/IWcfDianCustomerServices/GetXmlByDocumentKey"
 DIAN_RESPONSE = "http://schemas.datacontract.org/2004/07/DianResponse"
+# GetXmlByDocumentKey's EventResponse is a data contract of its own, in its own namespace.
+EVENT_RESPONSE = "http://schemas.datacontract.org/2004/07/EventResponse"
 ARRAYS = "http://schemas.microsoft.com/2003/10/Serialization/Arrays"
 
 
@@ -162,14 +166,14 @@ class DianClient:
         result = await self._call(GET_XML, cufe)
 
         def text(name: str) -> str:
-            return " ".join(result.findtext(f"{{{DIAN_RESPONSE}}}{name}", "").split())
+            return " ".join(result.findtext(f"{{{EVENT_RESPONSE}}}{name}", "").split())
 
         fields = {
             name: text(name)
             for name in _XML_FIELDS
-            if result.find(f"{{{DIAN_RESPONSE}}}{name}") is not None
+            if result.find(f"{{{EVENT_RESPONSE}}}{name}") is not None
         }
-        encoded = "".join(result.findtext(f"{{{DIAN_RESPONSE}}}XmlBytesBase64", "").split())
+        encoded = "".join(result.findtext(f"{{{EVENT_RESPONSE}}}XmlBytesBase64", "").split())
         try:
             xml = base64.b64decode(encoded, validate=True) if encoded else None
         except binascii.Error:

@@ -26,7 +26,14 @@ from aiohttp import web
 from cryptography import x509
 from lxml import etree
 
-from facturasd.authorities.dian import ARRAYS, DIAN_RESPONSE, GET_STATUS, GET_XML, WCF
+from facturasd.authorities.dian import (
+    ARRAYS,
+    DIAN_RESPONSE,
+    EVENT_RESPONSE,
+    GET_STATUS,
+    GET_XML,
+    WCF,
+)
 from facturasd.authorities.wssecurity import SOAP12, WSA, WSSE, SecurityRejected, verify
 from facturasd.clock import utcnow
 from facturasd.errors import FormatError
@@ -179,12 +186,12 @@ def _get_status_response(track_id: str, record: DianRecord) -> etree._Element:
 def _get_xml_response(xml: bytes | None) -> etree._Element:
     response = etree.Element(f"{{{WCF}}}GetXmlByDocumentKeyResponse", nsmap={None: WCF})
     result = etree.SubElement(
-        response, f"{{{WCF}}}GetXmlByDocumentKeyResult", nsmap={"b": DIAN_RESPONSE, "i": XSI}
+        response, f"{{{WCF}}}GetXmlByDocumentKeyResult", nsmap={"b": EVENT_RESPONSE, "i": XSI}
     )
     code, message = ("100", "Accion completada OK") if xml else ("404", "Documento no encontrado")
-    etree.SubElement(result, f"{{{DIAN_RESPONSE}}}Code").text = code
-    etree.SubElement(result, f"{{{DIAN_RESPONSE}}}Message").text = message
-    found = etree.SubElement(result, f"{{{DIAN_RESPONSE}}}XmlBytesBase64")
+    etree.SubElement(result, f"{{{EVENT_RESPONSE}}}Code").text = code
+    etree.SubElement(result, f"{{{EVENT_RESPONSE}}}Message").text = message
+    found = etree.SubElement(result, f"{{{EVENT_RESPONSE}}}XmlBytesBase64")
     if xml:
         found.text = base64.b64encode(xml).decode()
     else:
