@@ -67,6 +67,35 @@ _OUTCOMES = {
 WAITING = (C.RETRY, C.FALLBACK)
 
 
+def record_answer(
+    conn: sqlite3.Connection,
+    invoice_id: int,
+    answer: Answer,
+    *,
+    at: float,
+    latency: float | None,
+    source: str | None = None,
+) -> str:
+    """The authority's answer recorded as an attempt about the invoice (`source`: where it
+    came from, the answer's own unless told); returns what the authority said, in a line."""
+    compliance.record_attempt(
+        conn,
+        invoice_id,
+        at=at,
+        authority=answer.authority,
+        endpoint=answer.endpoint or answer.source,
+        source=source or answer.source,
+        outcome=_OUTCOMES[answer.verdict],
+        status=answer.status,
+        detail=answer.detail,
+        latency=latency,
+        fields=answer.fields,
+    )
+    return f"{answer.authority.upper()} says {answer.status}" + (
+        f" ({answer.detail})" if answer.detail else ""
+    )
+
+
 @dataclass(frozen=True)
 class Schedules:
     """`[retry]`: the delays of the RETRY steps, in seconds."""
@@ -185,33 +214,6 @@ class Confirm:
         """Not asked: it stays PENDING, the reason in its history, for a person."""
         self.lifecycle.comply(conn, invoice, to=C.PENDING, reason=f"not asked: {reason}")
 
-    def _record(
-        self,
-        conn: sqlite3.Connection,
-        invoice: Invoice,
-        answer: Answer,
-        latency: float | None,
-        *,
-        source: str,
-    ) -> str:
-        """The answer recorded as an attempt; returns what the authority said, in a line."""
-        compliance.record_attempt(
-            conn,
-            invoice.id,
-            at=self._now(),
-            authority=answer.authority,
-            endpoint=answer.endpoint or answer.source,
-            source=source,
-            outcome=_OUTCOMES[answer.verdict],
-            status=answer.status,
-            detail=answer.detail,
-            latency=latency,
-            fields=answer.fields,
-        )
-        return f"{answer.authority.upper()} says {answer.status}" + (
-            f" ({answer.detail})" if answer.detail else ""
-        )
-
     def _answered(
         self,
         conn: sqlite3.Connection,
@@ -220,7 +222,7 @@ class Confirm:
         answer: Answer,
         latency: float | None,
     ) -> None:
-        said = self._record(conn, invoice, answer, latency, source=answer.source)
+        said = record_answer(conn, invoice.id, answer, at=self._now(), latency=latency)
         if answer.alarm is not None:
             self._alert(conn, invoice, "critical", "SUPPLIER-EFOS", said=said, alarm=answer.alarm)
         if answer.verdict is Verdict.VALID:
@@ -518,7 +520,9 @@ class Confirm:
     def _rechecked(
         self, conn: sqlite3.Connection, *, invoice: Invoice, answer: Answer, latency: float
     ) -> None:
-        said = self._record(conn, invoice, answer, latency, source="recheck")
+        said = record_answer(
+            conn, invoice.id, answer, at=self._now(), latency=latency, source="recheck"
+        )
         if answer.verdict is not Verdict.INVALID:
             return  # (not found after being found: SAT's index, not the CFDI; asked tomorrow)
         if self.lifecycle.comply(conn, invoice, to=C.FAILED, reason=f"re-checked: {said}"):

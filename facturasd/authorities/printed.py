@@ -34,10 +34,10 @@ from typing import TypeVar
 
 import anyio
 
-from facturasd.authorities import Answer, Authority, Verdict
+from facturasd.authorities import Answer, Authority
 from facturasd.authorities import sat as sat_service
 from facturasd.authorities.circuit import Circuit
-from facturasd.authorities.confirm import Confirm
+from facturasd.authorities.confirm import Confirm, record_answer
 from facturasd.authorities.dian import DianClient
 from facturasd.clock import Clock, utcnow
 from facturasd.constants import InvoiceState, QueueName
@@ -56,11 +56,6 @@ log = logging.getLogger(__name__)
 
 # Where in the inbox the XML DIAN gives is written to be taken (hidden: the watcher skips it).
 FETCHED_DIR = ".dian"
-_OUTCOMES = {
-    Verdict.VALID: Outcome.VALID,
-    Verdict.INVALID: Outcome.INVALID,
-    Verdict.NOT_FOUND: Outcome.NOT_FOUND,
-}
 T = TypeVar("T")
 
 
@@ -192,27 +187,6 @@ class PrintedCopy:
 
     # ── effects: run in the commit that completes the job ────────────────────────────────
 
-    def _attempt(
-        self, conn: sqlite3.Connection, invoice: Invoice, answer: Answer, latency: float
-    ) -> str:
-        """The answer recorded as an attempt about the PDF; what was said, in a line."""
-        compliance.record_attempt(
-            conn,
-            invoice.id,
-            at=self._clock().timestamp(),
-            authority=answer.authority,
-            endpoint=answer.endpoint,
-            source=answer.source,
-            outcome=_OUTCOMES[answer.verdict],
-            status=answer.status,
-            detail=answer.detail,
-            latency=latency,
-            fields=answer.fields,
-        )
-        return f"{answer.authority.upper()} says {answer.status}" + (
-            f" ({answer.detail})" if answer.detail else ""
-        )
-
     def _note(self, conn: sqlite3.Connection, invoice: Invoice, reason: str) -> None:
         ledger.update(conn, invoice.id, self._clock().timestamp(), reason=reason)
 
@@ -239,7 +213,9 @@ class PrintedCopy:
     def _sat_said(
         self, conn: sqlite3.Connection, *, invoice: Invoice, answer: Answer, latency: float
     ) -> None:
-        said = self._attempt(conn, invoice, answer, latency)
+        said = record_answer(
+            conn, invoice.id, answer, at=self._clock().timestamp(), latency=latency
+        )
         self._note(
             conn,
             invoice,
@@ -255,13 +231,15 @@ class PrintedCopy:
         latency: float,
         taken_as: str,
     ) -> None:
-        self._attempt(conn, invoice, answer, latency)
+        record_answer(conn, invoice.id, answer, at=self._clock().timestamp(), latency=latency)
         self._note(conn, invoice, f"its XML fetched from DIAN by its CUFE, taken as {taken_as}")
 
     def _not_found(
         self, conn: sqlite3.Connection, *, invoice: Invoice, answer: Answer, latency: float
     ) -> None:
-        said = self._attempt(conn, invoice, answer, latency)
+        said = record_answer(
+            conn, invoice.id, answer, at=self._clock().timestamp(), latency=latency
+        )
         reason = f"DIAN does not have the XML of its CUFE: {said}"
         done = compliance.count_attempts(conn, invoice.id, Outcome.NOT_FOUND)
         if done > len(self.not_found):
