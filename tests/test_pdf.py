@@ -76,6 +76,17 @@ def test_a_mexican_pdf_alone() -> None:
     assert (doc.number, doc.totals.total) == (None, "459.36")
 
 
+def test_inspect_shows_no_sum_a_pdf_did_not_print(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The total is printed; the taxes and withholdings are not read from the text: unknown,
+    # not zero.
+    pdf = tmp_path / "cfdi.pdf"
+    pdf.write_bytes(text_pdf(["Emisor: CSM190311AH6", "Total: 459.36"]))
+    _, shown, _ = cli(capsys, "inspect", str(pdf))
+    assert "  total 459.36 ; impuestos —; retenciones —" in shown.splitlines(), shown
+
+
 def test_pdfs_that_are_no_invoice_or_no_pdf_at_all() -> None:
     [letter] = read(text_pdf(["Querido cliente, gracias por su compra."]), "carta.pdf")
     assert [f.code for f in letter.findings] == ["FMT-UNKNOWN-DOCUMENT"]

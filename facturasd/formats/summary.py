@@ -27,8 +27,8 @@ def render(inspection: Inspection, lang: Language) -> str:
             f"{_party(doc.receiver.tax_id, doc.receiver.check_digit)} {doc.receiver.name or ''}",
             f"  {words['total']} {amount(totals.total, country) if totals.total else '—'} "
             f"{doc.currency or ''}; "
-            f"{words['taxes']} {amount(totals.taxes or '0', country)}; "
-            f"{words['withholdings']} {amount(totals.withholdings or '0', country)}",
+            f"{words['taxes']} {_amount(totals.taxes, country, inspection.format)}; "
+            f"{words['withholdings']} {_amount(totals.withholdings, country, inspection.format)}",
             f"  UUID/CUFE {doc.uuid or '—'}",
         ]
         if doc.authority_evidence:
@@ -47,3 +47,12 @@ def render(inspection: Inspection, lang: Language) -> str:
 
 def _party(tax_id: str | None, check_digit: str | None) -> str:
     return f"{tax_id or '—'}-{check_digit}" if check_digit else tax_id or "—"
+
+
+def _amount(value: str | None, country: str | None, form: str | None) -> str:
+    """A sum of taxes or withholdings as the country writes it. One a document does not state
+    is none for an XML, but unknown for a PDF's text (read for its total alone): "—", never a
+    zero it did not print."""
+    if value is None:
+        return "—" if form == "pdf" else amount("0", country)
+    return amount(value, country)
