@@ -485,6 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AlreadyRunning, CannotListen, StoreError, ReviewRefused) as exc:
         print(f"facturasd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader left (`facturasd inspect … | head`): nothing more to say, no traceback.
+        # What is still buffered for stdout goes nowhere rather than failing at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -156,6 +156,24 @@ def test_inspect_speaks_the_configured_language_unless_told(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_inspect_into_a_reader_that_leaves_early_ends_without_a_traceback() -> None:
+    # More than a pipe holds (`facturasd inspect … | head -1`): the write fails once the
+    # reader has gone, and the command says nothing more.
+    with subprocess.Popen(
+        [PYTHON, "-m", "facturasd", "inspect", *map(str, SAMPLES * 40)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=daemon_env(),
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(str(SAMPLES[0]).encode())
+        proc.stdout.close()
+        said = proc.stderr.read()
+        assert proc.wait(timeout=120) != 0
+    assert said == b""
+
+
 def test_inspect_writes_nothing(tmp_path: Path) -> None:
     before = sorted(tmp_path.rglob("*"))
     assert inspect(str(FV7), cwd=tmp_path).returncode == 0
