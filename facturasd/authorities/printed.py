@@ -23,7 +23,6 @@ recorded as an attempt and not repeated: the setup needs a person, and confirm s
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,6 +42,7 @@ from facturasd.clock import Clock, utcnow
 from facturasd.constants import InvoiceState, QueueName
 from facturasd.errors import AuthorityRefused, Unavailable
 from facturasd.formats.model import Document
+from facturasd.inbox.archive import write_atomically
 from facturasd.logs import about_invoice
 from facturasd.pipeline.lifecycle import PRINTED, Lifecycle
 from facturasd.store import compliance, ledger
@@ -169,20 +169,14 @@ class PrintedCopy:
             await self.confirm.sweep()
 
     def _write(self, invoice: Invoice, cufe: str, xml: bytes) -> Path:
-        """The XML written into the inbox whole (a temporary name, then one rename), under a
-        name its CUFE gives: asked again after a crash, it is the same file."""
+        """The XML written into the inbox whole, under a name its CUFE gives: asked again
+        after a crash, it is the same file."""
         folder = self.inbox / (invoice.company or "") / FETCHED_DIR
-        folder.mkdir(parents=True, exist_ok=True)
         # (A CUFE is hex; anything else it held could not make a path of its own.)
         path = (
             folder / f"dian-{''.join(c for c in cufe.lower() if c.isascii() and c.isalnum())}.xml"
         )
-        partial_path = path.with_name(path.name + ".part")
-        with partial_path.open("wb") as handle:
-            handle.write(xml)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial_path, path)
+        write_atomically(path, xml)
         return path
 
     # ── effects: run in the commit that completes the job ────────────────────────────────

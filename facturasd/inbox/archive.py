@@ -252,12 +252,13 @@ def same_file(a: Path, b: Path) -> bool:
     return True
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """`text` in `path`, whole or not at all (a reader never sees half a file)."""
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """`data` (text is written as UTF-8) in `path`, whole or not at all (a reader never sees
+    half a file), and still there after a power cut."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.part")
-    with partial.open("w", encoding="utf-8") as handle:
-        handle.write(text)
+    with partial.open("wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
         handle.flush()
         os.fsync(handle.fileno())
     os.rename(partial, path)
